@@ -1,0 +1,702 @@
+//! [`SqliteCatalog`]: the `iceberg::Catalog` implementation over the JDBC-layout SQLite file.
+//!
+//! Every mutation of a table is a compare-and-swap on `iceberg_tables.metadata_location`; the
+//! metadata file is written first (under a fresh UUID name, so it never overwrites anything) and
+//! deleted again if the swap loses.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use iceberg::io::{FileIO, FileIOBuilder, LocalFsStorageFactory};
+use iceberg::Runtime;
+use iceberg::spec::{TableMetadata, TableMetadataBuilder};
+use iceberg::table::Table;
+use iceberg::{
+    Catalog, Error, ErrorKind, MetadataLocation, Namespace, NamespaceIdent, Result, TableCommit,
+    TableCreation, TableIdent, TableRequirement, TableUpdate,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::positions::{PositionMove, SinkPosition, find_position_move};
+
+/// How long a statement waits for another connection's (or process's) lock before failing.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections in the pool; SQLite serialises writers anyway.
+pub const SQLITE_MAX_CONNECTIONS: u32 = 4;
+
+const NAMESPACE_MARKER: &str = "exists";
+
+/// Builds a `FileIO` for a warehouse URI (`file:///…` today).
+pub fn file_io_for(warehouse: &str) -> Result<FileIO> {
+    if warehouse.starts_with("file://") || warehouse.starts_with('/') {
+        Ok(FileIOBuilder::new(Arc::new(LocalFsStorageFactory)).build())
+    } else {
+        Err(Error::new(
+            ErrorKind::FeatureUnsupported,
+            format!("warehouse {warehouse:?}: only file:// warehouses are supported in this build"),
+        ))
+    }
+}
+
+fn sql_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |e| {
+        // A busy/locked database is a transient outside condition: worth a retry.
+        let retryable = matches!(&e, sqlx::Error::Database(d) if d.message().contains("locked") || d.message().contains("busy"))
+            || matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_));
+        Error::new(ErrorKind::Unexpected, format!("catalog database: {context}"))
+            .with_retryable(retryable)
+            .with_source(e)
+    }
+}
+
+/// The SQLite-backed Iceberg catalog. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteCatalog {
+    pool: SqlitePool,
+    name: String,
+    warehouse: String,
+    file_io: FileIO,
+}
+
+impl SqliteCatalog {
+    /// Opens (creating when missing) the catalog database at `db_path`. `name` is the JDBC layout's
+    /// `catalog_name`; `warehouse` is the URI new tables are placed under (`file:///abs/path`).
+    pub async fn open(db_path: &Path, name: &str, warehouse: &str) -> Result<Self> {
+        if let Some(dir) = db_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::new(ErrorKind::Unexpected, format!("create {}", dir.display())).with_source(e)
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(db_path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(SQLITE_MAX_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(sql_err("open"))?;
+        for ddl in [
+            "CREATE TABLE IF NOT EXISTS iceberg_tables (
+                catalog_name VARCHAR(255) NOT NULL,
+                table_namespace VARCHAR(255) NOT NULL,
+                table_name VARCHAR(255) NOT NULL,
+                metadata_location VARCHAR(1000),
+                previous_metadata_location VARCHAR(1000),
+                iceberg_type VARCHAR(5),
+                PRIMARY KEY (catalog_name, table_namespace, table_name))",
+            "CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
+                catalog_name VARCHAR(255) NOT NULL,
+                namespace VARCHAR(255) NOT NULL,
+                property_key VARCHAR(255) NOT NULL,
+                property_value VARCHAR(1000),
+                PRIMARY KEY (catalog_name, namespace, property_key))",
+            "CREATE TABLE IF NOT EXISTS floe_sink_positions (
+                catalog_name VARCHAR(255) NOT NULL,
+                pipeline VARCHAR(255) NOT NULL,
+                sink VARCHAR(255) NOT NULL,
+                table_ident VARCHAR(1000) NOT NULL,
+                table_uuid VARCHAR(64) NOT NULL,
+                position INTEGER NOT NULL,
+                snapshot_id INTEGER NOT NULL,
+                updated_at_ms INTEGER NOT NULL,
+                PRIMARY KEY (catalog_name, pipeline, sink))",
+        ] {
+            sqlx::query(ddl)
+                .execute(&pool)
+                .await
+                .map_err(sql_err("create schema"))?;
+        }
+        Ok(Self {
+            pool,
+            name: name.to_string(),
+            warehouse: warehouse.trim_end_matches('/').to_string(),
+            file_io: file_io_for(warehouse)?,
+        })
+    }
+
+    /// The JDBC layout's `catalog_name`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The warehouse URI.
+    pub fn warehouse(&self) -> &str {
+        &self.warehouse
+    }
+
+    /// The `FileIO` for the warehouse.
+    pub fn file_io(&self) -> &FileIO {
+        &self.file_io
+    }
+
+    /// The committed position of `(pipeline, sink)`, if it ever committed.
+    pub async fn sink_position(&self, pipeline: &str, sink: &str) -> Result<Option<SinkPosition>> {
+        let row = sqlx::query(
+            "SELECT table_ident, table_uuid, position, snapshot_id, updated_at_ms
+             FROM floe_sink_positions WHERE catalog_name = ? AND pipeline = ? AND sink = ?",
+        )
+        .bind(&self.name)
+        .bind(pipeline)
+        .bind(sink)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql_err("read sink position"))?;
+        Ok(row.map(|r| SinkPosition {
+            pipeline: pipeline.to_string(),
+            sink: sink.to_string(),
+            table: r.get(0),
+            table_uuid: r.get(1),
+            position: r.get::<i64, _>(2) as u64,
+            snapshot_id: r.get(3),
+            updated_at_ms: r.get(4),
+        }))
+    }
+
+    /// All recorded sink positions.
+    pub async fn sink_positions(&self) -> Result<Vec<SinkPosition>> {
+        let rows = sqlx::query(
+            "SELECT pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms
+             FROM floe_sink_positions WHERE catalog_name = ? ORDER BY pipeline, sink",
+        )
+        .bind(&self.name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err("read sink positions"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SinkPosition {
+                pipeline: r.get(0),
+                sink: r.get(1),
+                table: r.get(2),
+                table_uuid: r.get(3),
+                position: r.get::<i64, _>(4) as u64,
+                snapshot_id: r.get(5),
+                updated_at_ms: r.get(6),
+            })
+            .collect())
+    }
+
+    /// Moves a sink position without a snapshot: the rows of `[from, to)` produced no output
+    /// (all filtered). Same compare-and-swap on the position as a data commit.
+    pub async fn advance_position(
+        &self,
+        pipeline: &str,
+        sink: &str,
+        table: &TableIdent,
+        from: u64,
+        to: u64,
+    ) -> Result<()> {
+        let location = self.metadata_location(table).await?.ok_or_else(|| Self::no_such_table(table))?;
+        let metadata = TableMetadata::read_from(&self.file_io, &location).await?;
+        let snapshot_id = metadata.current_snapshot_id().unwrap_or(-1);
+        let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
+        let mv = PositionMove { pipeline: pipeline.to_string(), sink: sink.to_string(), from, to, snapshot_id };
+        self.move_position(&mut tx, table, &metadata, &mv).await?;
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(())
+    }
+
+    /// Closes the connection pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn ns_key(ns: &NamespaceIdent) -> String {
+        ns.join(".")
+    }
+
+    fn build_table(&self, ident: TableIdent, location: String, metadata: TableMetadata) -> Result<Table> {
+        Table::builder()
+            .file_io(self.file_io.clone())
+            .metadata_location(location)
+            .metadata(metadata)
+            .identifier(ident)
+            .runtime(Runtime::try_current()?)
+            .build()
+    }
+
+    async fn metadata_location(&self, ident: &TableIdent) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT metadata_location FROM iceberg_tables
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
+               AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)",
+        )
+        .bind(&self.name)
+        .bind(Self::ns_key(ident.namespace()))
+        .bind(ident.name())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql_err("load table"))?;
+        Ok(row.and_then(|r| r.get::<Option<String>, _>(0)))
+    }
+
+    fn no_such_table(ident: &TableIdent) -> Error {
+        Error::new(ErrorKind::TableNotFound, format!("table {ident} does not exist"))
+    }
+
+    fn no_such_namespace(ns: &NamespaceIdent) -> Error {
+        Error::new(
+            ErrorKind::NamespaceNotFound,
+            format!("namespace {} does not exist", Self::ns_key(ns)),
+        )
+    }
+
+    async fn all_namespace_keys(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT namespace FROM iceberg_namespace_properties WHERE catalog_name = ?
+             UNION SELECT DISTINCT table_namespace FROM iceberg_tables WHERE catalog_name = ?",
+        )
+        .bind(&self.name)
+        .bind(&self.name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err("list namespaces"))?;
+        Ok(rows.into_iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    /// Applies `commit` and records a sink position move when the commit carries one; see the
+    /// crate docs for the protocol.
+    async fn commit_table(&self, mut commit: TableCommit) -> Result<Table> {
+        let ident = commit.identifier().clone();
+        let base_location = self
+            .metadata_location(&ident)
+            .await?
+            .ok_or_else(|| Self::no_such_table(&ident))?;
+        let base_metadata = TableMetadata::read_from(&self.file_io, &base_location).await?;
+        let requirements = commit.take_requirements();
+        let updates = commit.take_updates();
+        let position_move = find_position_move(&updates)?;
+        let new_metadata = apply_commit(&base_metadata, &base_location, requirements, updates)?;
+        let new_location = MetadataLocation::from_str(&base_location)?
+            .with_next_version()
+            .with_new_metadata(&new_metadata);
+        new_metadata.write_to(&self.file_io, &new_location).await?;
+        let new_location = new_location.to_string();
+        let staged = self.build_table(ident.clone(), new_location.clone(), new_metadata)?;
+
+        match self
+            .swap_pointer(&ident, &base_location, &new_location, staged.metadata(), position_move)
+            .await
+        {
+            Ok(()) => Ok(staged),
+            Err(e) => {
+                if let Err(del) = self.file_io.delete(&new_location).await {
+                    tracing::warn!(%new_location, error = %del, "could not delete metadata of a failed commit");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn swap_pointer(
+        &self,
+        ident: &TableIdent,
+        base_location: &str,
+        new_location: &str,
+        metadata: &TableMetadata,
+        position_move: Option<PositionMove>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(sql_err("begin commit"))?;
+        let swapped = sqlx::query(
+            "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ?
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
+               AND metadata_location = ?",
+        )
+        .bind(new_location)
+        .bind(base_location)
+        .bind(&self.name)
+        .bind(Self::ns_key(ident.namespace()))
+        .bind(ident.name())
+        .bind(base_location)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err("swap metadata pointer"))?;
+        if swapped.rows_affected() != 1 {
+            return Err(Error::new(
+                ErrorKind::CatalogCommitConflicts,
+                format!("table {ident} was changed by another commit; retrying on the new metadata"),
+            )
+            .with_retryable(true));
+        }
+        if let Some(mv) = position_move {
+            self.move_position(&mut tx, ident, metadata, &mv).await?;
+        }
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(())
+    }
+
+    async fn move_position(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        ident: &TableIdent,
+        metadata: &TableMetadata,
+        mv: &PositionMove,
+    ) -> Result<()> {
+            let now = chrono::Utc::now().timestamp_millis();
+            let moved = sqlx::query(
+                "UPDATE floe_sink_positions
+                 SET position = ?, snapshot_id = ?, updated_at_ms = ?, table_ident = ?, table_uuid = ?
+                 WHERE catalog_name = ? AND pipeline = ? AND sink = ? AND position = ?",
+            )
+            .bind(mv.to as i64)
+            .bind(mv.snapshot_id)
+            .bind(now)
+            .bind(ident.to_string())
+            .bind(metadata.uuid().to_string())
+            .bind(&self.name)
+            .bind(&mv.pipeline)
+            .bind(&mv.sink)
+            .bind(mv.from as i64)
+            .execute(&mut **tx)
+            .await
+            .map_err(sql_err("move sink position"))?;
+            if moved.rows_affected() != 1 {
+                // Either the first commit of this pair, or somebody else moved it: the INSERT
+                // only succeeds in the first case (primary key).
+                let inserted = sqlx::query(
+                    "INSERT OR IGNORE INTO floe_sink_positions
+                     (catalog_name, pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&self.name)
+                .bind(&mv.pipeline)
+                .bind(&mv.sink)
+                .bind(ident.to_string())
+                .bind(metadata.uuid().to_string())
+                .bind(mv.to as i64)
+                .bind(mv.snapshot_id)
+                .bind(now)
+                .execute(&mut **tx)
+                .await
+                .map_err(sql_err("record sink position"))?;
+                if inserted.rows_affected() != 1 {
+                    return Err(Error::new(
+                        ErrorKind::PreconditionFailed,
+                        format!(
+                            "sink position of pipeline {:?} sink {:?} is no longer {}: another writer committed this range",
+                            mv.pipeline, mv.sink, mv.from
+                        ),
+                    ));
+                }
+            }
+        Ok(())
+    }
+}
+
+/// The pure part of a commit: checks `requirements` against the base metadata and applies
+/// `updates`. A failed requirement is a retryable conflict (the caller reloads and re-applies).
+pub(crate) fn apply_commit(
+    base: &TableMetadata,
+    base_location: &str,
+    requirements: Vec<TableRequirement>,
+    updates: Vec<TableUpdate>,
+) -> Result<TableMetadata> {
+    for requirement in requirements {
+        requirement.check(Some(base)).map_err(|e| {
+            Error::new(ErrorKind::CatalogCommitConflicts, format!("commit requirement failed: {e}"))
+                .with_retryable(true)
+        })?;
+    }
+    let mut builder = base.clone().into_builder(Some(base_location.to_string()));
+    for update in updates {
+        builder = update.apply(builder)?;
+    }
+    Ok(builder.build()?.metadata)
+}
+
+#[async_trait]
+impl Catalog for SqliteCatalog {
+    async fn list_namespaces(&self, parent: Option<&NamespaceIdent>) -> Result<Vec<NamespaceIdent>> {
+        let keys = self.all_namespace_keys().await?;
+        let prefix: Vec<String> = parent.map(|p| p.clone().inner()).unwrap_or_default();
+        if let Some(p) = parent
+            && !keys.iter().any(|k| k == &Self::ns_key(p) || k.starts_with(&format!("{}.", Self::ns_key(p))))
+        {
+            return Err(Self::no_such_namespace(p));
+        }
+        let mut out: Vec<NamespaceIdent> = Vec::new();
+        for key in keys {
+            let parts: Vec<String> = key.split('.').map(str::to_string).collect();
+            if parts.len() > prefix.len() && parts[..prefix.len()] == prefix[..] {
+                let child = NamespaceIdent::from_vec(parts[..=prefix.len()].to_vec())?;
+                if !out.contains(&child) {
+                    out.push(child);
+                }
+            }
+        }
+        out.sort_by_key(|a| a.join("."));
+        Ok(out)
+    }
+
+    async fn create_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> Result<Namespace> {
+        if self.namespace_exists(namespace).await? {
+            return Err(Error::new(
+                ErrorKind::NamespaceAlreadyExists,
+                format!("namespace {} already exists", Self::ns_key(namespace)),
+            ));
+        }
+        let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
+        let mut props = properties.clone();
+        props.insert(NAMESPACE_MARKER.to_string(), "true".to_string());
+        for (k, v) in &props {
+            sqlx::query(
+                "INSERT INTO iceberg_namespace_properties (catalog_name, namespace, property_key, property_value)
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(&self.name)
+            .bind(Self::ns_key(namespace))
+            .bind(k)
+            .bind(v)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err("create namespace"))?;
+        }
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(Namespace::with_properties(namespace.clone(), properties))
+    }
+
+    async fn get_namespace(&self, namespace: &NamespaceIdent) -> Result<Namespace> {
+        if !self.namespace_exists(namespace).await? {
+            return Err(Self::no_such_namespace(namespace));
+        }
+        let rows = sqlx::query(
+            "SELECT property_key, property_value FROM iceberg_namespace_properties
+             WHERE catalog_name = ? AND namespace = ?",
+        )
+        .bind(&self.name)
+        .bind(Self::ns_key(namespace))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err("load namespace"))?;
+        let props = rows
+            .into_iter()
+            .filter_map(|r| {
+                let k: String = r.get(0);
+                let v: Option<String> = r.get(1);
+                (k != NAMESPACE_MARKER).then(|| (k, v.unwrap_or_default()))
+            })
+            .collect();
+        Ok(Namespace::with_properties(namespace.clone(), props))
+    }
+
+    async fn namespace_exists(&self, namespace: &NamespaceIdent) -> Result<bool> {
+        let key = Self::ns_key(namespace);
+        Ok(self.all_namespace_keys().await?.iter().any(|k| k == &key))
+    }
+
+    async fn update_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> Result<()> {
+        if !self.namespace_exists(namespace).await? {
+            return Err(Self::no_such_namespace(namespace));
+        }
+        let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
+        for (k, v) in &properties {
+            sqlx::query(
+                "INSERT INTO iceberg_namespace_properties (catalog_name, namespace, property_key, property_value)
+                 VALUES (?, ?, ?, ?)
+                 ON CONFLICT (catalog_name, namespace, property_key) DO UPDATE SET property_value = excluded.property_value",
+            )
+            .bind(&self.name)
+            .bind(Self::ns_key(namespace))
+            .bind(k)
+            .bind(v)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err("update namespace"))?;
+        }
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(())
+    }
+
+    async fn drop_namespace(&self, namespace: &NamespaceIdent) -> Result<()> {
+        if !self.namespace_exists(namespace).await? {
+            return Err(Self::no_such_namespace(namespace));
+        }
+        if !self.list_tables(namespace).await?.is_empty() {
+            return Err(Error::new(
+                ErrorKind::PreconditionFailed,
+                format!("namespace {} is not empty", Self::ns_key(namespace)),
+            ));
+        }
+        sqlx::query("DELETE FROM iceberg_namespace_properties WHERE catalog_name = ? AND namespace = ?")
+            .bind(&self.name)
+            .bind(Self::ns_key(namespace))
+            .execute(&self.pool)
+            .await
+            .map_err(sql_err("drop namespace"))?;
+        Ok(())
+    }
+
+    async fn list_tables(&self, namespace: &NamespaceIdent) -> Result<Vec<TableIdent>> {
+        if !self.namespace_exists(namespace).await? {
+            return Err(Self::no_such_namespace(namespace));
+        }
+        let rows = sqlx::query(
+            "SELECT table_name FROM iceberg_tables
+             WHERE catalog_name = ? AND table_namespace = ?
+               AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL) ORDER BY table_name",
+        )
+        .bind(&self.name)
+        .bind(Self::ns_key(namespace))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err("list tables"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TableIdent::new(namespace.clone(), r.get(0)))
+            .collect())
+    }
+
+    async fn create_table(&self, namespace: &NamespaceIdent, creation: TableCreation) -> Result<Table> {
+        if !self.namespace_exists(namespace).await? {
+            return Err(Self::no_such_namespace(namespace));
+        }
+        let ident = TableIdent::new(namespace.clone(), creation.name.clone());
+        if self.metadata_location(&ident).await?.is_some() {
+            return Err(Error::new(
+                ErrorKind::TableAlreadyExists,
+                format!("table {ident} already exists"),
+            ));
+        }
+        let location = match &creation.location {
+            Some(l) => l.trim_end_matches('/').to_string(),
+            None => format!("{}/{}/{}", self.warehouse, namespace.join("/"), creation.name),
+        };
+        let creation = TableCreation {
+            location: Some(location.clone()),
+            ..creation
+        };
+        let metadata = TableMetadataBuilder::from_table_creation(creation)?.build()?.metadata;
+        let metadata_location = MetadataLocation::new_with_metadata(&location, &metadata);
+        metadata.write_to(&self.file_io, &metadata_location).await?;
+        let inserted = sqlx::query(
+            "INSERT OR IGNORE INTO iceberg_tables
+             (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type)
+             VALUES (?, ?, ?, ?, NULL, 'TABLE')",
+        )
+        .bind(&self.name)
+        .bind(Self::ns_key(namespace))
+        .bind(ident.name())
+        .bind(metadata_location.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(sql_err("create table"))?;
+        if inserted.rows_affected() != 1 {
+            let _ = self.file_io.delete(metadata_location.to_string()).await;
+            return Err(Error::new(
+                ErrorKind::TableAlreadyExists,
+                format!("table {ident} already exists"),
+            ));
+        }
+        self.build_table(ident, metadata_location.to_string(), metadata)
+    }
+
+    async fn load_table(&self, ident: &TableIdent) -> Result<Table> {
+        let location = self
+            .metadata_location(ident)
+            .await?
+            .ok_or_else(|| Self::no_such_table(ident))?;
+        let metadata = TableMetadata::read_from(&self.file_io, &location).await?;
+        self.build_table(ident.clone(), location, metadata)
+    }
+
+    async fn drop_table(&self, ident: &TableIdent) -> Result<()> {
+        let deleted = sqlx::query(
+            "DELETE FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
+        )
+        .bind(&self.name)
+        .bind(Self::ns_key(ident.namespace()))
+        .bind(ident.name())
+        .execute(&self.pool)
+        .await
+        .map_err(sql_err("drop table"))?;
+        if deleted.rows_affected() == 0 {
+            return Err(Self::no_such_table(ident));
+        }
+        Ok(())
+    }
+
+    async fn purge_table(&self, ident: &TableIdent) -> Result<()> {
+        let table = self.load_table(ident).await?;
+        self.drop_table(ident).await?;
+        let location = table.metadata().location().to_string();
+        self.file_io.delete_prefix(&location).await
+    }
+
+    async fn table_exists(&self, ident: &TableIdent) -> Result<bool> {
+        Ok(self.metadata_location(ident).await?.is_some())
+    }
+
+    async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> Result<()> {
+        if !self.namespace_exists(dest.namespace()).await? {
+            return Err(Self::no_such_namespace(dest.namespace()));
+        }
+        if self.table_exists(dest).await? {
+            return Err(Error::new(
+                ErrorKind::TableAlreadyExists,
+                format!("table {dest} already exists"),
+            ));
+        }
+        let renamed = sqlx::query(
+            "UPDATE iceberg_tables SET table_namespace = ?, table_name = ?
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
+        )
+        .bind(Self::ns_key(dest.namespace()))
+        .bind(dest.name())
+        .bind(&self.name)
+        .bind(Self::ns_key(src.namespace()))
+        .bind(src.name())
+        .execute(&self.pool)
+        .await
+        .map_err(sql_err("rename table"))?;
+        if renamed.rows_affected() == 0 {
+            return Err(Self::no_such_table(src));
+        }
+        Ok(())
+    }
+
+    async fn register_table(&self, ident: &TableIdent, metadata_location: String) -> Result<Table> {
+        if !self.namespace_exists(ident.namespace()).await? {
+            return Err(Self::no_such_namespace(ident.namespace()));
+        }
+        let metadata = TableMetadata::read_from(&self.file_io, &metadata_location).await?;
+        let inserted = sqlx::query(
+            "INSERT OR IGNORE INTO iceberg_tables
+             (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type)
+             VALUES (?, ?, ?, ?, NULL, 'TABLE')",
+        )
+        .bind(&self.name)
+        .bind(Self::ns_key(ident.namespace()))
+        .bind(ident.name())
+        .bind(&metadata_location)
+        .execute(&self.pool)
+        .await
+        .map_err(sql_err("register table"))?;
+        if inserted.rows_affected() != 1 {
+            return Err(Error::new(
+                ErrorKind::TableAlreadyExists,
+                format!("table {ident} already exists"),
+            ));
+        }
+        self.build_table(ident.clone(), metadata_location, metadata)
+    }
+
+    async fn update_table(&self, commit: TableCommit) -> Result<Table> {
+        self.commit_table(commit).await
+    }
+}

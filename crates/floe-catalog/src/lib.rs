@@ -1,0 +1,48 @@
+//! floe's Iceberg catalog: a SQLite file in the Iceberg **JDBC catalog layout**, plus the one thing
+//! a streaming sink needs that no stock catalog gives it — a commit that records *how far in the
+//! stream* it has landed, atomically with the table's new metadata pointer.
+//!
+//! # Layout (shared with PyIceberg's `SqlCatalog` and Spark's `JdbcCatalog`)
+//!
+//! ```text
+//! iceberg_tables                (catalog_name, table_namespace, table_name) -> metadata_location,
+//!                                previous_metadata_location, iceberg_type
+//! iceberg_namespace_properties  (catalog_name, namespace, property_key) -> property_value
+//!                                every namespace has the marker property  exists = true
+//! floe_sink_positions           (catalog_name, pipeline, sink) -> table, table_uuid, position,
+//!                                snapshot_id, updated_at_ms            (floe's own, ignored by others)
+//! ```
+//!
+//! Namespaces are stored dot-joined (`a.b`), as the JDBC layout does.
+//!
+//! # Commit protocol
+//!
+//! ```text
+//!  sink                               SqliteCatalog::update_table              SQLite
+//!   │ fast-append(files, summary{floe.pipeline, floe.sink,                       │
+//!   │             floe.position.from = F, floe.position.to = T})                 │
+//!   ├──────────────► load current row, check requirements, apply updates         │
+//!   │                write  <table>/metadata/NNNNN-<uuid>.metadata.json           │
+//!   │                BEGIN                                                        │
+//!   │                UPDATE iceberg_tables SET metadata_location = new            │
+//!   │                  WHERE metadata_location = base          ── 0 rows: conflict (retryable)
+//!   │                UPDATE floe_sink_positions SET position = T                  │
+//!   │                  WHERE position = F          (or INSERT the first one)      │
+//!   │                                              ── 0 rows: fenced (not retryable)
+//!   │                COMMIT  ◄── the single atomic point: pointer + position      │
+//! ```
+//!
+//! A commit that loses the compare-and-swap is retried by iceberg's `Transaction` on the fresh
+//! metadata (an outside writer — PyIceberg, compaction — may have committed in between). A commit
+//! whose recorded position no longer equals `from` means another instance already committed that
+//! range: it is refused, so a range of the stream can land at most once. The position also stays
+//! in the snapshot summary, so outside readers can see it; the row in `floe_sink_positions` is the
+//! one recovery trusts, because snapshot expiry or another writer's commit cannot remove it.
+
+mod catalog;
+mod positions;
+
+pub use catalog::{SqliteCatalog, file_io_for};
+pub use positions::{
+    PROP_PIPELINE, PROP_POSITION_FROM, PROP_POSITION_TO, PROP_SINK, SinkPosition, position_summary,
+};

@@ -1,0 +1,656 @@
+//! `floe.toml`: the configuration contract (DESIGN.md §3).
+//!
+//! Parsing is strict — every table denies unknown keys, so a typo fails at start with the key's
+//! name — and [`Config::validate`] checks what serde cannot (names, references between streams,
+//! sinks and pipelines, partition expressions). Relative paths are resolved against the config
+//! file's folder (or the working directory for the built-in defaults).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default HTTP listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default maximum HTTP request body (after decompression), bytes.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+/// Default maximum size of one row (its JSON text), bytes.
+pub const DEFAULT_MAX_ROW_BYTES: usize = 1024 * 1024;
+/// Default number of per-row errors listed in a 400 response.
+pub const DEFAULT_MAX_ERRORS_REPORTED: usize = 100;
+/// Default sink roll interval.
+pub const DEFAULT_ROLL_INTERVAL_SECONDS: u64 = 10;
+/// Default sink roll size (uncompressed Arrow bytes buffered before a commit).
+pub const DEFAULT_ROLL_SIZE_MB: u64 = 128;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[catalog]`
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+    /// `[limits]`
+    #[serde(default)]
+    pub limits: Limits,
+    /// `[[streams]]`
+    #[serde(default)]
+    pub streams: Vec<StreamConfig>,
+    /// `[[sinks]]`
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+    /// `[[pipelines]]`
+    #[serde(default)]
+    pub pipelines: Vec<PipelineConfig>,
+    /// `[auth]`
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Folder relative paths resolve against (not a key of the file).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Folder for stream logs, `catalog.db` and the default warehouse.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_string()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("floe-data")
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: default_listen(), data_dir: default_data_dir() }
+    }
+}
+
+/// `[catalog]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// The JDBC layout's `catalog_name`.
+    #[serde(default = "default_catalog_name")]
+    pub name: String,
+    /// Warehouse URI or folder; default `<data_dir>/warehouse`.
+    #[serde(default)]
+    pub warehouse: Option<String>,
+}
+
+fn default_catalog_name() -> String {
+    "floe".to_string()
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self { name: default_catalog_name(), warehouse: None }
+    }
+}
+
+/// `[limits]`: every limit is named in the error that reports it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// `limits.max_body_bytes`: request body after decompression.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// `limits.max_row_bytes`: one row's JSON text.
+    #[serde(default = "default_max_row")]
+    pub max_row_bytes: usize,
+    /// `limits.max_errors_reported`: row errors listed in a 400.
+    #[serde(default = "default_max_errors")]
+    pub max_errors_reported: usize,
+    /// `limits.batch_rows`: most rows a pipeline reads from the log per micro-batch step.
+    #[serde(default = "default_batch_rows")]
+    pub batch_bytes: usize,
+    /// `limits.commit_retries`: attempts of one sink commit before it is reported failed.
+    #[serde(default = "default_commit_retries")]
+    pub commit_retries: u32,
+}
+
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_max_row() -> usize {
+    DEFAULT_MAX_ROW_BYTES
+}
+fn default_max_errors() -> usize {
+    DEFAULT_MAX_ERRORS_REPORTED
+}
+fn default_batch_rows() -> usize {
+    32 * 1024 * 1024
+}
+fn default_commit_retries() -> u32 {
+    10
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body(),
+            max_row_bytes: default_max_row(),
+            max_errors_reported: default_max_errors(),
+            batch_bytes: default_batch_rows(),
+            commit_retries: default_commit_retries(),
+        }
+    }
+}
+
+/// `[[streams]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Stream name (the URL segment).
+    pub name: String,
+    /// Schema; `None` means unstructured: one `value` json column.
+    #[serde(default)]
+    pub fields: Option<Vec<FieldConfig>>,
+    /// HTTP ingest settings.
+    #[serde(default)]
+    pub http: HttpIngestConfig,
+    /// What happens to invalid rows.
+    #[serde(default)]
+    pub on_invalid: OnInvalid,
+    /// What happens to fields not in the schema.
+    #[serde(default)]
+    pub unknown_fields: UnknownFields,
+}
+
+/// `http = { … }` of a stream.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpIngestConfig {
+    /// Whether `POST /v1/streams/{name}/events` is served.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Whether a bearer token with `send:<stream>` is required.
+    #[serde(default)]
+    pub auth: bool,
+    /// Allowed CORS origins.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for HttpIngestConfig {
+    fn default() -> Self {
+        Self { enabled: true, auth: false, cors_origins: vec![] }
+    }
+}
+
+/// `on_invalid`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInvalid {
+    /// Reject the whole request with 400.
+    #[default]
+    Reject,
+    /// Accept valid rows, store invalid ones in a dead-letter table.
+    DeadLetter,
+}
+
+/// `unknown_fields`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownFields {
+    /// A row with a field not in the schema is invalid.
+    #[default]
+    Reject,
+    /// Fields not in the schema are ignored.
+    Drop,
+}
+
+/// One field of a stream schema (also used for list items and struct members).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FieldConfig {
+    /// Field name (absent for list `items`).
+    #[serde(default)]
+    pub name: String,
+    /// Field type.
+    #[serde(rename = "type")]
+    pub ty: FieldType,
+    /// Whether a row must carry a non-null value.
+    #[serde(default)]
+    pub required: bool,
+    /// Element type of a `list`.
+    #[serde(default)]
+    pub items: Option<Box<FieldConfig>>,
+    /// Members of a `struct`.
+    #[serde(default)]
+    pub fields: Option<Vec<FieldConfig>>,
+}
+
+/// Field types of DESIGN.md §3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// UTF-8 text.
+    String,
+    /// 32-bit integer.
+    Int32,
+    /// 64-bit integer.
+    Int64,
+    /// 32-bit float.
+    Float32,
+    /// 64-bit float.
+    Float64,
+    /// Boolean.
+    Bool,
+    /// RFC 3339 string or epoch milliseconds; stored as UTC microseconds.
+    Timestamp,
+    /// Base64 text; stored as bytes.
+    Binary,
+    /// Any JSON value, stored as its JSON text.
+    Json,
+    /// A list of `items`.
+    List,
+    /// A struct of `fields`.
+    Struct,
+}
+
+/// `[[sinks]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Sink name (what `INSERT INTO` names).
+    pub name: String,
+    /// Sink type.
+    #[serde(rename = "type")]
+    pub ty: SinkType,
+    /// `namespace.table` for iceberg sinks.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Parquet compression.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Partition transforms: `col`, `year(c)`, `month(c)`, `day(c)`, `hour(c)`, `bucket[N](c)`,
+    /// `truncate[W](c)`.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// When files roll and commit.
+    #[serde(default)]
+    pub rolling: Rolling,
+}
+
+/// Sink types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkType {
+    /// Parquet files committed into an Iceberg table.
+    Iceberg,
+    /// Plain files (not in this build).
+    Files,
+}
+
+/// Parquet compression codecs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// zstd (default).
+    #[default]
+    Zstd,
+    /// Snappy.
+    Snappy,
+    /// gzip.
+    Gzip,
+    /// LZ4 (raw).
+    Lz4,
+    /// None.
+    Uncompressed,
+}
+
+/// `rolling = { … }`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rolling {
+    /// Commit at least this often while data is pending.
+    #[serde(default = "default_interval")]
+    pub interval_seconds: u64,
+    /// Commit when this many MB (in memory, Arrow) are pending.
+    #[serde(default = "default_size_mb")]
+    pub size_mb: u64,
+    /// Files sinks: close a file idle this long.
+    #[serde(default)]
+    pub inactivity_seconds: Option<u64>,
+}
+
+fn default_interval() -> u64 {
+    DEFAULT_ROLL_INTERVAL_SECONDS
+}
+fn default_size_mb() -> u64 {
+    DEFAULT_ROLL_SIZE_MB
+}
+
+impl Default for Rolling {
+    fn default() -> Self {
+        Self {
+            interval_seconds: default_interval(),
+            size_mb: default_size_mb(),
+            inactivity_seconds: None,
+        }
+    }
+}
+
+/// `[[pipelines]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Pipeline name.
+    pub name: String,
+    /// `INSERT INTO <sink> SELECT … FROM <stream> …`
+    pub sql: String,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `[[auth.tokens]]`
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One bearer token.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The secret.
+    pub token: String,
+    /// `send:<stream>`, `read`, `write`, `admin`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// A configuration error, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown key or wrong value type (toml names the key).
+    #[error("{path}: {message}")]
+    Parse {
+        /// Path.
+        path: PathBuf,
+        /// The parser's message, which names the key.
+        message: String,
+    },
+    /// A value that parses but is not valid.
+    #[error("invalid config: {key}: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `sinks[0].partition_by`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The built-in example: one stream of multi-tenant resource events, a table partitioned by
+/// day and tenant, and a pipeline between them.
+pub const DEFAULT_CONFIG: &str = r#"
+[[streams]]
+name = "events"
+fields = [
+  { name = "ns",         type = "string",    required = true },
+  { name = "type",       type = "string",    required = true },
+  { name = "id",         type = "string",    required = true },
+  { name = "ts",         type = "timestamp", required = true },
+  { name = "data",       type = "json" },
+  { name = "visibility", type = "string" },
+]
+
+[[sinks]]
+name         = "events_table"
+type         = "iceberg"
+table        = "analytics.events"
+partition_by = ["day(ts)", "ns"]
+rolling      = { interval_seconds = 5 }
+
+[[pipelines]]
+name = "events_to_table"
+sql  = "INSERT INTO events_table SELECT * FROM events"
+"#;
+
+impl Config {
+    /// Parses TOML text; `base_dir` is where relative paths resolve.
+    pub fn from_toml(text: &str, path: &Path, base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.base_dir = base_dir.to_path_buf();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads `--config PATH`, else `./floe.toml` when present, else the built-in defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(cwd.join("floe.toml")).filter(|p| p.is_file()),
+        };
+        match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                let base = path
+                    .parent()
+                    .map(|p| if p.as_os_str().is_empty() { cwd.clone() } else { p.to_path_buf() })
+                    .unwrap_or(cwd.clone());
+                let base = std::path::absolute(&base).unwrap_or(base);
+                Self::from_toml(&text, &path, &base)
+            }
+            None => Self::from_toml(DEFAULT_CONFIG, Path::new("<built-in defaults>"), &cwd),
+        }
+    }
+
+    /// The data folder, absolute.
+    pub fn data_dir(&self) -> PathBuf {
+        self.resolve(&self.server.data_dir)
+    }
+
+    /// The SQLite catalog file.
+    pub fn catalog_db(&self) -> PathBuf {
+        self.data_dir().join("catalog.db")
+    }
+
+    /// The folder of one stream's log.
+    pub fn stream_dir(&self, stream: &str) -> PathBuf {
+        self.data_dir().join("streams").join(stream)
+    }
+
+    /// The warehouse as a URI (`file:///abs/path`).
+    pub fn warehouse_uri(&self) -> String {
+        match &self.catalog.warehouse {
+            Some(w) if w.contains("://") && !w.starts_with("file://") => w.clone(),
+            Some(w) => {
+                let path = self.resolve(Path::new(w.strip_prefix("file://").unwrap_or(w)));
+                format!("file://{}", path.display())
+            }
+            None => format!("file://{}", self.data_dir().join("warehouse").display()),
+        }
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+    }
+
+    /// Finds a stream by name.
+    pub fn stream(&self, name: &str) -> Option<&StreamConfig> {
+        self.streams.iter().find(|s| s.name == name)
+    }
+
+    /// Finds a sink by name.
+    pub fn sink(&self, name: &str) -> Option<&SinkConfig> {
+        self.sinks.iter().find(|s| s.name == name)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| Err(ConfigError::Invalid { key, message });
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("server.listen".into(), format!("{:?} is not an address like 127.0.0.1:8080", self.server.listen));
+        }
+        if self.catalog.name.is_empty() {
+            return invalid("catalog.name".into(), "must not be empty".into());
+        }
+        let mut names = HashSet::new();
+        for (i, s) in self.streams.iter().enumerate() {
+            check_name(&format!("streams[{i}].name"), &s.name)?;
+            if !names.insert(s.name.clone()) {
+                return invalid(format!("streams[{i}].name"), format!("{:?} is used twice", s.name));
+            }
+            if let Some(fields) = &s.fields {
+                check_fields(&format!("streams[{i}].fields"), fields)?;
+            }
+            if s.on_invalid == OnInvalid::DeadLetter {
+                return invalid(format!("streams[{i}].on_invalid"), "dead_letter is not supported yet; use reject".into());
+            }
+        }
+        for (i, s) in self.sinks.iter().enumerate() {
+            check_name(&format!("sinks[{i}].name"), &s.name)?;
+            if !names.insert(s.name.clone()) {
+                return invalid(format!("sinks[{i}].name"), format!("{:?} is already the name of a stream or sink", s.name));
+            }
+            match s.ty {
+                SinkType::Files => {
+                    return invalid(format!("sinks[{i}].type"), "the files sink is not supported yet; use iceberg".into());
+                }
+                SinkType::Iceberg => {
+                    let Some(table) = &s.table else {
+                        return invalid(format!("sinks[{i}].table"), "an iceberg sink needs table = \"namespace.table\"".into());
+                    };
+                    if table.split('.').count() < 2 || table.split('.').any(str::is_empty) {
+                        return invalid(format!("sinks[{i}].table"), format!("{table:?} is not namespace.table"));
+                    }
+                }
+            }
+            if s.rolling.interval_seconds == 0 {
+                return invalid(format!("sinks[{i}].rolling.interval_seconds"), "must be at least 1".into());
+            }
+            if s.rolling.size_mb == 0 {
+                return invalid(format!("sinks[{i}].rolling.size_mb"), "must be at least 1".into());
+            }
+            for (j, p) in s.partition_by.iter().enumerate() {
+                if let Err(message) = crate::sink::partition::parse_partition_expr(p) {
+                    return invalid(format!("sinks[{i}].partition_by[{j}]"), message);
+                }
+            }
+        }
+        let mut pipelines = HashSet::new();
+        for (i, p) in self.pipelines.iter().enumerate() {
+            check_name(&format!("pipelines[{i}].name"), &p.name)?;
+            if !pipelines.insert(p.name.clone()) {
+                return invalid(format!("pipelines[{i}].name"), format!("{:?} is used twice", p.name));
+            }
+        }
+        if self.limits.max_body_bytes == 0 || self.limits.max_row_bytes == 0 {
+            return invalid("limits".into(), "body and row limits must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            key: key.to_string(),
+            message: format!("{name:?}: names use letters, digits, '_' and '-' (at most 128)"),
+        })
+    }
+}
+
+fn check_fields(key: &str, fields: &[FieldConfig]) -> Result<(), ConfigError> {
+    let mut seen = HashSet::new();
+    for (i, f) in fields.iter().enumerate() {
+        let key = format!("{key}[{i}]");
+        if f.name.is_empty() {
+            return Err(ConfigError::Invalid { key, message: "a field needs a name".into() });
+        }
+        if !seen.insert(f.name.as_str()) {
+            return Err(ConfigError::Invalid { key, message: format!("field {:?} appears twice", f.name) });
+        }
+        check_field_type(&key, f)?;
+    }
+    Ok(())
+}
+
+fn check_field_type(key: &str, f: &FieldConfig) -> Result<(), ConfigError> {
+    match f.ty {
+        FieldType::List => match &f.items {
+            Some(items) => check_field_type(&format!("{key}.items"), items),
+            None => Err(ConfigError::Invalid { key: key.into(), message: "a list needs items = { type = … }".into() }),
+        },
+        FieldType::Struct => match &f.fields {
+            Some(fields) if !fields.is_empty() => check_fields(&format!("{key}.fields"), fields),
+            _ => Err(ConfigError::Invalid { key: key.into(), message: "a struct needs fields = [ … ]".into() }),
+        },
+        _ if f.items.is_some() || f.fields.is_some() => Err(ConfigError::Invalid {
+            key: key.into(),
+            message: "items/fields only apply to list/struct".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_validate() {
+        let c = Config::from_toml(DEFAULT_CONFIG, Path::new("x"), Path::new("/tmp")).unwrap();
+        assert_eq!(c.streams[0].name, "events");
+        assert_eq!(c.warehouse_uri(), "file:///tmp/floe-data/warehouse");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n", Path::new("f.toml"), Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("port"), "{err}");
+    }
+
+    #[test]
+    fn bad_partition_is_named() {
+        let text = r#"
+[[sinks]]
+name = "s"
+type = "iceberg"
+table = "a.b"
+partition_by = ["week(ts)"]
+"#;
+        let err = Config::from_toml(text, Path::new("f"), Path::new("/")).unwrap_err().to_string();
+        assert!(err.contains("sinks[0].partition_by[0]"), "{err}");
+    }
+}

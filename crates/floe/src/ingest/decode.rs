@@ -1,0 +1,734 @@
+//! JSON rows → one Arrow `RecordBatch`, validated against the stream's schema in one pass.
+//!
+//! The body is first split into rows without copying (a JSON array becomes `Vec<&RawValue>`,
+//! NDJSON is split on newlines); each row is then deserialized by a `DeserializeSeed` that writes
+//! straight into per-column Arrow builders — no `serde_json::Value`, no per-row allocation for
+//! strings without escapes. A row that fails records `{row, field, message}`; the request is then
+//! rejected whole (the builders are discarded), so nothing of it reaches the log.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::builder::NullBufferBuilder;
+use arrow::array::{
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder,
+    Int64Builder, ListArray, StringBuilder, StructArray, TimestampMicrosecondBuilder,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use base64::Engine;
+use serde::Serialize;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::schema::{arrow_schema, type_name};
+use crate::config::{FieldConfig, FieldType, UnknownFields};
+
+/// One invalid row: which row (0-based position in the request), which field, what is wrong.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RowError {
+    /// Row index within the request.
+    pub row: usize,
+    /// Dotted field path, or empty when the row as a whole is wrong.
+    pub field: String,
+    /// What is wrong, with expected and found types.
+    pub message: String,
+}
+
+/// Why a body could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The body is not JSON at all (or not an array/NDJSON).
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    /// The body holds no rows.
+    #[error("the request holds no rows")]
+    Empty,
+    /// Some rows are invalid; `total` counts all invalid rows, `rows` lists the first ones.
+    #[error("{total} of {count} rows are invalid")]
+    Rows {
+        /// Rows in the request.
+        count: usize,
+        /// Invalid rows in total.
+        total: usize,
+        /// The first invalid rows.
+        rows: Vec<RowError>,
+    },
+}
+
+/// How the body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Decide from the first non-blank byte: `[` array, else NDJSON.
+    Auto,
+    /// Newline-delimited JSON.
+    Ndjson,
+}
+
+/// A reusable decoder for one stream schema.
+#[derive(Debug)]
+pub struct RowDecoder {
+    fields: Arc<[Spec]>,
+    schema: SchemaRef,
+    index: HashMap<String, usize>,
+    unknown: UnknownFields,
+    max_row_bytes: usize,
+    max_errors: usize,
+    raw_rows: bool,
+}
+
+/// A field with its nested specs resolved once.
+#[derive(Debug, Clone)]
+struct Spec {
+    name: String,
+    ty: FieldType,
+    required: bool,
+    items: Option<Box<Spec>>,
+    fields: Vec<Spec>,
+    arrow: Field,
+}
+
+impl Spec {
+    fn new(f: &FieldConfig) -> Self {
+        Spec {
+            name: f.name.clone(),
+            ty: f.ty,
+            required: f.required,
+            items: f.items.as_deref().map(|i| {
+                let mut i = i.clone();
+                i.name = "element".into();
+                Box::new(Spec::new(&i))
+            }),
+            fields: f.fields.iter().flatten().map(Spec::new).collect(),
+            arrow: super::schema::arrow_field(f),
+        }
+    }
+}
+
+impl RowDecoder {
+    /// A decoder for `fields`. With `raw_rows` (an unstructured stream) every row is stored
+    /// whole as JSON text in the single `value` column.
+    pub fn new(
+        fields: &[FieldConfig],
+        unknown: UnknownFields,
+        max_row_bytes: usize,
+        max_errors: usize,
+        raw_rows: bool,
+    ) -> Self {
+        let specs: Vec<Spec> = fields.iter().map(Spec::new).collect();
+        let index = specs.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+        RowDecoder {
+            fields: specs.into(),
+            schema: arrow_schema(fields),
+            index,
+            unknown,
+            max_row_bytes,
+            max_errors,
+            raw_rows,
+        }
+    }
+
+    /// The Arrow schema of decoded batches.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Decodes a whole body into one batch, or says exactly what is wrong.
+    pub fn decode(&self, body: &[u8], framing: Framing) -> Result<RecordBatch, DecodeError> {
+        let text = std::str::from_utf8(body)
+            .map_err(|e| DecodeError::Malformed(format!("body is not UTF-8: {e}")))?;
+        let first = text.bytes().find(|b| !b.is_ascii_whitespace());
+        let mut errors = Vec::new();
+        let mut total_errors = 0usize;
+        let rows: Vec<&str> = match (framing, first) {
+            (_, None) => return Err(DecodeError::Empty),
+            (Framing::Auto, Some(b'[')) => {
+                let raw: Vec<&RawValue> = serde_json::from_str(text)
+                    .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+                raw.into_iter().map(RawValue::get).collect()
+            }
+            _ => text
+                .split('\n')
+                .map(|l| l.trim_end_matches('\r'))
+                .filter(|l| !l.trim().is_empty())
+                .collect(),
+        };
+        if rows.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        let mut cols: Vec<Col> = self.fields.iter().map(|s| Col::new(s, rows.len())).collect();
+        let mut seen = vec![false; self.fields.len()];
+        for (i, row) in rows.iter().enumerate() {
+            let result = if row.len() > self.max_row_bytes {
+                Err(RowError {
+                    row: i,
+                    field: String::new(),
+                    message: format!(
+                        "row is {} bytes, over the limit limits.max_row_bytes = {}",
+                        row.len(),
+                        self.max_row_bytes
+                    ),
+                })
+            } else if self.raw_rows {
+                self.decode_raw(row, i, &mut cols)
+            } else {
+                self.decode_row(row, i, &mut cols, &mut seen)
+            };
+            if let Err(e) = result {
+                total_errors += 1;
+                if errors.len() < self.max_errors {
+                    errors.push(e);
+                }
+            }
+        }
+        if total_errors > 0 {
+            return Err(DecodeError::Rows { count: rows.len(), total: total_errors, rows: errors });
+        }
+        let arrays: Vec<ArrayRef> = cols
+            .into_iter()
+            .zip(self.fields.iter())
+            .map(|(c, s)| c.finish(s))
+            .collect();
+        RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| DecodeError::Rows {
+            count: rows.len(),
+            total: rows.len(),
+            rows: vec![RowError { row: 0, field: String::new(), message: e.to_string() }],
+        })
+    }
+
+    fn decode_raw(&self, row: &str, i: usize, cols: &mut [Col]) -> Result<(), RowError> {
+        let raw: &RawValue = serde_json::from_str(row).map_err(|e| RowError {
+            row: i,
+            field: String::new(),
+            message: format!("malformed JSON: {e}"),
+        })?;
+        match &mut cols[0] {
+            Col::Str(b) => b.append_value(raw.get()),
+            _ => unreachable!("unstructured streams have one json column"),
+        }
+        Ok(())
+    }
+
+    fn decode_row(&self, row: &str, i: usize, cols: &mut [Col], seen: &mut [bool]) -> Result<(), RowError> {
+        seen.iter_mut().for_each(|s| *s = false);
+        let mut failed_field: Option<String> = None;
+        let mut de = serde_json::Deserializer::from_str(row);
+        let seed = RowSeed { dec: self, cols, seen, failed_field: &mut failed_field };
+        let result = seed.deserialize(&mut de).and_then(|()| de.end());
+        result.map_err(|e| RowError {
+            row: i,
+            field: failed_field.take().unwrap_or_default(),
+            message: clean_message(&e),
+        })
+    }
+}
+
+/// serde_json appends " at line L column C"; for a one-row document the column helps, keep it.
+fn clean_message(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    if e.is_data() {
+        // Our own messages: drop the position, the field names where.
+        match s.rfind(" at line ") {
+            Some(p) => s[..p].to_string(),
+            None => s,
+        }
+    } else {
+        format!("malformed JSON: {s}")
+    }
+}
+
+/// A column under construction.
+enum Col {
+    Str(StringBuilder),
+    I32(Int32Builder),
+    I64(Int64Builder),
+    F32(Float32Builder),
+    F64(Float64Builder),
+    Bool(BooleanBuilder),
+    Ts(TimestampMicrosecondBuilder),
+    Bin(BinaryBuilder),
+    List { offsets: Vec<i32>, nulls: NullBufferBuilder, child: Box<Col> },
+    Struct { cols: Vec<Col>, nulls: NullBufferBuilder, len: usize },
+}
+
+impl Col {
+    fn new(spec: &Spec, capacity: usize) -> Col {
+        match spec.ty {
+            FieldType::String | FieldType::Json => Col::Str(StringBuilder::with_capacity(capacity, capacity * 16)),
+            FieldType::Int32 => Col::I32(Int32Builder::with_capacity(capacity)),
+            FieldType::Int64 => Col::I64(Int64Builder::with_capacity(capacity)),
+            FieldType::Float32 => Col::F32(Float32Builder::with_capacity(capacity)),
+            FieldType::Float64 => Col::F64(Float64Builder::with_capacity(capacity)),
+            FieldType::Bool => Col::Bool(BooleanBuilder::with_capacity(capacity)),
+            FieldType::Timestamp => Col::Ts(TimestampMicrosecondBuilder::with_capacity(capacity)),
+            FieldType::Binary => Col::Bin(BinaryBuilder::with_capacity(capacity, capacity * 16)),
+            FieldType::List => {
+                let mut offsets = Vec::with_capacity(capacity + 1);
+                offsets.push(0);
+                Col::List {
+                    offsets,
+                    nulls: NullBufferBuilder::new(capacity),
+                    child: Box::new(Col::new(spec.items.as_deref().expect("list items"), capacity)),
+                }
+            }
+            FieldType::Struct => Col::Struct {
+                cols: spec.fields.iter().map(|f| Col::new(f, capacity)).collect(),
+                nulls: NullBufferBuilder::new(capacity),
+                len: 0,
+            },
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Col::Str(b) => b.len(),
+            Col::I32(b) => b.len(),
+            Col::I64(b) => b.len(),
+            Col::F32(b) => b.len(),
+            Col::F64(b) => b.len(),
+            Col::Bool(b) => b.len(),
+            Col::Ts(b) => b.len(),
+            Col::Bin(b) => b.len(),
+            Col::List { offsets, .. } => offsets.len() - 1,
+            Col::Struct { len, .. } => *len,
+        }
+    }
+
+    fn append_null(&mut self, spec: &Spec) {
+        match self {
+            Col::Str(b) => b.append_null(),
+            Col::I32(b) => b.append_null(),
+            Col::I64(b) => b.append_null(),
+            Col::F32(b) => b.append_null(),
+            Col::F64(b) => b.append_null(),
+            Col::Bool(b) => b.append_null(),
+            Col::Ts(b) => b.append_null(),
+            Col::Bin(b) => b.append_null(),
+            Col::List { offsets, nulls, .. } => {
+                offsets.push(*offsets.last().expect("offsets start with 0"));
+                nulls.append_null();
+            }
+            Col::Struct { cols, nulls, len } => {
+                // Children get a placeholder slot; the parent's null masks it.
+                for (c, s) in cols.iter_mut().zip(&spec.fields) {
+                    c.append_placeholder(s);
+                }
+                nulls.append_null();
+                *len += 1;
+            }
+        }
+    }
+
+    /// A slot under a null parent: null, or a default for non-nullable primitives.
+    fn append_placeholder(&mut self, spec: &Spec) {
+        if !spec.required {
+            return self.append_null(spec);
+        }
+        match self {
+            Col::Str(b) => b.append_value(""),
+            Col::I32(b) => b.append_value(0),
+            Col::I64(b) => b.append_value(0),
+            Col::F32(b) => b.append_value(0.0),
+            Col::F64(b) => b.append_value(0.0),
+            Col::Bool(b) => b.append_value(false),
+            Col::Ts(b) => b.append_value(0),
+            Col::Bin(b) => b.append_value(b""),
+            Col::List { offsets, nulls, .. } => {
+                offsets.push(*offsets.last().expect("offsets start with 0"));
+                nulls.append_non_null();
+            }
+            Col::Struct { cols, nulls, len } => {
+                for (c, s) in cols.iter_mut().zip(&spec.fields) {
+                    c.append_placeholder(s);
+                }
+                nulls.append_non_null();
+                *len += 1;
+            }
+        }
+    }
+
+    fn finish(self, spec: &Spec) -> ArrayRef {
+        match self {
+            Col::Str(mut b) => Arc::new(b.finish()),
+            Col::I32(mut b) => Arc::new(b.finish()),
+            Col::I64(mut b) => Arc::new(b.finish()),
+            Col::F32(mut b) => Arc::new(b.finish()),
+            Col::F64(mut b) => Arc::new(b.finish()),
+            Col::Bool(mut b) => Arc::new(b.finish()),
+            Col::Ts(mut b) => Arc::new(b.finish().with_timezone("UTC")),
+            Col::Bin(mut b) => Arc::new(b.finish()),
+            Col::List { offsets, mut nulls, child } => {
+                let item = spec.items.as_deref().expect("list items");
+                let DataType::List(field) = spec.arrow.data_type() else { unreachable!() };
+                let values = child.finish(item);
+                Arc::new(ListArray::new(
+                    field.clone(),
+                    OffsetBuffer::new(offsets.into()),
+                    values,
+                    nulls.finish(),
+                ))
+            }
+            Col::Struct { cols, mut nulls, .. } => {
+                let DataType::Struct(fields) = spec.arrow.data_type() else { unreachable!() };
+                let arrays = cols.into_iter().zip(&spec.fields).map(|(c, s)| c.finish(s)).collect();
+                Arc::new(StructArray::new(fields.clone(), arrays, nulls.finish()))
+            }
+        }
+    }
+}
+
+/// Deserializes one row (a JSON object) into the top-level columns.
+struct RowSeed<'a> {
+    dec: &'a RowDecoder,
+    cols: &'a mut [Col],
+    seen: &'a mut [bool],
+    failed_field: &'a mut Option<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object (one row)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let dec = self.dec;
+        while let Some(key) = map.next_key_seed(KeySeed(&dec.index))? {
+            match key {
+                Key::Known(i) => {
+                    let spec = &dec.fields[i];
+                    if self.seen[i] {
+                        *self.failed_field = Some(spec.name.clone());
+                        return Err(de::Error::custom("field appears twice in the row"));
+                    }
+                    self.seen[i] = true;
+                    let mut path = None;
+                    let seed = ValueSeed { spec, col: &mut self.cols[i], failed: &mut path };
+                    if let Err(e) = map.next_value_seed(seed) {
+                        *self.failed_field = Some(match path {
+                            Some(p) => format!("{}.{p}", spec.name),
+                            None => spec.name.clone(),
+                        });
+                        return Err(e);
+                    }
+                }
+                Key::Unknown(name) => match dec.unknown {
+                    UnknownFields::Drop => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                    UnknownFields::Reject => {
+                        *self.failed_field = Some(name.clone());
+                        return Err(de::Error::custom(format!(
+                            "field {name:?} is not in the stream's schema (unknown_fields = \"reject\")"
+                        )));
+                    }
+                },
+            }
+        }
+        for (i, spec) in dec.fields.iter().enumerate() {
+            if !self.seen[i] {
+                if spec.required {
+                    *self.failed_field = Some(spec.name.clone());
+                    return Err(de::Error::custom(format!(
+                        "required field is missing (expected {})",
+                        type_name(spec.ty)
+                    )));
+                }
+                self.cols[i].append_null(spec);
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Key {
+    Known(usize),
+    Unknown(String),
+}
+
+struct KeySeed<'a>(&'a HashMap<String, usize>);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Key;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Key;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+        Ok(match self.0.get(v) {
+            Some(&i) => Key::Known(i),
+            None => Key::Unknown(v.to_string()),
+        })
+    }
+}
+
+/// Deserializes one value into a column; on error `failed` receives the nested path below it.
+struct ValueSeed<'a> {
+    spec: &'a Spec,
+    col: &'a mut Col,
+    failed: &'a mut Option<String>,
+}
+
+fn found<E: de::Error>(spec: &Spec, what: fmt::Arguments) -> E {
+    E::custom(format!("expected {}, found {what}", type_name(spec.ty)))
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.spec.ty == FieldType::Json {
+            let raw = <&RawValue as serde::Deserialize>::deserialize(d)?;
+            let Col::Str(b) = self.col else { unreachable!() };
+            if raw.get() == "null" {
+                if self.spec.required {
+                    return Err(de::Error::custom("required field is null"));
+                }
+                b.append_null();
+            } else {
+                b.append_value(raw.get());
+            }
+            return Ok(());
+        }
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(type_name(self.spec.ty))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        if self.spec.required {
+            return Err(E::custom(format!("required field is null (expected {})", type_name(self.spec.ty))));
+        }
+        self.col.append_null(self.spec);
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        match self.col {
+            Col::Bool(b) => b.append_value(v),
+            _ => return Err(found(self.spec, format_args!("bool {v}"))),
+        }
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        match self.col {
+            Col::I64(b) => b.append_value(v),
+            Col::I32(b) => match i32::try_from(v) {
+                Ok(x) => b.append_value(x),
+                Err(_) => return Err(E::custom(format!("expected int32, found {v} (out of range)"))),
+            },
+            Col::F64(b) => b.append_value(v as f64),
+            Col::F32(b) => b.append_value(v as f32),
+            Col::Ts(b) => match v.checked_mul(1000) {
+                Some(us) => b.append_value(us),
+                None => return Err(E::custom(format!("timestamp {v} (epoch millis) is out of range"))),
+            },
+            _ => return Err(found(self.spec, format_args!("number {v}"))),
+        }
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        match i64::try_from(v) {
+            Ok(x) => self.visit_i64(x),
+            Err(_) => match self.col {
+                Col::F64(b) => {
+                    b.append_value(v as f64);
+                    Ok(())
+                }
+                _ => Err(E::custom(format!("expected {}, found {v} (out of range)", type_name(self.spec.ty)))),
+            },
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        match self.col {
+            Col::F64(b) => b.append_value(v),
+            Col::F32(b) => b.append_value(v as f32),
+            _ => return Err(found(self.spec, format_args!("number {v}"))),
+        }
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        match self.col {
+            Col::Str(b) => b.append_value(v),
+            Col::Ts(b) => match chrono::DateTime::parse_from_rfc3339(v) {
+                Ok(t) => b.append_value(t.timestamp_micros()),
+                Err(e) => {
+                    return Err(E::custom(format!(
+                        "expected timestamp (RFC 3339 with offset, e.g. 2026-01-31T12:00:00Z, or epoch millis), found {v:?}: {e}"
+                    )));
+                }
+            },
+            Col::Bin(b) => match base64::engine::general_purpose::STANDARD.decode(v) {
+                Ok(bytes) => b.append_value(bytes),
+                Err(e) => return Err(E::custom(format!("expected binary as base64, found invalid base64: {e}"))),
+            },
+            _ => {
+                let shown: String = v.chars().take(40).collect();
+                return Err(found(self.spec, format_args!("string {shown:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Col::List { offsets, nulls, child } = self.col else {
+            return Err(found(self.spec, format_args!("array")));
+        };
+        let item = self.spec.items.as_deref().expect("list items");
+        let mut i = 0usize;
+        loop {
+            let mut path = None;
+            let seed = ValueSeed { spec: item, col: child, failed: &mut path };
+            match seq.next_element_seed(seed) {
+                Ok(Some(())) => i += 1,
+                Ok(None) => break,
+                Err(e) => {
+                    *self.failed = Some(match path {
+                        Some(p) => format!("{i}.{p}"),
+                        None => i.to_string(),
+                    });
+                    return Err(e);
+                }
+            }
+        }
+        let len = i32::try_from(child.len()).map_err(|_| de::Error::custom("list too large"))?;
+        offsets.push(len);
+        nulls.append_non_null();
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Col::Struct { cols, nulls, len } = self.col else {
+            return Err(found(self.spec, format_args!("object")));
+        };
+        let mut seen = vec![false; self.spec.fields.len()];
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let Some(i) = self.spec.fields.iter().position(|f| f.name == key) else {
+                *self.failed = Some(key.to_string());
+                return Err(de::Error::custom(format!("field {key:?} is not in the struct's fields")));
+            };
+            let spec = &self.spec.fields[i];
+            if seen[i] {
+                *self.failed = Some(spec.name.clone());
+                return Err(de::Error::custom("field appears twice"));
+            }
+            seen[i] = true;
+            let mut path = None;
+            let seed = ValueSeed { spec, col: &mut cols[i], failed: &mut path };
+            if let Err(e) = map.next_value_seed(seed) {
+                *self.failed = Some(match path {
+                    Some(p) => format!("{}.{p}", spec.name),
+                    None => spec.name.clone(),
+                });
+                return Err(e);
+            }
+        }
+        for (i, spec) in self.spec.fields.iter().enumerate() {
+            if !seen[i] {
+                if spec.required {
+                    *self.failed = Some(spec.name.clone());
+                    return Err(de::Error::custom("required field is missing"));
+                }
+                cols[i].append_null(spec);
+            }
+        }
+        nulls.append_non_null();
+        *len += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+
+    use super::*;
+
+    fn decoder() -> RowDecoder {
+        let fields: Vec<FieldConfig> = toml::from_str::<toml::Table>(
+            r#"f = [
+              { name = "id", type = "string", required = true },
+              { name = "n", type = "int64" },
+              { name = "ts", type = "timestamp" },
+              { name = "data", type = "json" },
+              { name = "tags", type = "list", items = { type = "string" } },
+              { name = "geo", type = "struct", fields = [ { name = "lat", type = "float64", required = true } ] },
+            ]"#,
+        )
+        .unwrap()["f"]
+            .clone()
+            .try_into()
+            .unwrap();
+        RowDecoder::new(&fields, UnknownFields::Reject, 1 << 20, 10, false)
+    }
+
+    #[test]
+    fn decodes_every_type() {
+        let body = br#"[{"id":"a","n":5,"ts":"2026-01-01T00:00:00Z","data":{"x":[1,2]},"tags":["p","q"],"geo":{"lat":1.5}},
+                        {"id":"b\u00e9","ts":1700000000000,"geo":null,"tags":null}]"#;
+        let b = decoder().decode(body, Framing::Auto).unwrap();
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!(b.column(0).as_string::<i32>().value(1), "bé");
+        assert_eq!(b.column(1).as_primitive::<Int64Type>().value(0), 5);
+        assert!(b.column(1).is_null(1));
+        let ts = b.column(2).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(ts.value(0), 1_767_225_600_000_000);
+        assert_eq!(ts.value(1), 1_700_000_000_000_000);
+        assert_eq!(b.column(3).as_string::<i32>().value(0), r#"{"x":[1,2]}"#);
+        assert_eq!(b.column(4).as_list::<i32>().value(0).len(), 2);
+        assert!(b.column(5).is_null(1));
+    }
+
+    #[test]
+    fn errors_name_row_and_field() {
+        let body = b"{\"id\":\"a\",\"n\":\"x\"}\n{\"n\":1}\n{\"id\":\"c\",\"zz\":1}\n{\"id\":\"d\",\"geo\":{\"lat\":\"no\"}}\n{\"id\":\"e\",\"tags\":[\"a\",3]}\nnot json\n";
+        let Err(DecodeError::Rows { count, total, rows }) = decoder().decode(body, Framing::Ndjson) else {
+            panic!("expected row errors")
+        };
+        assert_eq!((count, total), (6, 6));
+        let fields: Vec<(usize, &str)> = rows.iter().map(|r| (r.row, r.field.as_str())).collect();
+        assert_eq!(fields, vec![(0, "n"), (1, "id"), (2, "zz"), (3, "geo.lat"), (4, "tags.1"), (5, "")]);
+        assert!(rows[0].message.contains("expected int64, found string"), "{}", rows[0].message);
+        assert!(rows[5].message.contains("malformed JSON"), "{}", rows[5].message);
+    }
+
+    #[test]
+    fn unstructured_rows_are_kept_whole() {
+        let fields = super::super::schema::stream_fields(None);
+        let d = RowDecoder::new(&fields, UnknownFields::Reject, 1 << 20, 10, true);
+        let b = d.decode(br#"[{"a":1}, 5, "x"]"#, Framing::Auto).unwrap();
+        assert_eq!(b.column(0).as_string::<i32>().value(0), r#"{"a":1}"#);
+        assert_eq!(b.column(0).as_string::<i32>().value(2), r#""x""#);
+    }
+
+    #[test]
+    fn malformed_and_empty_bodies() {
+        assert!(matches!(decoder().decode(b"[{", Framing::Auto), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decoder().decode(b"  ", Framing::Auto), Err(DecodeError::Empty)));
+        assert!(matches!(decoder().decode(b"[]", Framing::Auto), Err(DecodeError::Empty)));
+    }
+}

@@ -1,0 +1,21 @@
+//! floe: JSON events over HTTP → a durable stream → SQL pipelines → exactly-once Iceberg tables,
+//! in one binary.
+//!
+//! The modules follow the data path:
+//!
+//! ```text
+//!  ingest (HTTP, JSON → Arrow) ─► floe_stream (durable log) ─► pipeline (DataFusion SQL)
+//!        ─► sink (Parquet + Iceberg commit) ─► floe_catalog (SQLite, JDBC layout) ─► query
+//! ```
+//!
+//! [`server`] wires them together for `floe serve`; [`config`] is the `floe.toml` contract.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod pipeline;
+pub mod query;
+pub mod server;
+pub mod sink;

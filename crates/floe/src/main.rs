@@ -1,0 +1,208 @@
+//! The `floe` command line: `serve`, `send`, `sql`, `catalog` (DESIGN.md §5).
+
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use floe::config::Config;
+use floe_catalog::SqliteCatalog;
+
+/// Rows per request that `floe send` packs (DESIGN.md: "in batches").
+const SEND_BATCH_ROWS: usize = 1000;
+/// Bytes per request that `floe send` stays under (below the default 5 MB body limit).
+const SEND_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Parser)]
+#[command(name = "floe", version, about = "JSON events → durable stream → SQL → exactly-once Iceberg tables")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (ingest, pipelines, catalog, query).
+    Serve {
+        /// Config file; default ./floe.toml when present, else built-in defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Send NDJSON or a JSON array to a stream, in batches; reports accepted and rejected rows.
+    Send {
+        /// Stream name.
+        stream: String,
+        /// File to send; `-` or absent for standard input.
+        file: Option<PathBuf>,
+        /// Server URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
+    /// Run SQL over the tables (`namespace.table`).
+    Sql {
+        /// The query.
+        query: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Config file (to find the catalog).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print how to connect to the catalog from other engines.
+    Catalog {
+        /// Config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+fn main() -> std::process::ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOE_LOG").unwrap_or_else(|_| "warn,floe=info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref())?;
+            floe::server::serve(config).await?;
+        }
+        Command::Send { stream, file, url } => return send(&stream, file, &url).await,
+        Command::Sql { query, format, config } => {
+            let config = Config::load(config.as_deref())?;
+            let catalog = open_catalog(&config).await?;
+            let batches = floe::query::run_sql(&catalog, &query).await?;
+            let out = match format {
+                Format::Table => format!("{}\n", arrow::util::pretty::pretty_format_batches(&batches)?).into_bytes(),
+                Format::Json => {
+                    let mut v = floe::query::to_json(&batches)?;
+                    v.push(b'\n');
+                    v
+                }
+                Format::Csv => floe::query::to_csv(&batches)?,
+            };
+            std::io::stdout().write_all(&out)?;
+        }
+        Command::Catalog { config } => {
+            let config = Config::load(config.as_deref())?;
+            print_catalog(&config);
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn open_catalog(config: &Config) -> anyhow::Result<SqliteCatalog> {
+    let db = config.catalog_db();
+    if !db.exists() {
+        bail!("no catalog at {} (has `floe serve` run with this config?)", db.display());
+    }
+    Ok(SqliteCatalog::open(&db, &config.catalog.name, &config.warehouse_uri()).await?)
+}
+
+fn print_catalog(config: &Config) {
+    let db = config.catalog_db();
+    let wh = config.warehouse_uri();
+    let name = &config.catalog.name;
+    println!(
+        "floe catalog {name:?}
+  SQLite (Iceberg JDBC layout): {db}
+  warehouse:                    {wh}
+
+PyIceberg:
+  from pyiceberg.catalog.sql import SqlCatalog
+  catalog = SqlCatalog({name:?}, uri=\"sqlite:///{db}\", warehouse=\"{wh}\")
+  catalog.load_table(\"analytics.events\").scan().to_arrow()
+
+DuckDB (read the current metadata file):
+  INSTALL iceberg; LOAD iceberg;
+  SELECT * FROM iceberg_scan((SELECT metadata_location FROM sqlite_scan('{db}', 'iceberg_tables')
+                              WHERE table_namespace = 'analytics' AND table_name = 'events'));
+
+Spark (JdbcCatalog):
+  --conf spark.sql.catalog.{name}=org.apache.iceberg.spark.SparkCatalog
+  --conf spark.sql.catalog.{name}.catalog-impl=org.apache.iceberg.jdbc.JdbcCatalog
+  --conf spark.sql.catalog.{name}.uri=jdbc:sqlite:{db}
+  --conf spark.sql.catalog.{name}.warehouse={wh}",
+        db = db.display()
+    );
+}
+
+/// Reads NDJSON or a JSON array and posts it in batches.
+async fn send(stream: &str, file: Option<PathBuf>, url: &str) -> anyhow::Result<std::process::ExitCode> {
+    let mut text = String::new();
+    match file.as_deref() {
+        None => std::io::stdin().read_to_string(&mut text)?,
+        Some(p) if p.as_os_str() == "-" => std::io::stdin().read_to_string(&mut text)?,
+        Some(p) => std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?.read_to_string(&mut text)?,
+    };
+    let rows: Vec<String> = if text.trim_start().starts_with('[') {
+        let values: Vec<&serde_json::value::RawValue> = serde_json::from_str(&text).context("the file is not a valid JSON array")?;
+        values.into_iter().map(|v| v.get().to_string()).collect()
+    } else {
+        std::io::Cursor::new(text.as_bytes())
+            .lines()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    };
+    let client = reqwest::Client::new();
+    let endpoint = format!("{}/v1/streams/{stream}/events", url.trim_end_matches('/'));
+    let (mut accepted, mut rejected, mut failed_requests) = (0u64, 0u64, 0u64);
+    let mut start = 0usize;
+    while start < rows.len() {
+        let mut end = start;
+        let mut bytes = 0usize;
+        while end < rows.len() && end - start < SEND_BATCH_ROWS && (end == start || bytes + rows[end].len() < SEND_BATCH_BYTES) {
+            bytes += rows[end].len() + 1;
+            end += 1;
+        }
+        let body = rows[start..end].join("\n");
+        let resp = client
+            .post(&endpoint)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {endpoint}"))?;
+        let status = resp.status();
+        let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+        if status.is_success() {
+            accepted += answer["accepted"].as_u64().unwrap_or(0);
+        } else {
+            failed_requests += 1;
+            rejected += (end - start) as u64;
+            eprintln!("rows {}..{}: {status}: {}", start + 1, end, answer["error"]["message"].as_str().unwrap_or(""));
+            if let Some(list) = answer["rows"].as_array() {
+                for r in list.iter().take(10) {
+                    let row = r["row"].as_u64().unwrap_or(0) as usize + start + 1;
+                    eprintln!("  row {row} field {:?}: {}", r["field"].as_str().unwrap_or(""), r["message"].as_str().unwrap_or(""));
+                }
+            }
+        }
+        start = end;
+    }
+    println!("accepted {accepted} rows, rejected {rejected} rows ({failed_requests} failed requests)");
+    Ok(if rejected == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+}

@@ -1,0 +1,221 @@
+//! `floe serve`: opens the catalog and every stream log, plans the pipelines, starts one runner
+//! per pipeline statement, serves HTTP, and shuts down in order on SIGTERM / Ctrl-C (stop
+//! accepting, finish in-flight requests, commit what is durable, exit).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use floe_catalog::SqliteCatalog;
+use floe_stream::{LogOptions, StreamLog};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::config::{Config, StreamConfig};
+use crate::error::{Error, Result};
+use crate::ingest::decode::RowDecoder;
+use crate::ingest::schema::{arrow_schema, stream_fields};
+use crate::metrics::{Metrics, StreamMetrics};
+use crate::pipeline::{Transform, plan_pipeline};
+
+/// How often stream logs are truncated behind their slowest reader.
+pub const TRUNCATE_INTERVAL: Duration = Duration::from_secs(2);
+/// Longest wait for pipelines to commit at shutdown.
+pub const SHUTDOWN_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One stream: its config, log, decoder and counters.
+pub struct StreamState {
+    /// The `[[streams]]` entry.
+    pub config: StreamConfig,
+    /// The durable log.
+    pub log: Arc<StreamLog>,
+    /// JSON → Arrow decoder for the stream's schema.
+    pub decoder: Arc<RowDecoder>,
+    /// Counters.
+    pub metrics: Arc<StreamMetrics>,
+}
+
+/// Everything a request handler or pipeline runner needs.
+pub struct App {
+    /// The configuration.
+    pub config: Config,
+    /// The Iceberg catalog.
+    pub catalog: SqliteCatalog,
+    /// Streams by name.
+    pub streams: HashMap<String, StreamState>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Planned pipeline statements.
+    pub transforms: Vec<Transform>,
+    positions: Mutex<HashMap<(String, String), (String, u64)>>,
+}
+
+impl App {
+    /// Builds the app: catalog, logs (with recovery), pipeline plans.
+    pub async fn open(config: Config) -> Result<Arc<App>> {
+        std::fs::create_dir_all(config.data_dir())?;
+        let catalog = SqliteCatalog::open(&config.catalog_db(), &config.catalog.name, &config.warehouse_uri()).await?;
+        let metrics = Arc::new(Metrics::default());
+        let mut streams = HashMap::new();
+        let mut schemas = Vec::new();
+        for s in &config.streams {
+            let fields = stream_fields(s.fields.as_ref());
+            let log = StreamLog::open(&config.stream_dir(&s.name), LogOptions::default())?;
+            let decoder = RowDecoder::new(
+                &fields,
+                s.unknown_fields,
+                config.limits.max_row_bytes,
+                config.limits.max_errors_reported,
+                s.fields.is_none(),
+            );
+            let m = metrics.stream(&s.name);
+            m.log_end_offset.store(log.end_offset(), Ordering::Relaxed);
+            m.log_disk_bytes.store(log.disk_bytes(), Ordering::Relaxed);
+            schemas.push((s.name.clone(), arrow_schema(&fields)));
+            streams.insert(s.name.clone(), StreamState { config: s.clone(), log, decoder: Arc::new(decoder), metrics: m });
+        }
+        let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+        let mut transforms = Vec::new();
+        for p in &config.pipelines {
+            transforms.extend(plan_pipeline(&p.name, &p.sql, &schemas, &sink_names).await?);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for t in &transforms {
+            if !seen.insert((t.pipeline.clone(), t.sink.clone())) {
+                return Err(Error::Config(format!("pipeline {:?} writes to sink {:?} twice; use one INSERT per sink", t.pipeline, t.sink)));
+            }
+        }
+        Ok(Arc::new(App { config, catalog, streams, metrics, transforms, positions: Mutex::new(HashMap::new()) }))
+    }
+
+    /// Records a statement's committed position (for log truncation).
+    pub fn publish_position(&self, t: &Transform, position: u64) {
+        self.positions
+            .lock()
+            .expect("positions lock")
+            .insert((t.pipeline.clone(), t.sink.clone()), (t.stream.clone(), position));
+    }
+
+    /// The lowest committed position over every statement reading `stream`, once all have one.
+    fn min_position(&self, stream: &str) -> Option<u64> {
+        let positions = self.positions.lock().expect("positions lock");
+        let mut min: Option<u64> = None;
+        for t in self.transforms.iter().filter(|t| t.stream == stream) {
+            let (_, p) = positions.get(&(t.pipeline.clone(), t.sink.clone()))?;
+            min = Some(min.map_or(*p, |m: u64| m.min(*p)));
+        }
+        min
+    }
+
+    fn stream_of_pipeline(&self, pipeline: &str) -> Option<String> {
+        self.transforms.iter().find(|t| t.pipeline == pipeline).map(|t| t.stream.clone())
+    }
+}
+
+/// The HTTP routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/streams/{stream}/events", post(crate::ingest::post_events))
+        .route("/v1/query", post(crate::query::post_query))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let failing: Vec<_> = app
+        .metrics
+        .failing_sinks()
+        .into_iter()
+        .map(|(p, s, e)| json!({"pipeline": p, "sink": s, "error": e}))
+        .collect();
+    let status = if failing.is_empty() { "ok" } else { "degraded" };
+    (StatusCode::OK, axum::Json(json!({"status": status, "failing_sinks": failing}))).into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    for (name, s) in &app.streams {
+        let m = app.metrics.stream(name);
+        m.log_end_offset.store(s.log.end_offset(), Ordering::Relaxed);
+        m.log_disk_bytes.store(s.log.disk_bytes(), Ordering::Relaxed);
+    }
+    let body = app.metrics.render(&|p| app.stream_of_pipeline(p));
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.server.listen.clone();
+    let app = App::open(config).await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut runners = tokio::task::JoinSet::new();
+    for t in app.transforms.clone() {
+        runners.spawn(crate::pipeline::runner::run(app.clone(), t, shutdown_rx.clone()));
+    }
+    let truncator = tokio::spawn(truncate_loop(app.clone(), shutdown_rx.clone()));
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
+    tracing::info!(%listen, data_dir = %app.config.data_dir().display(), "floe is serving");
+    eprintln!("floe listening on http://{listen} (data in {})", app.config.data_dir().display());
+    axum::serve(listener, router(app.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("HTTP stopped; committing what is durable");
+    let _ = shutdown_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_COMMIT_TIMEOUT, async {
+        while runners.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("pipelines did not finish committing within {SHUTDOWN_COMMIT_TIMEOUT:?}; they resume from the log at the next start");
+    }
+    truncator.abort();
+    for s in app.streams.values() {
+        s.log.close();
+    }
+    app.catalog.close().await;
+    Ok(())
+}
+
+async fn truncate_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TRUNCATE_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+        for (name, s) in &app.streams {
+            if let Some(min) = app.min_position(name) {
+                match s.log.truncate_before(min) {
+                    Ok(0) => {}
+                    Ok(freed) => tracing::debug!(stream = %name, before = min, freed, "log truncated"),
+                    Err(e) => tracing::warn!(stream = %name, error = %e, "log truncation failed"),
+                }
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: Rust unit + integration tests, then the end-to-end
+# tests that run the real `floe` binary and read its tables back with PyIceberg and DuckDB
+# (installed, pinned, into a venv by scripts/setup-venv.sh).
+#
+#   scripts/test.sh            everything
+#   FLOE_SKIP_E2E=1 scripts/test.sh   Rust tests only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Reuse a build directory outside the clone when there is one (CI clones afresh each time).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/floe-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "== build"
+cargo build --workspace --all-targets --locked
+
+echo "== rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+if [ "${FLOE_SKIP_E2E:-0}" = "1" ]; then
+  echo "== e2e skipped (FLOE_SKIP_E2E=1)"
+  exit 0
+fi
+
+echo "== python venv (PyIceberg, DuckDB)"
+VENV="$(scripts/setup-venv.sh | tail -n 1)"
+
+echo "== end-to-end tests"
+FLOE_BIN="$CARGO_TARGET_DIR/debug/floe" "$VENV/bin/python" -m pytest tests/e2e -q -p no:cacheprovider
