@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use iceberg::io::{FileIO, FileIOBuilder, LocalFsStorageFactory};
 use iceberg::Runtime;
+use iceberg::io::{FileIO, FileIOBuilder, LocalFsStorageFactory};
 use iceberg::spec::{TableMetadata, TableMetadataBuilder};
 use iceberg::table::Table;
 use iceberg::{
-    Catalog, Error, ErrorKind, MetadataLocation, Namespace, NamespaceIdent, Result, TableCommit,
-    TableCreation, TableIdent, TableRequirement, TableUpdate,
+    Catalog, Error, ErrorKind, MetadataLocation, Namespace, NamespaceIdent, Result, TableCommit, TableCreation,
+    TableIdent, TableRequirement, TableUpdate,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -68,9 +68,8 @@ impl SqliteCatalog {
     /// `catalog_name`; `warehouse` is the URI new tables are placed under (`file:///abs/path`).
     pub async fn open(db_path: &Path, name: &str, warehouse: &str) -> Result<Self> {
         if let Some(dir) = db_path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::new(ErrorKind::Unexpected, format!("create {}", dir.display())).with_source(e)
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::new(ErrorKind::Unexpected, format!("create {}", dir.display())).with_source(e))?;
         }
         let options = SqliteConnectOptions::new()
             .filename(db_path)
@@ -194,11 +193,20 @@ impl SqliteCatalog {
         from: u64,
         to: u64,
     ) -> Result<()> {
-        let location = self.metadata_location(table).await?.ok_or_else(|| Self::no_such_table(table))?;
+        let location = self
+            .metadata_location(table)
+            .await?
+            .ok_or_else(|| Self::no_such_table(table))?;
         let metadata = TableMetadata::read_from(&self.file_io, &location).await?;
         let snapshot_id = metadata.current_snapshot_id().unwrap_or(-1);
         let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
-        let mv = PositionMove { pipeline: pipeline.to_string(), sink: sink.to_string(), from, to, snapshot_id };
+        let mv = PositionMove {
+            pipeline: pipeline.to_string(),
+            sink: sink.to_string(),
+            from,
+            to,
+            snapshot_id,
+        };
         self.move_position(&mut tx, table, &metadata, &mv).await?;
         tx.commit().await.map_err(sql_err("commit"))?;
         Ok(())
@@ -340,53 +348,53 @@ impl SqliteCatalog {
         metadata: &TableMetadata,
         mv: &PositionMove,
     ) -> Result<()> {
-            let now = chrono::Utc::now().timestamp_millis();
-            let moved = sqlx::query(
-                "UPDATE floe_sink_positions
+        let now = chrono::Utc::now().timestamp_millis();
+        let moved = sqlx::query(
+            "UPDATE floe_sink_positions
                  SET position = ?, snapshot_id = ?, updated_at_ms = ?, table_ident = ?, table_uuid = ?
                  WHERE catalog_name = ? AND pipeline = ? AND sink = ? AND position = ?",
+        )
+        .bind(mv.to as i64)
+        .bind(mv.snapshot_id)
+        .bind(now)
+        .bind(ident.to_string())
+        .bind(metadata.uuid().to_string())
+        .bind(&self.name)
+        .bind(&mv.pipeline)
+        .bind(&mv.sink)
+        .bind(mv.from as i64)
+        .execute(&mut **tx)
+        .await
+        .map_err(sql_err("move sink position"))?;
+        if moved.rows_affected() != 1 {
+            // Either the first commit of this pair, or somebody else moved it: the INSERT
+            // only succeeds in the first case (primary key).
+            let inserted = sqlx::query(
+                "INSERT OR IGNORE INTO floe_sink_positions
+                     (catalog_name, pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             )
-            .bind(mv.to as i64)
-            .bind(mv.snapshot_id)
-            .bind(now)
-            .bind(ident.to_string())
-            .bind(metadata.uuid().to_string())
             .bind(&self.name)
             .bind(&mv.pipeline)
             .bind(&mv.sink)
-            .bind(mv.from as i64)
+            .bind(ident.to_string())
+            .bind(metadata.uuid().to_string())
+            .bind(mv.to as i64)
+            .bind(mv.snapshot_id)
+            .bind(now)
             .execute(&mut **tx)
             .await
-            .map_err(sql_err("move sink position"))?;
-            if moved.rows_affected() != 1 {
-                // Either the first commit of this pair, or somebody else moved it: the INSERT
-                // only succeeds in the first case (primary key).
-                let inserted = sqlx::query(
-                    "INSERT OR IGNORE INTO floe_sink_positions
-                     (catalog_name, pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&self.name)
-                .bind(&mv.pipeline)
-                .bind(&mv.sink)
-                .bind(ident.to_string())
-                .bind(metadata.uuid().to_string())
-                .bind(mv.to as i64)
-                .bind(mv.snapshot_id)
-                .bind(now)
-                .execute(&mut **tx)
-                .await
-                .map_err(sql_err("record sink position"))?;
-                if inserted.rows_affected() != 1 {
-                    return Err(Error::new(
-                        ErrorKind::PreconditionFailed,
-                        format!(
-                            "sink position of pipeline {:?} sink {:?} is no longer {}: another writer committed this range",
-                            mv.pipeline, mv.sink, mv.from
-                        ),
-                    ));
-                }
+            .map_err(sql_err("record sink position"))?;
+            if inserted.rows_affected() != 1 {
+                return Err(Error::new(
+                    ErrorKind::PreconditionFailed,
+                    format!(
+                        "sink position of pipeline {:?} sink {:?} is no longer {}: another writer committed this range",
+                        mv.pipeline, mv.sink, mv.from
+                    ),
+                ));
             }
+        }
         Ok(())
     }
 }
@@ -401,8 +409,11 @@ pub(crate) fn apply_commit(
 ) -> Result<TableMetadata> {
     for requirement in requirements {
         requirement.check(Some(base)).map_err(|e| {
-            Error::new(ErrorKind::CatalogCommitConflicts, format!("commit requirement failed: {e}"))
-                .with_retryable(true)
+            Error::new(
+                ErrorKind::CatalogCommitConflicts,
+                format!("commit requirement failed: {e}"),
+            )
+            .with_retryable(true)
         })?;
     }
     let mut builder = base.clone().into_builder(Some(base_location.to_string()));
@@ -418,7 +429,9 @@ impl Catalog for SqliteCatalog {
         let keys = self.all_namespace_keys().await?;
         let prefix: Vec<String> = parent.map(|p| p.clone().inner()).unwrap_or_default();
         if let Some(p) = parent
-            && !keys.iter().any(|k| k == &Self::ns_key(p) || k.starts_with(&format!("{}.", Self::ns_key(p))))
+            && !keys
+                .iter()
+                .any(|k| k == &Self::ns_key(p) || k.starts_with(&format!("{}.", Self::ns_key(p))))
         {
             return Err(Self::no_such_namespace(p));
         }
@@ -496,11 +509,7 @@ impl Catalog for SqliteCatalog {
         Ok(self.all_namespace_keys().await?.iter().any(|k| k == &key))
     }
 
-    async fn update_namespace(
-        &self,
-        namespace: &NamespaceIdent,
-        properties: HashMap<String, String>,
-    ) -> Result<()> {
+    async fn update_namespace(&self, namespace: &NamespaceIdent, properties: HashMap<String, String>) -> Result<()> {
         if !self.namespace_exists(namespace).await? {
             return Err(Self::no_such_namespace(namespace));
         }
@@ -616,15 +625,14 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn drop_table(&self, ident: &TableIdent) -> Result<()> {
-        let deleted = sqlx::query(
-            "DELETE FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
-        )
-        .bind(&self.name)
-        .bind(Self::ns_key(ident.namespace()))
-        .bind(ident.name())
-        .execute(&self.pool)
-        .await
-        .map_err(sql_err("drop table"))?;
+        let deleted =
+            sqlx::query("DELETE FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?")
+                .bind(&self.name)
+                .bind(Self::ns_key(ident.namespace()))
+                .bind(ident.name())
+                .execute(&self.pool)
+                .await
+                .map_err(sql_err("drop table"))?;
         if deleted.rows_affected() == 0 {
             return Err(Self::no_such_table(ident));
         }

@@ -68,15 +68,12 @@ pub(crate) fn find_position_move(updates: &[TableUpdate]) -> iceberg::Result<Opt
             continue;
         };
         let parse = |key: &str| -> iceberg::Result<u64> {
-            props
-                .get(key)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| {
-                    iceberg::Error::new(
-                        iceberg::ErrorKind::DataInvalid,
-                        format!("snapshot summary has {PROP_PIPELINE} but no valid {key}"),
-                    )
-                })
+            props.get(key).and_then(|v| v.parse().ok()).ok_or_else(|| {
+                iceberg::Error::new(
+                    iceberg::ErrorKind::DataInvalid,
+                    format!("snapshot summary has {PROP_PIPELINE} but no valid {key}"),
+                )
+            })
         };
         return Ok(Some(PositionMove {
             pipeline: pipeline.clone(),

@@ -23,8 +23,15 @@ pub fn require(auth: &AuthConfig, headers: &HeaderMap, scope: &str) -> Result<()
             message: "this route needs Authorization: Bearer <token>".into(),
         });
     };
-    let Some(token) = auth.tokens.iter().find(|t| constant_time_eq(t.token.as_bytes(), presented.as_bytes())) else {
-        return Err(Error::Auth { status: StatusCode::UNAUTHORIZED, message: "unknown token".into() });
+    let Some(token) = auth
+        .tokens
+        .iter()
+        .find(|t| constant_time_eq(t.token.as_bytes(), presented.as_bytes()))
+    else {
+        return Err(Error::Auth {
+            status: StatusCode::UNAUTHORIZED,
+            message: "unknown token".into(),
+        });
     };
     if token.scopes.iter().any(|s| s == scope || s == "admin") {
         Ok(())
@@ -47,14 +54,28 @@ mod tests {
 
     #[test]
     fn statuses() {
-        let auth = AuthConfig { tokens: vec![TokenConfig { token: "s3cret".into(), scopes: vec!["read".into()] }] };
+        let auth = AuthConfig {
+            tokens: vec![TokenConfig {
+                token: "s3cret".into(),
+                scopes: vec!["read".into()],
+            }],
+        };
         let mut h = HeaderMap::new();
-        assert_eq!(require(&auth, &h, "read").unwrap_err().status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            require(&auth, &h, "read").unwrap_err().status(),
+            StatusCode::UNAUTHORIZED
+        );
         h.insert(header::AUTHORIZATION, "Bearer nope".parse().unwrap());
-        assert_eq!(require(&auth, &h, "read").unwrap_err().status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            require(&auth, &h, "read").unwrap_err().status(),
+            StatusCode::UNAUTHORIZED
+        );
         h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
         assert!(require(&auth, &h, "read").is_ok());
-        assert_eq!(require(&auth, &h, "send:events").unwrap_err().status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            require(&auth, &h, "send:events").unwrap_err().status(),
+            StatusCode::FORBIDDEN
+        );
         assert!(require(&AuthConfig::default(), &HeaderMap::new(), "admin").is_ok());
     }
 }

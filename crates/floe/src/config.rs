@@ -74,7 +74,10 @@ fn default_data_dir() -> PathBuf {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: default_listen(), data_dir: default_data_dir() }
+        Self {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+        }
     }
 }
 
@@ -96,7 +99,10 @@ fn default_catalog_name() -> String {
 
 impl Default for CatalogConfig {
     fn default() -> Self {
-        Self { name: default_catalog_name(), warehouse: None }
+        Self {
+            name: default_catalog_name(),
+            warehouse: None,
+        }
     }
 }
 
@@ -190,7 +196,11 @@ fn yes() -> bool {
 
 impl Default for HttpIngestConfig {
     fn default() -> Self {
-        Self { enabled: true, auth: false, cors_origins: vec![] }
+        Self {
+            enabled: true,
+            auth: false,
+            cors_origins: vec![],
+        }
     }
 }
 
@@ -454,11 +464,19 @@ impl Config {
         };
         match path {
             Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
                 let base = path
                     .parent()
-                    .map(|p| if p.as_os_str().is_empty() { cwd.clone() } else { p.to_path_buf() })
+                    .map(|p| {
+                        if p.as_os_str().is_empty() {
+                            cwd.clone()
+                        } else {
+                            p.to_path_buf()
+                        }
+                    })
                     .unwrap_or(cwd.clone());
                 let base = std::path::absolute(&base).unwrap_or(base);
                 Self::from_toml(&text, &path, &base)
@@ -495,7 +513,11 @@ impl Config {
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
     }
 
     /// Finds a stream by name.
@@ -512,7 +534,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| Err(ConfigError::Invalid { key, message });
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return invalid("server.listen".into(), format!("{:?} is not an address like 127.0.0.1:8080", self.server.listen));
+            return invalid(
+                "server.listen".into(),
+                format!("{:?} is not an address like 127.0.0.1:8080", self.server.listen),
+            );
         }
         if self.catalog.name.is_empty() {
             return invalid("catalog.name".into(), "must not be empty".into());
@@ -527,21 +552,33 @@ impl Config {
                 check_fields(&format!("streams[{i}].fields"), fields)?;
             }
             if s.on_invalid == OnInvalid::DeadLetter {
-                return invalid(format!("streams[{i}].on_invalid"), "dead_letter is not supported yet; use reject".into());
+                return invalid(
+                    format!("streams[{i}].on_invalid"),
+                    "dead_letter is not supported yet; use reject".into(),
+                );
             }
         }
         for (i, s) in self.sinks.iter().enumerate() {
             check_name(&format!("sinks[{i}].name"), &s.name)?;
             if !names.insert(s.name.clone()) {
-                return invalid(format!("sinks[{i}].name"), format!("{:?} is already the name of a stream or sink", s.name));
+                return invalid(
+                    format!("sinks[{i}].name"),
+                    format!("{:?} is already the name of a stream or sink", s.name),
+                );
             }
             match s.ty {
                 SinkType::Files => {
-                    return invalid(format!("sinks[{i}].type"), "the files sink is not supported yet; use iceberg".into());
+                    return invalid(
+                        format!("sinks[{i}].type"),
+                        "the files sink is not supported yet; use iceberg".into(),
+                    );
                 }
                 SinkType::Iceberg => {
                     let Some(table) = &s.table else {
-                        return invalid(format!("sinks[{i}].table"), "an iceberg sink needs table = \"namespace.table\"".into());
+                        return invalid(
+                            format!("sinks[{i}].table"),
+                            "an iceberg sink needs table = \"namespace.table\"".into(),
+                        );
                     };
                     if table.split('.').count() < 2 || table.split('.').any(str::is_empty) {
                         return invalid(format!("sinks[{i}].table"), format!("{table:?} is not namespace.table"));
@@ -549,7 +586,10 @@ impl Config {
                 }
             }
             if s.rolling.interval_seconds == 0 {
-                return invalid(format!("sinks[{i}].rolling.interval_seconds"), "must be at least 1".into());
+                return invalid(
+                    format!("sinks[{i}].rolling.interval_seconds"),
+                    "must be at least 1".into(),
+                );
             }
             if s.rolling.size_mb == 0 {
                 return invalid(format!("sinks[{i}].rolling.size_mb"), "must be at least 1".into());
@@ -594,10 +634,16 @@ fn check_fields(key: &str, fields: &[FieldConfig]) -> Result<(), ConfigError> {
     for (i, f) in fields.iter().enumerate() {
         let key = format!("{key}[{i}]");
         if f.name.is_empty() {
-            return Err(ConfigError::Invalid { key, message: "a field needs a name".into() });
+            return Err(ConfigError::Invalid {
+                key,
+                message: "a field needs a name".into(),
+            });
         }
         if !seen.insert(f.name.as_str()) {
-            return Err(ConfigError::Invalid { key, message: format!("field {:?} appears twice", f.name) });
+            return Err(ConfigError::Invalid {
+                key,
+                message: format!("field {:?} appears twice", f.name),
+            });
         }
         check_field_type(&key, f)?;
     }
@@ -608,11 +654,17 @@ fn check_field_type(key: &str, f: &FieldConfig) -> Result<(), ConfigError> {
     match f.ty {
         FieldType::List => match &f.items {
             Some(items) => check_field_type(&format!("{key}.items"), items),
-            None => Err(ConfigError::Invalid { key: key.into(), message: "a list needs items = { type = … }".into() }),
+            None => Err(ConfigError::Invalid {
+                key: key.into(),
+                message: "a list needs items = { type = … }".into(),
+            }),
         },
         FieldType::Struct => match &f.fields {
             Some(fields) if !fields.is_empty() => check_fields(&format!("{key}.fields"), fields),
-            _ => Err(ConfigError::Invalid { key: key.into(), message: "a struct needs fields = [ … ]".into() }),
+            _ => Err(ConfigError::Invalid {
+                key: key.into(),
+                message: "a struct needs fields = [ … ]".into(),
+            }),
         },
         _ if f.items.is_some() || f.fields.is_some() => Err(ConfigError::Invalid {
             key: key.into(),
@@ -635,9 +687,13 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n", Path::new("f.toml"), Path::new("/"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml(
+            "[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n",
+            Path::new("f.toml"),
+            Path::new("/"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("port"), "{err}");
     }
 
@@ -650,7 +706,9 @@ type = "iceberg"
 table = "a.b"
 partition_by = ["week(ts)"]
 "#;
-        let err = Config::from_toml(text, Path::new("f"), Path::new("/")).unwrap_err().to_string();
+        let err = Config::from_toml(text, Path::new("f"), Path::new("/"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sinks[0].partition_by[0]"), "{err}");
     }
 }

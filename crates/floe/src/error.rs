@@ -106,7 +106,10 @@ impl Error {
 
     /// Whether the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.status(), StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS)
+        matches!(
+            self.status(),
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        )
     }
 }
 

@@ -14,7 +14,11 @@ const SEND_BATCH_ROWS: usize = 1000;
 const SEND_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Parser)]
-#[command(name = "floe", version, about = "JSON events → durable stream → SQL → exactly-once Iceberg tables")]
+#[command(
+    name = "floe",
+    version,
+    about = "JSON events → durable stream → SQL → exactly-once Iceberg tables"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,7 +76,10 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -115,7 +122,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
 async fn open_catalog(config: &Config) -> anyhow::Result<SqliteCatalog> {
     let db = config.catalog_db();
     if !db.exists() {
-        bail!("no catalog at {} (has `floe serve` run with this config?)", db.display());
+        bail!(
+            "no catalog at {} (has `floe serve` run with this config?)",
+            db.display()
+        );
     }
     Ok(SqliteCatalog::open(&db, &config.catalog.name, &config.warehouse_uri()).await?)
 }
@@ -154,10 +164,13 @@ async fn send(stream: &str, file: Option<PathBuf>, url: &str) -> anyhow::Result<
     match file.as_deref() {
         None => std::io::stdin().read_to_string(&mut text)?,
         Some(p) if p.as_os_str() == "-" => std::io::stdin().read_to_string(&mut text)?,
-        Some(p) => std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?.read_to_string(&mut text)?,
+        Some(p) => std::fs::File::open(p)
+            .with_context(|| format!("open {}", p.display()))?
+            .read_to_string(&mut text)?,
     };
     let rows: Vec<String> = if text.trim_start().starts_with('[') {
-        let values: Vec<&serde_json::value::RawValue> = serde_json::from_str(&text).context("the file is not a valid JSON array")?;
+        let values: Vec<&serde_json::value::RawValue> =
+            serde_json::from_str(&text).context("the file is not a valid JSON array")?;
         values.into_iter().map(|v| v.get().to_string()).collect()
     } else {
         std::io::Cursor::new(text.as_bytes())
@@ -174,7 +187,10 @@ async fn send(stream: &str, file: Option<PathBuf>, url: &str) -> anyhow::Result<
     while start < rows.len() {
         let mut end = start;
         let mut bytes = 0usize;
-        while end < rows.len() && end - start < SEND_BATCH_ROWS && (end == start || bytes + rows[end].len() < SEND_BATCH_BYTES) {
+        while end < rows.len()
+            && end - start < SEND_BATCH_ROWS
+            && (end == start || bytes + rows[end].len() < SEND_BATCH_BYTES)
+        {
             bytes += rows[end].len() + 1;
             end += 1;
         }
@@ -193,16 +209,29 @@ async fn send(stream: &str, file: Option<PathBuf>, url: &str) -> anyhow::Result<
         } else {
             failed_requests += 1;
             rejected += (end - start) as u64;
-            eprintln!("rows {}..{}: {status}: {}", start + 1, end, answer["error"]["message"].as_str().unwrap_or(""));
+            eprintln!(
+                "rows {}..{}: {status}: {}",
+                start + 1,
+                end,
+                answer["error"]["message"].as_str().unwrap_or("")
+            );
             if let Some(list) = answer["rows"].as_array() {
                 for r in list.iter().take(10) {
                     let row = r["row"].as_u64().unwrap_or(0) as usize + start + 1;
-                    eprintln!("  row {row} field {:?}: {}", r["field"].as_str().unwrap_or(""), r["message"].as_str().unwrap_or(""));
+                    eprintln!(
+                        "  row {row} field {:?}: {}",
+                        r["field"].as_str().unwrap_or(""),
+                        r["message"].as_str().unwrap_or("")
+                    );
                 }
             }
         }
         start = end;
     }
     println!("accepted {accepted} rows, rejected {rejected} rows ({failed_requests} failed requests)");
-    Ok(if rejected == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+    Ok(if rejected == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
 }

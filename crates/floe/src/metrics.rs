@@ -58,7 +58,12 @@ pub struct SinkMetrics {
 impl Metrics {
     /// The counters of `stream`.
     pub fn stream(&self, stream: &str) -> std::sync::Arc<StreamMetrics> {
-        self.streams.lock().expect("metrics lock").entry(stream.to_string()).or_default().clone()
+        self.streams
+            .lock()
+            .expect("metrics lock")
+            .entry(stream.to_string())
+            .or_default()
+            .clone()
     }
 
     /// The counters of (`pipeline`, `sink`).
@@ -77,7 +82,13 @@ impl Metrics {
             .lock()
             .expect("metrics lock")
             .iter()
-            .filter_map(|((p, s), m)| m.last_error.lock().expect("lock").clone().map(|e| (p.clone(), s.clone(), e)))
+            .filter_map(|((p, s), m)| {
+                m.last_error
+                    .lock()
+                    .expect("lock")
+                    .clone()
+                    .map(|e| (p.clone(), s.clone(), e))
+            })
             .collect()
     }
 
@@ -90,13 +101,48 @@ impl Metrics {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         type StreamGetter = fn(&StreamMetrics) -> &AtomicU64;
         let stream_series: [(&str, &str, &str, StreamGetter); 7] = [
-            ("floe_stream_rows_accepted_total", "counter", "Rows acknowledged after they were durable.", |m| &m.rows_accepted),
-            ("floe_stream_rows_rejected_total", "counter", "Rows refused with a 4xx answer.", |m| &m.rows_rejected),
-            ("floe_stream_requests_accepted_total", "counter", "Ingest requests acknowledged.", |m| &m.requests_accepted),
-            ("floe_stream_requests_rejected_total", "counter", "Ingest requests refused.", |m| &m.requests_rejected),
-            ("floe_stream_bytes_accepted_total", "counter", "JSON body bytes acknowledged.", |m| &m.bytes_accepted),
-            ("floe_stream_log_end_offset", "gauge", "Next offset of the stream log.", |m| &m.log_end_offset),
-            ("floe_stream_log_disk_bytes", "gauge", "Bytes of stream log segments on disk.", |m| &m.log_disk_bytes),
+            (
+                "floe_stream_rows_accepted_total",
+                "counter",
+                "Rows acknowledged after they were durable.",
+                |m| &m.rows_accepted,
+            ),
+            (
+                "floe_stream_rows_rejected_total",
+                "counter",
+                "Rows refused with a 4xx answer.",
+                |m| &m.rows_rejected,
+            ),
+            (
+                "floe_stream_requests_accepted_total",
+                "counter",
+                "Ingest requests acknowledged.",
+                |m| &m.requests_accepted,
+            ),
+            (
+                "floe_stream_requests_rejected_total",
+                "counter",
+                "Ingest requests refused.",
+                |m| &m.requests_rejected,
+            ),
+            (
+                "floe_stream_bytes_accepted_total",
+                "counter",
+                "JSON body bytes acknowledged.",
+                |m| &m.bytes_accepted,
+            ),
+            (
+                "floe_stream_log_end_offset",
+                "gauge",
+                "Next offset of the stream log.",
+                |m| &m.log_end_offset,
+            ),
+            (
+                "floe_stream_log_disk_bytes",
+                "gauge",
+                "Bytes of stream log segments on disk.",
+                |m| &m.log_disk_bytes,
+            ),
         ];
         for (name, kind, help, get) in stream_series {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -106,14 +152,48 @@ impl Metrics {
         }
         type SinkGetter = fn(&SinkMetrics) -> &AtomicU64;
         let sink_series: [(&str, &str, &str, SinkGetter); 8] = [
-            ("floe_sink_commits_total", "counter", "Successful sink commits.", |m| &m.commits),
-            ("floe_sink_commit_failures_total", "counter", "Failed sink commits.", |m| &m.commit_failures),
-            ("floe_sink_rows_committed_total", "counter", "Rows committed to the sink.", |m| &m.rows_committed),
-            ("floe_sink_files_committed_total", "counter", "Data files committed.", |m| &m.files_committed),
-            ("floe_sink_position", "gauge", "Committed stream offset.", |m| &m.position),
-            ("floe_sink_last_commit_timestamp_ms", "gauge", "Unix millis of the last successful commit.", |m| &m.last_commit_ms),
-            ("floe_sink_last_commit_duration_ms", "gauge", "Duration of the last commit.", |m| &m.last_commit_duration_ms),
-            ("floe_sink_last_committed_row_appended_ms", "gauge", "Append time of the newest committed row (freshness).", |m| &m.last_committed_row_appended_ms),
+            ("floe_sink_commits_total", "counter", "Successful sink commits.", |m| {
+                &m.commits
+            }),
+            (
+                "floe_sink_commit_failures_total",
+                "counter",
+                "Failed sink commits.",
+                |m| &m.commit_failures,
+            ),
+            (
+                "floe_sink_rows_committed_total",
+                "counter",
+                "Rows committed to the sink.",
+                |m| &m.rows_committed,
+            ),
+            (
+                "floe_sink_files_committed_total",
+                "counter",
+                "Data files committed.",
+                |m| &m.files_committed,
+            ),
+            ("floe_sink_position", "gauge", "Committed stream offset.", |m| {
+                &m.position
+            }),
+            (
+                "floe_sink_last_commit_timestamp_ms",
+                "gauge",
+                "Unix millis of the last successful commit.",
+                |m| &m.last_commit_ms,
+            ),
+            (
+                "floe_sink_last_commit_duration_ms",
+                "gauge",
+                "Duration of the last commit.",
+                |m| &m.last_commit_duration_ms,
+            ),
+            (
+                "floe_sink_last_committed_row_appended_ms",
+                "gauge",
+                "Append time of the newest committed row (freshness).",
+                |m| &m.last_committed_row_appended_ms,
+            ),
         ];
         for (name, kind, help, get) in sink_series {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -122,7 +202,10 @@ impl Metrics {
             }
         }
         let name = "floe_pipeline_uncommitted_rows";
-        let _ = writeln!(out, "# HELP {name} Stream rows not yet committed by a pipeline's sink.\n# TYPE {name} gauge");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Stream rows not yet committed by a pipeline's sink.\n# TYPE {name} gauge"
+        );
         for ((p, s), m) in &sinks {
             if let Some(stream) = stream_of(p)
                 && let Some(sm) = streams.get(&stream)

@@ -22,7 +22,9 @@ pub const MAX_RESULT_ROWS: usize = 100_000;
 /// Runs `sql` over every table of `catalog`.
 pub async fn run_sql(catalog: &SqliteCatalog, sql: &str) -> Result<Vec<RecordBatch>> {
     let name = catalog.name().to_string();
-    let config = SessionConfig::new().with_default_catalog_and_schema(&name, "default").with_information_schema(true);
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema(&name, "default")
+        .with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     let provider = IcebergCatalogProvider::try_new(Arc::new(catalog.clone())).await?;
     ctx.register_catalog(&name, Arc::new(provider));
@@ -67,7 +69,11 @@ pub struct QueryRequest {
 }
 
 /// `POST /v1/query` → `{"columns": [...], "rows": [...]}`.
-pub async fn post_query(State(app): State<Arc<App>>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Response {
+pub async fn post_query(
+    State(app): State<Arc<App>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let result = async {
         crate::auth::require(&app.config.auth, &headers, "read")?;
         let req: QueryRequest = serde_json::from_slice(&body).map_err(|e| Error::BadRequest {

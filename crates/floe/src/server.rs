@@ -78,7 +78,15 @@ impl App {
             m.log_end_offset.store(log.end_offset(), Ordering::Relaxed);
             m.log_disk_bytes.store(log.disk_bytes(), Ordering::Relaxed);
             schemas.push((s.name.clone(), arrow_schema(&fields)));
-            streams.insert(s.name.clone(), StreamState { config: s.clone(), log, decoder: Arc::new(decoder), metrics: m });
+            streams.insert(
+                s.name.clone(),
+                StreamState {
+                    config: s.clone(),
+                    log,
+                    decoder: Arc::new(decoder),
+                    metrics: m,
+                },
+            );
         }
         let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
         let mut transforms = Vec::new();
@@ -88,10 +96,20 @@ impl App {
         let mut seen = std::collections::HashSet::new();
         for t in &transforms {
             if !seen.insert((t.pipeline.clone(), t.sink.clone())) {
-                return Err(Error::Config(format!("pipeline {:?} writes to sink {:?} twice; use one INSERT per sink", t.pipeline, t.sink)));
+                return Err(Error::Config(format!(
+                    "pipeline {:?} writes to sink {:?} twice; use one INSERT per sink",
+                    t.pipeline, t.sink
+                )));
             }
         }
-        Ok(Arc::new(App { config, catalog, streams, metrics, transforms, positions: Mutex::new(HashMap::new()) }))
+        Ok(Arc::new(App {
+            config,
+            catalog,
+            streams,
+            metrics,
+            transforms,
+            positions: Mutex::new(HashMap::new()),
+        }))
     }
 
     /// Records a statement's committed position (for log truncation).
@@ -114,7 +132,10 @@ impl App {
     }
 
     fn stream_of_pipeline(&self, pipeline: &str) -> Option<String> {
-        self.transforms.iter().find(|t| t.pipeline == pipeline).map(|t| t.stream.clone())
+        self.transforms
+            .iter()
+            .find(|t| t.pipeline == pipeline)
+            .map(|t| t.stream.clone())
     }
 }
 
@@ -136,7 +157,11 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
         .map(|(p, s, e)| json!({"pipeline": p, "sink": s, "error": e}))
         .collect();
     let status = if failing.is_empty() { "ok" } else { "degraded" };
-    (StatusCode::OK, axum::Json(json!({"status": status, "failing_sinks": failing}))).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(json!({"status": status, "failing_sinks": failing})),
+    )
+        .into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
@@ -163,7 +188,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
     tracing::info!(%listen, data_dir = %app.config.data_dir().display(), "floe is serving");
-    eprintln!("floe listening on http://{listen} (data in {})", app.config.data_dir().display());
+    eprintln!(
+        "floe listening on http://{listen} (data in {})",
+        app.config.data_dir().display()
+    );
     axum::serve(listener, router(app.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
@@ -174,7 +202,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("pipelines did not finish committing within {SHUTDOWN_COMMIT_TIMEOUT:?}; they resume from the log at the next start");
+        tracing::warn!(
+            "pipelines did not finish committing within {SHUTDOWN_COMMIT_TIMEOUT:?}; they resume from the log at the next start"
+        );
     }
     truncator.abort();
     for s in app.streams.values() {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use arrow::array::builder::NullBufferBuilder;
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder,
-    Int64Builder, ListArray, StringBuilder, StructArray, TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
+    ListArray, StringBuilder, StructArray, TimestampMicrosecondBuilder,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, SchemaRef};
@@ -137,16 +137,15 @@ impl RowDecoder {
 
     /// Decodes a whole body into one batch, or says exactly what is wrong.
     pub fn decode(&self, body: &[u8], framing: Framing) -> Result<RecordBatch, DecodeError> {
-        let text = std::str::from_utf8(body)
-            .map_err(|e| DecodeError::Malformed(format!("body is not UTF-8: {e}")))?;
+        let text = std::str::from_utf8(body).map_err(|e| DecodeError::Malformed(format!("body is not UTF-8: {e}")))?;
         let first = text.bytes().find(|b| !b.is_ascii_whitespace());
         let mut errors = Vec::new();
         let mut total_errors = 0usize;
         let rows: Vec<&str> = match (framing, first) {
             (_, None) => return Err(DecodeError::Empty),
             (Framing::Auto, Some(b'[')) => {
-                let raw: Vec<&RawValue> = serde_json::from_str(text)
-                    .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+                let raw: Vec<&RawValue> =
+                    serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
                 raw.into_iter().map(RawValue::get).collect()
             }
             _ => text
@@ -184,7 +183,11 @@ impl RowDecoder {
             }
         }
         if total_errors > 0 {
-            return Err(DecodeError::Rows { count: rows.len(), total: total_errors, rows: errors });
+            return Err(DecodeError::Rows {
+                count: rows.len(),
+                total: total_errors,
+                rows: errors,
+            });
         }
         let arrays: Vec<ArrayRef> = cols
             .into_iter()
@@ -194,7 +197,11 @@ impl RowDecoder {
         RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| DecodeError::Rows {
             count: rows.len(),
             total: rows.len(),
-            rows: vec![RowError { row: 0, field: String::new(), message: e.to_string() }],
+            rows: vec![RowError {
+                row: 0,
+                field: String::new(),
+                message: e.to_string(),
+            }],
         })
     }
 
@@ -215,7 +222,12 @@ impl RowDecoder {
         seen.iter_mut().for_each(|s| *s = false);
         let mut failed_field: Option<String> = None;
         let mut de = serde_json::Deserializer::from_str(row);
-        let seed = RowSeed { dec: self, cols, seen, failed_field: &mut failed_field };
+        let seed = RowSeed {
+            dec: self,
+            cols,
+            seen,
+            failed_field: &mut failed_field,
+        };
         let result = seed.deserialize(&mut de).and_then(|()| de.end());
         result.map_err(|e| RowError {
             row: i,
@@ -249,8 +261,16 @@ enum Col {
     Bool(BooleanBuilder),
     Ts(TimestampMicrosecondBuilder),
     Bin(BinaryBuilder),
-    List { offsets: Vec<i32>, nulls: NullBufferBuilder, child: Box<Col> },
-    Struct { cols: Vec<Col>, nulls: NullBufferBuilder, len: usize },
+    List {
+        offsets: Vec<i32>,
+        nulls: NullBufferBuilder,
+        child: Box<Col>,
+    },
+    Struct {
+        cols: Vec<Col>,
+        nulls: NullBufferBuilder,
+        len: usize,
+    },
 }
 
 impl Col {
@@ -359,9 +379,15 @@ impl Col {
             Col::Bool(mut b) => Arc::new(b.finish()),
             Col::Ts(mut b) => Arc::new(b.finish().with_timezone("UTC")),
             Col::Bin(mut b) => Arc::new(b.finish()),
-            Col::List { offsets, mut nulls, child } => {
+            Col::List {
+                offsets,
+                mut nulls,
+                child,
+            } => {
                 let item = spec.items.as_deref().expect("list items");
-                let DataType::List(field) = spec.arrow.data_type() else { unreachable!() };
+                let DataType::List(field) = spec.arrow.data_type() else {
+                    unreachable!()
+                };
                 let values = child.finish(item);
                 Arc::new(ListArray::new(
                     field.clone(),
@@ -371,7 +397,9 @@ impl Col {
                 ))
             }
             Col::Struct { cols, mut nulls, .. } => {
-                let DataType::Struct(fields) = spec.arrow.data_type() else { unreachable!() };
+                let DataType::Struct(fields) = spec.arrow.data_type() else {
+                    unreachable!()
+                };
                 let arrays = cols.into_iter().zip(&spec.fields).map(|(c, s)| c.finish(s)).collect();
                 Arc::new(StructArray::new(fields.clone(), arrays, nulls.finish()))
             }
@@ -412,7 +440,11 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                     }
                     self.seen[i] = true;
                     let mut path = None;
-                    let seed = ValueSeed { spec, col: &mut self.cols[i], failed: &mut path };
+                    let seed = ValueSeed {
+                        spec,
+                        col: &mut self.cols[i],
+                        failed: &mut path,
+                    };
                     if let Err(e) = map.next_value_seed(seed) {
                         *self.failed_field = Some(match path {
                             Some(p) => format!("{}.{p}", spec.name),
@@ -516,7 +548,10 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         if self.spec.required {
-            return Err(E::custom(format!("required field is null (expected {})", type_name(self.spec.ty))));
+            return Err(E::custom(format!(
+                "required field is null (expected {})",
+                type_name(self.spec.ty)
+            )));
         }
         self.col.append_null(self.spec);
         Ok(())
@@ -556,7 +591,10 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
                     b.append_value(v as f64);
                     Ok(())
                 }
-                _ => Err(E::custom(format!("expected {}, found {v} (out of range)", type_name(self.spec.ty)))),
+                _ => Err(E::custom(format!(
+                    "expected {}, found {v} (out of range)",
+                    type_name(self.spec.ty)
+                ))),
             },
         }
     }
@@ -583,7 +621,11 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
             },
             Col::Bin(b) => match base64::engine::general_purpose::STANDARD.decode(v) {
                 Ok(bytes) => b.append_value(bytes),
-                Err(e) => return Err(E::custom(format!("expected binary as base64, found invalid base64: {e}"))),
+                Err(e) => {
+                    return Err(E::custom(format!(
+                        "expected binary as base64, found invalid base64: {e}"
+                    )));
+                }
             },
             _ => {
                 let shown: String = v.chars().take(40).collect();
@@ -601,7 +643,11 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         let mut i = 0usize;
         loop {
             let mut path = None;
-            let seed = ValueSeed { spec: item, col: child, failed: &mut path };
+            let seed = ValueSeed {
+                spec: item,
+                col: child,
+                failed: &mut path,
+            };
             match seq.next_element_seed(seed) {
                 Ok(Some(())) => i += 1,
                 Ok(None) => break,
@@ -628,7 +674,9 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let Some(i) = self.spec.fields.iter().position(|f| f.name == key) else {
                 *self.failed = Some(key.to_string());
-                return Err(de::Error::custom(format!("field {key:?} is not in the struct's fields")));
+                return Err(de::Error::custom(format!(
+                    "field {key:?} is not in the struct's fields"
+                )));
             };
             let spec = &self.spec.fields[i];
             if seen[i] {
@@ -637,7 +685,11 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
             }
             seen[i] = true;
             let mut path = None;
-            let seed = ValueSeed { spec, col: &mut cols[i], failed: &mut path };
+            let seed = ValueSeed {
+                spec,
+                col: &mut cols[i],
+                failed: &mut path,
+            };
             if let Err(e) = map.next_value_seed(seed) {
                 *self.failed = Some(match path {
                     Some(p) => format!("{}.{p}", spec.name),
@@ -688,7 +740,8 @@ mod tests {
 
     #[test]
     fn decodes_every_type() {
-        let body = br#"[{"id":"a","n":5,"ts":"2026-01-01T00:00:00Z","data":{"x":[1,2]},"tags":["p","q"],"geo":{"lat":1.5}},
+        let body =
+            br#"[{"id":"a","n":5,"ts":"2026-01-01T00:00:00Z","data":{"x":[1,2]},"tags":["p","q"],"geo":{"lat":1.5}},
                         {"id":"b\u00e9","ts":1700000000000,"geo":null,"tags":null}]"#;
         let b = decoder().decode(body, Framing::Auto).unwrap();
         assert_eq!(b.num_rows(), 2);
@@ -711,8 +764,15 @@ mod tests {
         };
         assert_eq!((count, total), (6, 6));
         let fields: Vec<(usize, &str)> = rows.iter().map(|r| (r.row, r.field.as_str())).collect();
-        assert_eq!(fields, vec![(0, "n"), (1, "id"), (2, "zz"), (3, "geo.lat"), (4, "tags.1"), (5, "")]);
-        assert!(rows[0].message.contains("expected int64, found string"), "{}", rows[0].message);
+        assert_eq!(
+            fields,
+            vec![(0, "n"), (1, "id"), (2, "zz"), (3, "geo.lat"), (4, "tags.1"), (5, "")]
+        );
+        assert!(
+            rows[0].message.contains("expected int64, found string"),
+            "{}",
+            rows[0].message
+        );
         assert!(rows[5].message.contains("malformed JSON"), "{}", rows[5].message);
     }
 
@@ -727,8 +787,17 @@ mod tests {
 
     #[test]
     fn malformed_and_empty_bodies() {
-        assert!(matches!(decoder().decode(b"[{", Framing::Auto), Err(DecodeError::Malformed(_))));
-        assert!(matches!(decoder().decode(b"  ", Framing::Auto), Err(DecodeError::Empty)));
-        assert!(matches!(decoder().decode(b"[]", Framing::Auto), Err(DecodeError::Empty)));
+        assert!(matches!(
+            decoder().decode(b"[{", Framing::Auto),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decoder().decode(b"  ", Framing::Auto),
+            Err(DecodeError::Empty)
+        ));
+        assert!(matches!(
+            decoder().decode(b"[]", Framing::Auto),
+            Err(DecodeError::Empty)
+        ));
     }
 }

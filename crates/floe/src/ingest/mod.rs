@@ -23,9 +23,18 @@ use crate::error::Error;
 use crate::server::App;
 
 /// `POST /v1/streams/{stream}/events`
-pub async fn post_events(State(app): State<Arc<App>>, Path(stream): Path<String>, headers: HeaderMap, body: Body) -> Response {
+pub async fn post_events(
+    State(app): State<Arc<App>>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Some(state) = app.streams.get(&stream).filter(|s| s.config.http.enabled) else {
-        return Error::NotFound { what: "stream", name: stream }.into_response();
+        return Error::NotFound {
+            what: "stream",
+            name: stream,
+        }
+        .into_response();
     };
     if state.config.http.auth
         && let Err(e) = crate::auth::require(&app.config.auth, &headers, &format!("send:{stream}"))
@@ -35,7 +44,9 @@ pub async fn post_events(State(app): State<Arc<App>>, Path(stream): Path<String>
     let metrics = state.metrics.clone();
     let limit = app.config.limits.max_body_bytes;
     let result = async {
-        let raw = axum::body::to_bytes(body, limit).await.map_err(|_| over_body_limit(limit))?;
+        let raw = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| over_body_limit(limit))?;
         let body = decompress(&headers, raw, limit)?;
         let framing = match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
             Some(ct) if ct.contains("ndjson") || ct.contains("jsonlines") || ct.contains("x-jsonl") => Framing::Ndjson,
@@ -119,7 +130,10 @@ fn over_body_limit(limit: usize) -> Error {
 
 /// Undoes `Content-Encoding: gzip`, enforcing the body limit on the decompressed size.
 fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, Error> {
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
     match encoding.trim().to_ascii_lowercase().as_str() {
         "identity" | "" => Ok(raw),
         "gzip" | "x-gzip" => {

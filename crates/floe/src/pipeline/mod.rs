@@ -44,7 +44,11 @@ pub struct Transform {
 
 impl std::fmt::Debug for Transform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transform").field("pipeline", &self.pipeline).field("sink", &self.sink).field("stream", &self.stream).finish()
+        f.debug_struct("Transform")
+            .field("pipeline", &self.pipeline)
+            .field("sink", &self.sink)
+            .field("stream", &self.stream)
+            .finish()
     }
 }
 
@@ -60,27 +64,43 @@ pub async fn plan_pipeline(
     streams: &[(String, SchemaRef)],
     sinks: &[String],
 ) -> Result<Vec<Transform>> {
-    let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| plan_error(pipeline, format!("SQL syntax: {e}")))?;
+    let statements =
+        Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| plan_error(pipeline, format!("SQL syntax: {e}")))?;
     if statements.is_empty() {
-        return Err(plan_error(pipeline, "the SQL holds no statement; write INSERT INTO <sink> SELECT … FROM <stream>"));
+        return Err(plan_error(
+            pipeline,
+            "the SQL holds no statement; write INSERT INTO <sink> SELECT … FROM <stream>",
+        ));
     }
     let mut out = Vec::new();
     for (i, statement) in statements.into_iter().enumerate() {
         let Statement::Insert(insert) = statement else {
-            return Err(plan_error(pipeline, format!("statement {} is not INSERT INTO <sink> SELECT …", i + 1)));
+            return Err(plan_error(
+                pipeline,
+                format!("statement {} is not INSERT INTO <sink> SELECT …", i + 1),
+            ));
         };
         let TableObject::TableName(name) = &insert.table else {
             return Err(plan_error(pipeline, "INSERT INTO must name a sink"));
         };
         let sink = name.to_string();
         if streams.iter().any(|(s, _)| *s == sink) {
-            return Err(plan_error(pipeline, format!("{sink:?} is a stream; pipelines write to sinks, not streams")));
+            return Err(plan_error(
+                pipeline,
+                format!("{sink:?} is a stream; pipelines write to sinks, not streams"),
+            ));
         }
         if !sinks.contains(&sink) {
-            return Err(plan_error(pipeline, format!("INSERT INTO {sink}: no sink of that name (sinks: {})", sinks.join(", "))));
+            return Err(plan_error(
+                pipeline,
+                format!("INSERT INTO {sink}: no sink of that name (sinks: {})", sinks.join(", ")),
+            ));
         }
         if !insert.columns.is_empty() {
-            return Err(plan_error(pipeline, "INSERT INTO sink (columns…) is not supported; name the columns in the SELECT"));
+            return Err(plan_error(
+                pipeline,
+                "INSERT INTO sink (columns…) is not supported; name the columns in the SELECT",
+            ));
         }
         let Some(source) = insert.source else {
             return Err(plan_error(pipeline, "INSERT needs a SELECT"));
@@ -101,11 +121,28 @@ pub async fn plan_pipeline(
         let stream = match read.as_slice() {
             [one] => one.clone(),
             [] => return Err(plan_error(pipeline, "the SELECT reads no stream")),
-            many => return Err(plan_error(pipeline, format!("the SELECT reads {} streams; a statement reads exactly one", many.len()))),
+            many => {
+                return Err(plan_error(
+                    pipeline,
+                    format!("the SELECT reads {} streams; a statement reads exactly one", many.len()),
+                ));
+            }
         };
-        let input = streams.iter().find(|(s, _)| *s == stream).map(|(_, s)| s.clone()).expect("planned against streams");
+        let input = streams
+            .iter()
+            .find(|(s, _)| *s == stream)
+            .map(|(_, s)| s.clone())
+            .expect("planned against streams");
         let output: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-        out.push(Transform { pipeline: pipeline.to_string(), sink, stream, output, select, input, ctx: new_context() });
+        out.push(Transform {
+            pipeline: pipeline.to_string(),
+            sink,
+            stream,
+            output,
+            select,
+            input,
+            ctx: new_context(),
+        });
     }
     Ok(out)
 }
@@ -126,10 +163,16 @@ fn check_stateless(pipeline: &str, plan: &LogicalPlan) -> Result<()> {
             LogicalPlan::Limit(_) => Some("LIMIT has no meaning on an unbounded stream"),
             LogicalPlan::Distinct(_) => Some("DISTINCT needs state across micro-batches"),
             LogicalPlan::Union(_) => Some("UNION of streams is not supported; use one INSERT per stream"),
-            LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) => Some("only SELECT is allowed inside INSERT"),
+            LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) => {
+                Some("only SELECT is allowed inside INSERT")
+            }
             _ => None,
         };
-        Ok(if refused.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+        Ok(if refused.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
     })?;
     match refused {
         Some(why) => Err(plan_error(pipeline, format!("not supported in a pipeline: {why}"))),
@@ -170,20 +213,31 @@ mod tests {
     use super::*;
 
     fn streams() -> Vec<(String, SchemaRef)> {
-        let schema = Arc::new(Schema::new(vec![Field::new("ns", DataType::Utf8, false), Field::new("n", DataType::Int64, true)]));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ns", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, true),
+        ]));
         vec![("events".to_string(), schema)]
     }
 
     #[tokio::test]
     async fn plans_and_runs_a_projection_with_filter() {
-        let t = plan_pipeline("p", "INSERT INTO t SELECT upper(ns) AS ns, n * 2 AS n2 FROM events WHERE n > 1", &streams(), &["t".into()])
-            .await
-            .unwrap();
+        let t = plan_pipeline(
+            "p",
+            "INSERT INTO t SELECT upper(ns) AS ns, n * 2 AS n2 FROM events WHERE n > 1",
+            &streams(),
+            &["t".into()],
+        )
+        .await
+        .unwrap();
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].output.field(1).name(), "n2");
         let batch = RecordBatch::try_new(
             streams()[0].1.clone(),
-            vec![Arc::new(StringArray::from(vec!["a", "b"])), Arc::new(Int64Array::from(vec![1, 5]))],
+            vec![
+                Arc::new(StringArray::from(vec!["a", "b"])),
+                Arc::new(Int64Array::from(vec![1, 5])),
+            ],
         )
         .unwrap();
         let out = t[0].run(vec![batch]).await.unwrap();
@@ -194,14 +248,20 @@ mod tests {
     #[tokio::test]
     async fn refuses_stateful_sql_with_a_reason() {
         for (sql, why) in [
-            ("INSERT INTO t SELECT ns, count(*) FROM events GROUP BY ns", "aggregations"),
+            (
+                "INSERT INTO t SELECT ns, count(*) FROM events GROUP BY ns",
+                "aggregations",
+            ),
             ("INSERT INTO t SELECT * FROM events ORDER BY n", "ORDER BY"),
             ("INSERT INTO t SELECT * FROM events LIMIT 3", "LIMIT"),
             ("INSERT INTO events SELECT * FROM events", "is a stream"),
             ("INSERT INTO nope SELECT * FROM events", "no sink"),
             ("SELECT * FROM events", "not INSERT"),
         ] {
-            let err = plan_pipeline("p", sql, &streams(), &["t".into()]).await.unwrap_err().to_string();
+            let err = plan_pipeline("p", sql, &streams(), &["t".into()])
+                .await
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(why), "{sql}: {err}");
         }
     }

@@ -58,13 +58,19 @@ async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>
     if offset < log.start_offset() {
         return Err(Error::Config(format!(
             "pipeline {:?} sink {:?} committed through offset {offset}, but stream {:?} starts at {}: rows in between are gone",
-            t.pipeline, t.sink, t.stream, log.start_offset()
+            t.pipeline,
+            t.sink,
+            t.stream,
+            log.start_offset()
         )));
     }
     if offset > log.end_offset() {
         return Err(Error::Config(format!(
             "pipeline {:?} sink {:?} committed through offset {offset}, beyond the end {} of stream {:?}: was the stream log replaced?",
-            t.pipeline, t.sink, log.end_offset(), t.stream
+            t.pipeline,
+            t.sink,
+            log.end_offset(),
+            t.stream
         )));
     }
     app.publish_position(t, offset);
@@ -81,7 +87,8 @@ async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>
             for out in t.run(input).await? {
                 sink.write(&out, through).await?;
             }
-            sink.write(&arrow::record_batch::RecordBatch::new_empty(t.output.clone()), through).await?;
+            sink.write(&arrow::record_batch::RecordBatch::new_empty(t.output.clone()), through)
+                .await?;
             offset = through;
         }
         if sink.should_roll() {
@@ -115,9 +122,15 @@ async fn commit(app: &App, t: &Transform, sink: &mut IcebergSink, newest_appende
     metrics.rows_committed.fetch_add(stats.rows, Ordering::Relaxed);
     metrics.files_committed.fetch_add(stats.files as u64, Ordering::Relaxed);
     metrics.position.store(stats.to, Ordering::Relaxed);
-    metrics.last_commit_ms.store(chrono::Utc::now().timestamp_millis() as u64, Ordering::Relaxed);
-    metrics.last_commit_duration_ms.store(stats.elapsed.as_millis() as u64, Ordering::Relaxed);
-    metrics.last_committed_row_appended_ms.store(newest_appended_ms.max(0) as u64, Ordering::Relaxed);
+    metrics
+        .last_commit_ms
+        .store(chrono::Utc::now().timestamp_millis() as u64, Ordering::Relaxed);
+    metrics
+        .last_commit_duration_ms
+        .store(stats.elapsed.as_millis() as u64, Ordering::Relaxed);
+    metrics
+        .last_committed_row_appended_ms
+        .store(newest_appended_ms.max(0) as u64, Ordering::Relaxed);
     *metrics.last_error.lock().expect("lock") = None;
     app.publish_position(t, stats.to);
     tracing::debug!(pipeline = %t.pipeline, sink = %t.sink, rows = stats.rows, files = stats.files, from = stats.from, to = stats.to, elapsed = ?stats.elapsed, "committed");

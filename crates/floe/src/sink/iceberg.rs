@@ -43,6 +43,8 @@ pub const TARGET_FILE_SIZE_BYTES: usize = 256 * 1024 * 1024;
 
 type Builder = DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 
+// One per sink, created once per commit: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Writer {
     Unpartitioned(UnpartitionedWriter<Builder>),
     Partitioned(FanoutWriter<Builder>, RecordBatchPartitionSplitter),
@@ -79,8 +81,12 @@ impl IcebergSink {
         let (ns, name) = parts.split_at(parts.len() - 1);
         let namespace = NamespaceIdent::from_strs(ns)?;
         let ident = TableIdent::new(namespace.clone(), name[0].to_string());
-        let wanted = arrow_schema_to_schema_auto_assign_ids(output)
-            .map_err(|e| Error::Config(format!("sink {:?}: the pipeline's output cannot be an Iceberg schema: {e}", cfg.name)))?;
+        let wanted = arrow_schema_to_schema_auto_assign_ids(output).map_err(|e| {
+            Error::Config(format!(
+                "sink {:?}: the pipeline's output cannot be an Iceberg schema: {e}",
+                cfg.name
+            ))
+        })?;
         if !catalog.namespace_exists(&namespace).await? {
             match catalog.create_namespace(&namespace, Default::default()).await {
                 Ok(_) => {}
@@ -101,7 +107,10 @@ impl IcebergSink {
                 .partition_spec(spec)
                 .properties([
                     ("write.format.default".to_string(), "parquet".to_string()),
-                    ("write.parquet.compression-codec".to_string(), format!("{:?}", cfg.compression).to_lowercase()),
+                    (
+                        "write.parquet.compression-codec".to_string(),
+                        format!("{:?}", cfg.compression).to_lowercase(),
+                    ),
                 ])
                 .build();
             match catalog.create_table(&namespace, creation).await {
@@ -110,7 +119,11 @@ impl IcebergSink {
                 Err(e) => return Err(e.into()),
             }
         };
-        let committed = catalog.sink_position(pipeline, &cfg.name).await?.map(|p| p.position).unwrap_or(0);
+        let committed = catalog
+            .sink_position(pipeline, &cfg.name)
+            .await?
+            .map(|p| p.position)
+            .unwrap_or(0);
         let table_arrow = Arc::new(schema_to_arrow_schema(table.metadata().current_schema())?);
         Ok(IcebergSink {
             pipeline: pipeline.to_string(),
@@ -187,7 +200,8 @@ impl IcebergSink {
     /// Whether the pending rows should be committed now.
     pub fn should_roll(&self) -> bool {
         self.through > self.committed
-            && (self.pending_bytes >= self.size_bytes || self.first_pending.is_some_and(|t| t.elapsed() >= self.interval))
+            && (self.pending_bytes >= self.size_bytes
+                || self.first_pending.is_some_and(|t| t.elapsed() >= self.interval))
     }
 
     /// When the interval roll is due, if anything is pending.
@@ -217,7 +231,9 @@ impl IcebergSink {
         };
         let result = if files.is_empty() {
             // Every row was filtered out: move the position alone (no snapshot to make).
-            self.catalog.advance_position(&self.pipeline, &self.name, &self.ident, from, to).await
+            self.catalog
+                .advance_position(&self.pipeline, &self.name, &self.ident, from, to)
+                .await
         } else {
             let paths: Vec<String> = files.iter().map(|f| f.file_path().to_string()).collect();
             let tx = Transaction::new(&self.table);
@@ -250,7 +266,10 @@ impl IcebergSink {
         self.attempt = uuid::Uuid::now_v7();
         result?;
         self.committed = to;
-        Ok(CommitStats { elapsed: started.elapsed(), ..stats })
+        Ok(CommitStats {
+            elapsed: started.elapsed(),
+            ..stats
+        })
     }
 
     async fn new_writer(&self) -> Result<Writer> {
@@ -263,7 +282,13 @@ impl IcebergSink {
             DataFileFormat::Parquet,
         );
         let parquet = ParquetWriterBuilder::new(self.props.clone(), schema.clone());
-        let rolling = RollingFileWriterBuilder::new(parquet, TARGET_FILE_SIZE_BYTES, self.table.file_io().clone(), location, names);
+        let rolling = RollingFileWriterBuilder::new(
+            parquet,
+            TARGET_FILE_SIZE_BYTES,
+            self.table.file_io().clone(),
+            location,
+            names,
+        );
         let builder = DataFileWriterBuilder::new(rolling);
         let spec: PartitionSpecRef = metadata.default_partition_spec().clone();
         Ok(if spec.is_unpartitioned() {
@@ -326,12 +351,27 @@ fn conform(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
 
 /// An existing table must have the pipeline's columns, in order, with the same types.
 fn check_schema(sink: &str, table: &IcebergSchema, wanted: &IcebergSchema) -> Result<()> {
-    let t: Vec<(String, String)> = table.as_struct().fields().iter().map(|f| (f.name.clone(), f.field_type.to_string())).collect();
-    let w: Vec<(String, String)> = wanted.as_struct().fields().iter().map(|f| (f.name.clone(), f.field_type.to_string())).collect();
+    let t: Vec<(String, String)> = table
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| (f.name.clone(), f.field_type.to_string()))
+        .collect();
+    let w: Vec<(String, String)> = wanted
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| (f.name.clone(), f.field_type.to_string()))
+        .collect();
     if t == w {
         return Ok(());
     }
-    let show = |v: &[(String, String)]| v.iter().map(|(n, ty)| format!("{n} {ty}")).collect::<Vec<_>>().join(", ");
+    let show = |v: &[(String, String)]| {
+        v.iter()
+            .map(|(n, ty)| format!("{n} {ty}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     Err(Error::Config(format!(
         "sink {sink:?}: the table's schema ({}) does not match the pipeline's output ({})",
         show(&t),

@@ -25,7 +25,10 @@ pub fn parse_partition_expr(s: &str) -> Result<PartitionExpr, String> {
     };
     let Some(open) = s.find('(') else {
         if is_ident(s) {
-            return Ok(PartitionExpr { column: s.to_string(), transform: Transform::Identity });
+            return Ok(PartitionExpr {
+                column: s.to_string(),
+                transform: Transform::Identity,
+            });
         }
         return Err(bad());
     };
@@ -47,11 +50,18 @@ pub fn parse_partition_expr(s: &str) -> Result<PartitionExpr, String> {
                 .and_then(|n| n.parse().ok())
                 .filter(|n| *n > 0)
                 .ok_or_else(bad)?;
-            if f.starts_with("bucket") { Transform::Bucket(n) } else { Transform::Truncate(n) }
+            if f.starts_with("bucket") {
+                Transform::Bucket(n)
+            } else {
+                Transform::Truncate(n)
+            }
         }
         _ => return Err(bad()),
     };
-    Ok(PartitionExpr { column: column.to_string(), transform })
+    Ok(PartitionExpr {
+        column: column.to_string(),
+        transform,
+    })
 }
 
 fn is_ident(s: &str) -> bool {
