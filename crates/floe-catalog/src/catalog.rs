@@ -67,6 +67,11 @@ impl SqliteCatalog {
     /// Opens (creating when missing) the catalog database at `db_path`. `name` is the JDBC layout's
     /// `catalog_name`; `warehouse` is the URI new tables are placed under (`file:///abs/path`).
     pub async fn open(db_path: &Path, name: &str, warehouse: &str) -> Result<Self> {
+        Self::open_with_file_io(db_path, name, warehouse, file_io_for(warehouse)?).await
+    }
+
+    /// Like [`open`](Self::open), with a caller-supplied `FileIO` (tests inject faults this way).
+    pub async fn open_with_file_io(db_path: &Path, name: &str, warehouse: &str, file_io: FileIO) -> Result<Self> {
         if let Some(dir) = db_path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::new(ErrorKind::Unexpected, format!("create {}", dir.display())).with_source(e))?;
@@ -107,6 +112,14 @@ impl SqliteCatalog {
                 snapshot_id INTEGER NOT NULL,
                 updated_at_ms INTEGER NOT NULL,
                 PRIMARY KEY (catalog_name, pipeline, sink))",
+            "CREATE TABLE IF NOT EXISTS floe_sink_attempts (
+                catalog_name VARCHAR(255) NOT NULL,
+                pipeline VARCHAR(255) NOT NULL,
+                sink VARCHAR(255) NOT NULL,
+                attempt VARCHAR(64) NOT NULL,
+                table_location VARCHAR(1000) NOT NULL,
+                started_at_ms INTEGER NOT NULL,
+                PRIMARY KEY (catalog_name, pipeline, sink, attempt))",
         ] {
             sqlx::query(ddl)
                 .execute(&pool)
@@ -117,7 +130,7 @@ impl SqliteCatalog {
             pool,
             name: name.to_string(),
             warehouse: warehouse.trim_end_matches('/').to_string(),
-            file_io: file_io_for(warehouse)?,
+            file_io,
         })
     }
 
@@ -206,9 +219,69 @@ impl SqliteCatalog {
             from,
             to,
             snapshot_id,
+            attempt: None,
         };
         self.move_position(&mut tx, table, &metadata, &mv).await?;
         tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(())
+    }
+
+    /// Records that a sink commit attempt is about to write files under `table_location`. The row
+    /// is removed in the same transaction as the attempt's commit; one left behind names an
+    /// attempt whose files never landed (see [`pending_attempts`](Self::pending_attempts)).
+    pub async fn begin_attempt(
+        &self,
+        pipeline: &str,
+        sink: &str,
+        attempt: uuid::Uuid,
+        table_location: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO floe_sink_attempts (catalog_name, pipeline, sink, attempt, table_location, started_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&self.name)
+        .bind(pipeline)
+        .bind(sink)
+        .bind(attempt.to_string())
+        .bind(table_location)
+        .bind(chrono::Utc::now().timestamp_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(sql_err("record commit attempt"))?;
+        Ok(())
+    }
+
+    /// Attempts of `(pipeline, sink)` that wrote files but never committed: `(attempt, table location)`.
+    pub async fn pending_attempts(&self, pipeline: &str, sink: &str) -> Result<Vec<(uuid::Uuid, String)>> {
+        let rows = sqlx::query(
+            "SELECT attempt, table_location FROM floe_sink_attempts
+             WHERE catalog_name = ? AND pipeline = ? AND sink = ? ORDER BY started_at_ms",
+        )
+        .bind(&self.name)
+        .bind(pipeline)
+        .bind(sink)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err("read commit attempts"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((r.get::<String, _>(0).parse().ok()?, r.get::<String, _>(1))))
+            .collect())
+    }
+
+    /// Forgets an attempt once its files are deleted.
+    pub async fn forget_attempt(&self, pipeline: &str, sink: &str, attempt: uuid::Uuid) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM floe_sink_attempts WHERE catalog_name = ? AND pipeline = ? AND sink = ? AND attempt = ?",
+        )
+        .bind(&self.name)
+        .bind(pipeline)
+        .bind(sink)
+        .bind(attempt.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(sql_err("forget commit attempt"))?;
         Ok(())
     }
 
@@ -283,9 +356,12 @@ impl SqliteCatalog {
         let updates = commit.take_updates();
         let position_move = find_position_move(&updates)?;
         let new_metadata = apply_commit(&base_metadata, &base_location, requirements, updates)?;
-        let new_location = MetadataLocation::from_str(&base_location)?
+        let mut new_location = MetadataLocation::from_str(&base_location)?
             .with_next_version()
             .with_new_metadata(&new_metadata);
+        if let Some(attempt) = position_move.as_ref().and_then(|m| m.attempt) {
+            new_location = MetadataLocation::from_str(&with_attempt_id(&new_location.to_string(), attempt))?;
+        }
         new_metadata.write_to(&self.file_io, &new_location).await?;
         let new_location = new_location.to_string();
         let staged = self.build_table(ident.clone(), new_location.clone(), new_metadata)?;
@@ -349,6 +425,18 @@ impl SqliteCatalog {
         mv: &PositionMove,
     ) -> Result<()> {
         let now = chrono::Utc::now().timestamp_millis();
+        if let Some(attempt) = mv.attempt {
+            sqlx::query(
+                "DELETE FROM floe_sink_attempts WHERE catalog_name = ? AND pipeline = ? AND sink = ? AND attempt = ?",
+            )
+            .bind(&self.name)
+            .bind(&mv.pipeline)
+            .bind(&mv.sink)
+            .bind(attempt.to_string())
+            .execute(&mut **tx)
+            .await
+            .map_err(sql_err("close commit attempt"))?;
+        }
         let moved = sqlx::query(
             "UPDATE floe_sink_positions
                  SET position = ?, snapshot_id = ?, updated_at_ms = ?, table_ident = ?, table_uuid = ?
@@ -396,6 +484,16 @@ impl SqliteCatalog {
             }
         }
         Ok(())
+    }
+}
+
+/// Replaces the random UUID in a `<version>-<uuid>[.gz].metadata.json` location with `attempt`,
+/// so the metadata file of a sink commit attempt can be found by its attempt id.
+fn with_attempt_id(location: &str, attempt: uuid::Uuid) -> String {
+    let (dir, file) = location.rsplit_once('/').unwrap_or(("", location));
+    match file.split_once('-') {
+        Some((version, rest)) if rest.len() >= 36 => format!("{dir}/{version}-{attempt}{}", &rest[36..]),
+        _ => location.to_string(),
     }
 }
 

@@ -43,4 +43,6 @@ mod catalog;
 mod positions;
 
 pub use catalog::{SqliteCatalog, file_io_for};
-pub use positions::{PROP_PIPELINE, PROP_POSITION_FROM, PROP_POSITION_TO, PROP_SINK, SinkPosition, position_summary};
+pub use positions::{
+    PROP_ATTEMPT, PROP_PIPELINE, PROP_POSITION_FROM, PROP_POSITION_TO, PROP_SINK, SinkPosition, position_summary,
+};

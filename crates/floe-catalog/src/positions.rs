@@ -17,6 +17,11 @@ pub const PROP_POSITION_FROM: &str = "floe.position.from";
 /// Snapshot-summary key: the stream offset after the last row this commit covers.
 pub const PROP_POSITION_TO: &str = "floe.position.to";
 
+/// Snapshot-summary key: the sink's commit attempt (a UUID). Every file the attempt writes —
+/// data files, manifests, manifest list, table metadata — carries it in its name, so the files
+/// of an attempt that never landed can be found and deleted after a crash.
+pub const PROP_ATTEMPT: &str = "floe.attempt";
+
 /// The committed position of one (pipeline, sink) pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkPosition {
@@ -37,8 +42,15 @@ pub struct SinkPosition {
 }
 
 /// The snapshot-summary properties a sink sets to move its position from `from` to `to`.
-pub fn position_summary(pipeline: &str, sink: &str, from: u64, to: u64) -> HashMap<String, String> {
+pub fn position_summary(
+    pipeline: &str,
+    sink: &str,
+    from: u64,
+    to: u64,
+    attempt: uuid::Uuid,
+) -> HashMap<String, String> {
     HashMap::from([
+        (PROP_ATTEMPT.to_string(), attempt.to_string()),
         (PROP_PIPELINE.to_string(), pipeline.to_string()),
         (PROP_SINK.to_string(), sink.to_string()),
         (PROP_POSITION_FROM.to_string(), from.to_string()),
@@ -54,6 +66,7 @@ pub(crate) struct PositionMove {
     pub from: u64,
     pub to: u64,
     pub snapshot_id: i64,
+    pub attempt: Option<uuid::Uuid>,
 }
 
 /// Finds the position move carried by an `AddSnapshot` update, if any. A malformed one is an error
@@ -81,6 +94,7 @@ pub(crate) fn find_position_move(updates: &[TableUpdate]) -> iceberg::Result<Opt
             from: parse(PROP_POSITION_FROM)?,
             to: parse(PROP_POSITION_TO)?,
             snapshot_id: snapshot.snapshot_id(),
+            attempt: props.get(PROP_ATTEMPT).and_then(|a| a.parse().ok()),
         }));
     }
     Ok(None)

@@ -125,6 +125,25 @@ pub struct Limits {
     /// `limits.commit_retries`: attempts of one sink commit before it is reported failed.
     #[serde(default = "default_commit_retries")]
     pub commit_retries: u32,
+    /// `limits.stream_max_disk_bytes`: a stream's log on disk above this → 429 until sinks catch up.
+    #[serde(default = "default_stream_max_disk")]
+    pub stream_max_disk_bytes: u64,
+    /// `limits.max_uncommitted_rows`: the slowest pipeline this far behind a stream's end → 429.
+    #[serde(default = "default_max_uncommitted")]
+    pub max_uncommitted_rows: u64,
+    /// `limits.idempotency_window_seconds`: how long an `Idempotency-Key` is remembered.
+    #[serde(default = "default_idempotency_window")]
+    pub idempotency_window_seconds: u64,
+}
+
+fn default_stream_max_disk() -> u64 {
+    1 << 30
+}
+fn default_max_uncommitted() -> u64 {
+    10_000_000
+}
+fn default_idempotency_window() -> u64 {
+    24 * 3600
 }
 
 fn default_max_body() -> usize {
@@ -151,6 +170,9 @@ impl Default for Limits {
             max_errors_reported: default_max_errors(),
             batch_bytes: default_batch_rows(),
             commit_retries: default_commit_retries(),
+            stream_max_disk_bytes: default_stream_max_disk(),
+            max_uncommitted_rows: default_max_uncommitted(),
+            idempotency_window_seconds: default_idempotency_window(),
         }
     }
 }

@@ -119,10 +119,22 @@ impl IntoResponse for Error {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let code = if status == StatusCode::TOO_MANY_REQUESTS {
+            "backpressure"
+        } else {
+            self.code()
+        };
+        let mut body = json!({"error": {"code": code, "message": self.to_string()}});
         if let Error::Limit { limit, .. } = &self {
             body["error"]["limit"] = json!(limit);
         }
-        (status, axum::Json(body)).into_response()
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::config::{Config, StreamConfig};
 use crate::error::{Error, Result};
 use crate::ingest::decode::RowDecoder;
+use crate::ingest::idempotency::IdempotencyStore;
 use crate::ingest::schema::{arrow_schema, stream_fields};
 use crate::metrics::{Metrics, StreamMetrics};
 use crate::pipeline::{Transform, plan_pipeline};
@@ -39,6 +40,8 @@ pub struct StreamState {
     pub decoder: Arc<RowDecoder>,
     /// Counters.
     pub metrics: Arc<StreamMetrics>,
+    /// Remembered `Idempotency-Key`s.
+    pub idempotency: IdempotencyStore,
 }
 
 /// Everything a request handler or pipeline runner needs.
@@ -77,6 +80,11 @@ impl App {
             let m = metrics.stream(&s.name);
             m.log_end_offset.store(log.end_offset(), Ordering::Relaxed);
             m.log_disk_bytes.store(log.disk_bytes(), Ordering::Relaxed);
+            let idempotency = IdempotencyStore::open(
+                &config.stream_dir(&s.name),
+                &log,
+                config.limits.idempotency_window_seconds,
+            )?;
             schemas.push((s.name.clone(), arrow_schema(&fields)));
             streams.insert(
                 s.name.clone(),
@@ -85,6 +93,7 @@ impl App {
                     log,
                     decoder: Arc::new(decoder),
                     metrics: m,
+                    idempotency,
                 },
             );
         }
@@ -129,6 +138,35 @@ impl App {
             min = Some(min.map_or(*p, |m: u64| m.min(*p)));
         }
         min
+    }
+
+    /// The 429 to answer instead of ingesting into `stream`, if a limit is hit.
+    pub fn backpressure(&self, stream: &str) -> Option<Error> {
+        let s = self.streams.get(stream)?;
+        let limits = &self.config.limits;
+        let disk = s.log.disk_bytes();
+        if disk > limits.stream_max_disk_bytes {
+            return Some(Error::Limit {
+                limit: "limits.stream_max_disk_bytes",
+                message: format!(
+                    "stream {stream:?} holds {disk} bytes of log not yet committed by every pipeline, over {}; retry later",
+                    limits.stream_max_disk_bytes
+                ),
+                status: StatusCode::TOO_MANY_REQUESTS,
+            });
+        }
+        let behind = s.log.end_offset().saturating_sub(self.min_position(stream)?);
+        if behind >= limits.max_uncommitted_rows {
+            return Some(Error::Limit {
+                limit: "limits.max_uncommitted_rows",
+                message: format!(
+                    "the slowest pipeline of stream {stream:?} is {behind} rows behind, at the limit {}; retry later",
+                    limits.max_uncommitted_rows
+                ),
+                status: StatusCode::TOO_MANY_REQUESTS,
+            });
+        }
+        None
     }
 
     fn stream_of_pipeline(&self, pipeline: &str) -> Option<String> {
@@ -221,7 +259,13 @@ async fn truncate_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         for (name, s) in &app.streams {
+            s.idempotency.expire();
             if let Some(min) = app.min_position(name) {
+                // Keys must be durable in the keys file before their records leave the log.
+                if let Err(e) = s.idempotency.sync() {
+                    tracing::warn!(stream = %name, error = %e, "could not sync idempotency keys; not truncating");
+                    continue;
+                }
                 match s.log.truncate_before(min) {
                     Ok(0) => {}
                     Ok(freed) => tracing::debug!(stream = %name, before = min, freed, "log truncated"),

@@ -6,6 +6,7 @@
 //! 200 only once the log has fsynced it. Nothing of a rejected request reaches the log.
 
 pub mod decode;
+pub mod idempotency;
 pub mod schema;
 
 use std::io::Read;
@@ -42,82 +43,171 @@ pub async fn post_events(
         return e.into_response();
     }
     let metrics = state.metrics.clone();
+    let reject = |e: Error| {
+        metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
+        e.into_response()
+    };
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) => match idempotency::valid_key(k) {
+            Ok(()) => Some(k.to_string()),
+            Err(message) => {
+                return reject(Error::BadRequest {
+                    code: "bad_idempotency_key",
+                    message,
+                });
+            }
+        },
+        Some(Err(_)) => {
+            return reject(Error::BadRequest {
+                code: "bad_idempotency_key",
+                message: "Idempotency-Key must be printable ASCII".into(),
+            });
+        }
+    };
+    let guard = match &key {
+        None => None,
+        Some(k) => match state.idempotency.begin(k).await {
+            idempotency::Begin::Replay(answer) => {
+                let mut resp = accepted_response(answer);
+                resp.headers_mut()
+                    .insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+                return resp;
+            }
+            idempotency::Begin::Process(g) => Some(g),
+        },
+    };
+    // From here on every path reports the outcome to the idempotency store.
+    let fail = |guard: Option<idempotency::Guard>, resp: Response| {
+        if let Some(g) = guard {
+            state.idempotency.failed(g);
+        }
+        metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
+        resp
+    };
+    if let Some(e) = app.backpressure(&stream) {
+        return fail(guard, e.into_response());
+    }
     let limit = app.config.limits.max_body_bytes;
-    let result = async {
+    let read = async {
         let raw = axum::body::to_bytes(body, limit)
             .await
             .map_err(|_| over_body_limit(limit))?;
-        let body = decompress(&headers, raw, limit)?;
-        let framing = match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-            Some(ct) if ct.contains("ndjson") || ct.contains("jsonlines") || ct.contains("x-jsonl") => Framing::Ndjson,
-            _ => Framing::Auto,
-        };
-        let decoder = state.decoder.clone();
-        let len = body.len();
-        let decoded = tokio::task::spawn_blocking(move || decoder.decode(&body, framing))
-            .await
-            .map_err(|e| Error::Config(format!("decoder task failed: {e}")))?;
-        Ok::<_, Error>((decoded, len))
+        decompress(&headers, raw, limit)
     }
     .await;
-    let (decoded, len) = match result {
-        Ok(x) => x,
+    let body = match read {
+        Ok(b) => b,
+        Err(e) => return fail(guard, e.into_response()),
+    };
+    let framing = match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        Some(ct) if ct.contains("ndjson") || ct.contains("jsonlines") || ct.contains("x-jsonl") => Framing::Ndjson,
+        _ => Framing::Auto,
+    };
+    let len = body.len();
+    let decoder = state.decoder.clone();
+    let decoded = match tokio::task::spawn_blocking(move || decoder.decode(&body, framing)).await {
+        Ok(d) => d,
         Err(e) => {
-            metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
-            return e.into_response();
+            return fail(
+                guard,
+                Error::Config(format!("decoder task failed: {e}")).into_response(),
+            );
         }
     };
-    match decoded {
-        Ok(batch) => {
-            let rows = batch.num_rows();
-            match state.log.append(batch).await {
-                Ok(ack) => {
-                    metrics.rows_accepted.fetch_add(rows as u64, Ordering::Relaxed);
-                    metrics.requests_accepted.fetch_add(1, Ordering::Relaxed);
-                    metrics.bytes_accepted.fetch_add(len as u64, Ordering::Relaxed);
-                    metrics.log_end_offset.fetch_max(ack.next_offset, Ordering::Relaxed);
-                    (
-                        StatusCode::OK,
-                        axum::Json(json!({
-                            "accepted": rows,
-                            "rejected": 0,
-                            "first_offset": ack.first_offset,
-                            "next_offset": ack.next_offset,
-                        })),
-                    )
-                        .into_response()
-                }
-                Err(e) => {
-                    metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
-                    Error::Log(e).into_response()
-                }
-            }
-        }
+    let batch = match decoded {
+        Ok(batch) => batch,
         Err(e) => {
-            metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
-            let (rejected, details) = match &e {
-                DecodeError::Rows { count, total, rows } => {
-                    metrics.rows_rejected.fetch_add(*count as u64, Ordering::Relaxed);
-                    (*count, json!({"invalid_rows": total, "rows": rows}))
-                }
-                _ => (0, json!({"rows": []})),
-            };
-            let code = match &e {
-                DecodeError::Malformed(_) => "malformed_json",
-                DecodeError::Empty => "empty_request",
-                DecodeError::Rows { .. } => "invalid_rows",
-            };
-            let mut body = json!({
-                "error": {"code": code, "message": format!("{e}; nothing of this request was stored")},
-                "accepted": 0,
-                "rejected": rejected,
-            });
-            if let (Some(obj), Some(d)) = (body.as_object_mut(), details.as_object()) {
-                obj.extend(d.clone());
+            if let DecodeError::Rows { count, .. } = &e {
+                metrics.rows_rejected.fetch_add(*count as u64, Ordering::Relaxed);
             }
-            (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+            return fail(guard, decode_error_response(e));
         }
+    };
+    let rows = batch.num_rows() as u64;
+    let batch = match &key {
+        Some(k) => {
+            let mut schema = batch.schema().as_ref().clone();
+            schema
+                .metadata
+                .insert(idempotency::RECORD_KEY_METADATA.to_string(), k.clone());
+            match batch.with_schema(Arc::new(schema)) {
+                Ok(b) => b,
+                Err(e) => return fail(guard, Error::Arrow(e).into_response()),
+            }
+        }
+        None => batch,
+    };
+    // The append and its bookkeeping run in their own task: if the client goes away mid-way,
+    // the outcome is still recorded (a record that became durable must keep its key).
+    let task_app = app.clone();
+    let task_stream = stream.clone();
+    let outcome = tokio::spawn(async move {
+        let state = &task_app.streams[&task_stream];
+        match state.log.append(batch).await {
+            Ok(ack) => {
+                let answer = idempotency::Answer {
+                    accepted: rows,
+                    first_offset: ack.first_offset,
+                    next_offset: ack.next_offset,
+                    at_ms: chrono::Utc::now().timestamp_millis(),
+                };
+                if let Some(g) = guard {
+                    state.idempotency.done(g, answer);
+                }
+                let m = &state.metrics;
+                m.rows_accepted.fetch_add(rows, Ordering::Relaxed);
+                m.requests_accepted.fetch_add(1, Ordering::Relaxed);
+                m.bytes_accepted.fetch_add(len as u64, Ordering::Relaxed);
+                m.log_end_offset.fetch_max(ack.next_offset, Ordering::Relaxed);
+                Ok(answer)
+            }
+            Err(e) => {
+                if let Some(g) = guard {
+                    state.idempotency.failed(g);
+                }
+                state.metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
+                Err(Error::Log(e))
+            }
+        }
+    })
+    .await;
+    match outcome {
+        Ok(Ok(answer)) => accepted_response(answer),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => Error::Config(format!("append task failed: {e}")).into_response(),
     }
+}
+
+fn accepted_response(a: idempotency::Answer) -> Response {
+    let body = json!({
+        "accepted": a.accepted,
+        "rejected": 0,
+        "first_offset": a.first_offset,
+        "next_offset": a.next_offset,
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+fn decode_error_response(e: DecodeError) -> Response {
+    let (rejected, details) = match &e {
+        DecodeError::Rows { count, total, rows } => (*count, json!({"invalid_rows": total, "rows": rows})),
+        _ => (0, json!({"rows": []})),
+    };
+    let code = match &e {
+        DecodeError::Malformed(_) => "malformed_json",
+        DecodeError::Empty => "empty_request",
+        DecodeError::Rows { .. } => "invalid_rows",
+    };
+    let mut body = json!({
+        "error": {"code": code, "message": format!("{e}; nothing of this request was stored")},
+        "accepted": 0,
+        "rejected": rejected,
+    });
+    if let (Some(obj), Some(d)) = (body.as_object_mut(), details.as_object()) {
+        obj.extend(d.clone());
+    }
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
 fn over_body_limit(limit: usize) -> Error {

@@ -195,6 +195,11 @@ fn scanned_tables(plan: &LogicalPlan) -> Vec<String> {
 }
 
 impl Transform {
+    /// The stream's schema, as the statement reads it.
+    pub fn input_schema(&self) -> SchemaRef {
+        self.input.clone()
+    }
+
     /// Runs the statement's SELECT over one micro-batch of stream rows.
     pub async fn run(&self, input: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
         let table = MemTable::try_new(self.input.clone(), vec![input])?;

@@ -83,7 +83,11 @@ async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>
         if let Some(last) = records.last() {
             let through = last.end();
             newest_appended_ms = newest_appended_ms.max(last.appended_at_ms);
-            let input = records.into_iter().map(|r| r.batch).collect();
+            // Records may carry schema metadata (an idempotency key): drop it, keep the columns.
+            let input = records
+                .into_iter()
+                .map(|r| arrow::record_batch::RecordBatch::try_new(t.input_schema(), r.batch.columns().to_vec()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
             for out in t.run(input).await? {
                 sink.write(&out, through).await?;
             }

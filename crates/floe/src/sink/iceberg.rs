@@ -119,6 +119,11 @@ impl IcebergSink {
                 Err(e) => return Err(e.into()),
             }
         };
+        for (attempt, location) in catalog.pending_attempts(pipeline, &cfg.name).await? {
+            let removed = remove_attempt_files(&location, attempt)?;
+            tracing::info!(pipeline, sink = %cfg.name, %attempt, removed, "removed the files of a commit attempt that never landed");
+            catalog.forget_attempt(pipeline, &cfg.name, attempt).await?;
+        }
         let committed = catalog
             .sink_position(pipeline, &cfg.name)
             .await?
@@ -183,6 +188,14 @@ impl IcebergSink {
         self.pending_rows += batch.num_rows() as u64;
         self.pending_bytes += batch.get_array_memory_size();
         if self.writer.get_mut().expect("writer lock").is_none() {
+            self.catalog
+                .begin_attempt(
+                    &self.pipeline,
+                    &self.name,
+                    self.attempt,
+                    self.table.metadata().location(),
+                )
+                .await?;
             let w = self.new_writer().await?;
             *self.writer.get_mut().expect("writer lock") = Some(w);
         }
@@ -235,12 +248,12 @@ impl IcebergSink {
                 .advance_position(&self.pipeline, &self.name, &self.ident, from, to)
                 .await
         } else {
-            let paths: Vec<String> = files.iter().map(|f| f.file_path().to_string()).collect();
             let tx = Transaction::new(&self.table);
             let action = tx
                 .fast_append()
+                .set_commit_uuid(self.attempt)
                 .add_data_files(files)
-                .set_snapshot_properties(position_summary(&self.pipeline, &self.name, from, to));
+                .set_snapshot_properties(position_summary(&self.pipeline, &self.name, from, to, self.attempt));
             let committed = match action.apply(tx) {
                 Ok(tx) => tx.commit(&self.catalog).await,
                 Err(e) => Err(e),
@@ -251,10 +264,19 @@ impl IcebergSink {
                     Ok(())
                 }
                 Err(e) => {
-                    for p in paths {
-                        if let Err(del) = self.table.file_io().delete(&p).await {
-                            tracing::warn!(path = %p, error = %del, "could not delete a data file of a failed commit");
+                    // Nothing landed: delete every file the attempt wrote (data, manifests,
+                    // metadata). Should this fail, the attempt row stays and the next open retries.
+                    match remove_attempt_files(self.table.metadata().location(), self.attempt) {
+                        Ok(_) => {
+                            if let Err(forget) = self
+                                .catalog
+                                .forget_attempt(&self.pipeline, &self.name, self.attempt)
+                                .await
+                            {
+                                tracing::warn!(error = %forget, "could not forget a failed commit attempt");
+                            }
                         }
+                        Err(del) => tracing::warn!(error = %del, "could not delete the files of a failed commit"),
                     }
                     Err(e)
                 }
@@ -298,6 +320,36 @@ impl IcebergSink {
             Writer::Partitioned(FanoutWriter::new(builder), splitter)
         })
     }
+}
+
+/// Deletes every file under a table location whose name carries `attempt`; returns how many.
+/// Only local (`file://`) warehouses can be listed in this build; elsewhere nothing is removed.
+pub fn remove_attempt_files(table_location: &str, attempt: uuid::Uuid) -> Result<usize> {
+    let Some(root) = table_location.strip_prefix("file://") else {
+        tracing::warn!(table_location, %attempt, "cannot list a non-local warehouse; files of a failed attempt are left");
+        return Ok(0);
+    };
+    let needle = attempt.to_string();
+    let mut removed = 0;
+    let mut dirs = vec![std::path::PathBuf::from(root)];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                dirs.push(path);
+            } else if entry.file_name().to_string_lossy().contains(&needle) {
+                std::fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// What one commit did.
