@@ -85,13 +85,19 @@ def floe_config(
     stream_extra: str = "",
     sink_extra: str = "",
     extra: str = "",
+    limits: dict[str, Any] | None = None,
 ) -> str:
     """The floe.toml text for the standard test setup (keys from DESIGN.md section 3).
 
     `stream_extra` / `sink_extra` are extra `key = value` lines appended to the stream / sink
-    tables; `extra` is appended at the end of the file (e.g. more `[[sinks]]`).
+    tables; `extra` is appended at the end of the file (e.g. more `[[sinks]]`, or
+    `two_stream_extra()`). `limits` becomes a `[limits]` table (`{"max_uncommitted_rows": 50}`);
+    omitted, the file has no `[limits]` table and floe's defaults apply.
     """
     partition = ", ".join(json.dumps(p) for p in partition_by)
+    limits_toml = ""
+    if limits:
+        limits_toml = "\n[limits]\n" + "".join(f"{k} = {_toml_scalar(v)}\n" for k, v in limits.items())
     return f"""\
 [server]
 listen = "{LOOPBACK}:{port}"
@@ -100,7 +106,7 @@ data_dir = {json.dumps(data_dir)}
 [catalog]
 name = {json.dumps(catalog_name)}
 warehouse = {json.dumps(warehouse)}
-
+{limits_toml}
 [[streams]]
 name = "{STREAM}"
 fields = [
@@ -126,6 +132,53 @@ rolling = {{ interval_seconds = {interval_seconds} }}
 name = "events_to_table"
 sql = {json.dumps(pipeline_sql)}
 {extra}
+"""
+
+
+def _toml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    raise TypeError(f"not a TOML scalar for [limits]: {value!r}")
+
+
+#: The second stream / sink / table / pipeline that `two_stream_extra()` adds.
+OTHER_STREAM = "other"
+OTHER_SINK = "other_table"
+OTHER_TABLE = "analytics.other"
+OTHER_PIPELINE = "other_to_table"
+
+
+def two_stream_extra(interval_seconds: int = 1) -> str:
+    """`floe_config(extra=...)` text adding a second stream `other` (same fields as `events`),
+    sink `other_table` (table analytics.other) and pipeline `other_to_table`, so a test can check
+    that per-stream state (e.g. idempotency keys) is independent."""
+    return f"""
+[[streams]]
+name = "{OTHER_STREAM}"
+fields = [
+  {{ name = "ns", type = "string", required = true }},
+  {{ name = "type", type = "string", required = true }},
+  {{ name = "id", type = "string", required = true }},
+  {{ name = "ts", type = "timestamp", required = true }},
+  {{ name = "data", type = "json" }},
+  {{ name = "visibility", type = "string" }},
+  {{ name = "seq", type = "int64" }},
+]
+
+[[sinks]]
+name = "{OTHER_SINK}"
+type = "iceberg"
+table = "{OTHER_TABLE}"
+partition_by = ["ns"]
+rolling = {{ interval_seconds = {interval_seconds} }}
+
+[[pipelines]]
+name = "{OTHER_PIPELINE}"
+sql = "INSERT INTO {OTHER_SINK} SELECT ns, type, id, ts, data, visibility, seq, upper(type) AS type_upper FROM {OTHER_STREAM}"
 """
 
 
@@ -311,6 +364,28 @@ class FloeServer:
             self.proc.wait(timeout=30)
         _LIVE_PROCESSES.discard(self.proc)
         self._note("killed with SIGKILL")
+
+    def terminate(self) -> None:
+        """Sends SIGTERM and returns at once (pair with `wait_exit`)."""
+        assert self.proc is not None and self.proc.poll() is None, "server not running"
+        self.proc.send_signal(signal.SIGTERM)
+        self._note("sent SIGTERM")
+
+    def wait_exit(self, timeout: float) -> tuple[int | None, float]:
+        """Waits up to `timeout` s for the process to exit on its own.
+
+        Returns (returncode, seconds waited); returncode is None when it was still running at the
+        deadline (it is then left running: `stop()` or teardown ends it).
+        """
+        assert self.proc is not None
+        start = time.monotonic()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None, time.monotonic() - start
+        _LIVE_PROCESSES.discard(self.proc)
+        self._note(f"exited: returncode {self.proc.returncode}")
+        return self.proc.returncode, time.monotonic() - start
 
     def restart(self) -> None:
         """Stops the server if it runs (gracefully), then starts it again on the same port."""
@@ -577,6 +652,70 @@ def assert_accepted(resp: Response, n: int) -> dict:
     return body
 
 
+# --- idempotency keys, failures of the connection, health ---------------------------------------
+
+#: Request header naming a retry-safe request (DESIGN.md section 2 and 4).
+IDEMPOTENCY_KEY = "Idempotency-Key"
+#: Response header on an answer replayed for a key seen before.
+REPLAYED = "Idempotent-Replayed"
+
+#: What a client sees when the server is down, restarting, or dies in the middle of a request
+#: (urllib's URLError, ConnectionRefused/Reset, RemoteDisconnected, timeouts, IncompleteRead).
+CONNECTION_ERRORS = (OSError, http.client.HTTPException)
+
+
+def key_headers(key: str, **more: str) -> dict[str, str]:
+    """`{"Idempotency-Key": key}` plus `more`."""
+    return {IDEMPOTENCY_KEY: key, **more}
+
+
+def is_replayed(resp: Response) -> bool:
+    """Whether the answer carries `Idempotent-Replayed: true`."""
+    value = resp.header(REPLAYED)
+    return value is not None and value.strip().lower() == "true"
+
+
+def try_post_events(url: str, rows: list[Any] | None = None, **kwargs: Any) -> "Response | BaseException":
+    """`post_events`, but a connection failure is returned (not raised): the caller decides
+    whether the request counts as unacknowledged."""
+    try:
+        return post_events(url, rows, **kwargs)
+    except CONNECTION_ERRORS as e:
+        return e
+
+
+def healthz(server: FloeServer) -> tuple[int, Any]:
+    """GET /healthz: (HTTP status, parsed JSON body)."""
+    r = http_get(f"{server.url}/healthz", timeout=10.0)
+    return r.status, r.json()
+
+
+def metrics_samples(server: FloeServer) -> list[tuple[str, dict[str, str], float]]:
+    """GET /metrics, parsed (see `parse_prometheus`)."""
+    r = http_get(f"{server.url}/metrics", timeout=10.0)
+    assert r.status == 200, f"GET /metrics: {r.status} {r.body[:300]!r}"
+    return parse_prometheus(r.body.decode())
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
+    """Calls `predicate()` until it returns a truthy value (returned), at most `timeout` s;
+    then fails naming `what` and the last value or error."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except AssertionError:
+            raise
+        except Exception as e:  # server restarting, catalog busy, ...
+            last = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
 # --- reading the table ---------------------------------------------------------------------------
 
 
@@ -640,6 +779,57 @@ def wait_for_rows(server: FloeServer, n: int, timeout: float = ROWS_TIMEOUT, *, 
             raise AssertionError(
                 f"{table}: {have} after {timeout}s, want {n}"
                 + (f"; last error: {last_error!r}" if last_error else "")
+            )
+        time.sleep(0.25)
+    if settle > 0:
+        time.sleep(settle)
+        last = read_table(server, table)
+    return last
+
+
+def id_counts(table) -> collections.Counter:
+    """How often each `id` occurs in a pyarrow.Table."""
+    return collections.Counter(table.column("id").to_pylist())
+
+
+def read_table_or_none(server: FloeServer, table: str = TABLE):
+    """`read_table`, or None while the catalog or the table does not exist yet."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        return read_table(server, table)
+    except (FileNotFoundError, NoSuchTableError):
+        return None
+
+
+def wait_for_ids(server: FloeServer, ids: Iterable[str], timeout: float = ROWS_TIMEOUT, *,
+                 settle: float = 0.0, table: str = TABLE):
+    """Polls PyIceberg until every id of `ids` is in `table` (bounded by `timeout`).
+
+    Unlike `wait_for_rows` this does not trust a row count, so rows that are in the table but not
+    in `ids` (e.g. of requests whose 200 was lost in a crash) cannot end the wait early. With
+    `settle` > 0 it waits that much more and reads again (late duplicates). Returns the last
+    pyarrow.Table read.
+    """
+    wanted = set(ids)
+    deadline = time.monotonic() + timeout
+    last = None
+    last_error: BaseException | None = None
+    missing = wanted
+    while True:
+        try:
+            last = read_table(server, table)
+            last_error = None
+            missing = wanted - set(last.column("id").to_pylist())
+        except Exception as e:  # not created yet, catalog busy, ...
+            last_error = e
+        if last is not None and not missing:
+            break
+        if time.monotonic() > deadline:
+            have = "no table" if last is None else f"{last.num_rows} rows"
+            raise AssertionError(
+                f"{table}: {have} after {timeout}s, {len(missing)} of {len(wanted)} wanted ids missing "
+                f"(e.g. {sorted(missing)[:5]})" + (f"; last error: {last_error!r}" if last_error else "")
             )
         time.sleep(0.25)
     if settle > 0:

@@ -30,6 +30,8 @@ pub struct StreamMetrics {
     pub log_end_offset: AtomicU64,
     /// Bytes of log segments on disk.
     pub log_disk_bytes: AtomicU64,
+    /// First offset still in the log.
+    pub log_start_offset: AtomicU64,
 }
 
 /// Per (pipeline, sink) counters.
@@ -206,13 +208,34 @@ impl Metrics {
             out,
             "# HELP {name} Stream rows not yet committed by a pipeline's sink.\n# TYPE {name} gauge"
         );
-        for ((p, s), m) in &sinks {
-            if let Some(stream) = stream_of(p)
-                && let Some(sm) = streams.get(&stream)
-            {
-                let lag = g(&sm.log_end_offset).saturating_sub(g(&m.position));
-                let _ = writeln!(out, "{name}{{pipeline=\"{p}\",sink=\"{s}\",stream=\"{stream}\"}} {lag}");
-            }
+        let lags: Vec<(String, String, String, u64, u64)> = sinks
+            .iter()
+            .filter_map(|((p, s), m)| {
+                let stream = stream_of(p)?;
+                let sm = streams.get(&stream)?;
+                let (start, end) = (g(&sm.log_start_offset), g(&sm.log_end_offset));
+                let rows = end.saturating_sub(g(&m.position));
+                // Bytes are estimated from the log's average bytes per stored row.
+                let per_row = g(&sm.log_disk_bytes) as f64 / (end.saturating_sub(start).max(1)) as f64;
+                Some((p.clone(), s.clone(), stream, rows, (rows as f64 * per_row) as u64))
+            })
+            .collect();
+        for (p, s, stream, rows, _) in &lags {
+            let _ = writeln!(
+                out,
+                "{name}{{pipeline=\"{p}\",sink=\"{s}\",stream=\"{stream}\"}} {rows}"
+            );
+        }
+        let name = "floe_pipeline_uncommitted_log_bytes";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Log bytes (estimated) not yet committed by a pipeline's sink.\n# TYPE {name} gauge"
+        );
+        for (p, s, stream, _, bytes) in &lags {
+            let _ = writeln!(
+                out,
+                "{name}{{pipeline=\"{p}\",sink=\"{s}\",stream=\"{stream}\"}} {bytes}"
+            );
         }
         out
     }

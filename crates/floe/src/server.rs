@@ -206,6 +206,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     for (name, s) in &app.streams {
         let m = app.metrics.stream(name);
         m.log_end_offset.store(s.log.end_offset(), Ordering::Relaxed);
+        m.log_start_offset.store(s.log.start_offset(), Ordering::Relaxed);
         m.log_disk_bytes.store(s.log.disk_bytes(), Ordering::Relaxed);
     }
     let body = app.metrics.render(&|p| app.stream_of_pipeline(p));

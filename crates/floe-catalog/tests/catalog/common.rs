@@ -50,7 +50,9 @@ impl Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("catalog").join("catalog.db");
         let warehouse = format!("file://{}", dir.path().join("warehouse").display());
-        let catalog = SqliteCatalog::open(&db, CATALOG, &warehouse).await.expect("open catalog");
+        let catalog = SqliteCatalog::open(&db, CATALOG, &warehouse)
+            .await
+            .expect("open catalog");
         Self {
             _dir: dir,
             db,
@@ -189,7 +191,11 @@ pub fn creation(name: &str, partitioned: bool) -> TableCreation {
 /// Creates the namespace when missing, then the table.
 pub async fn create_table(catalog: &SqliteCatalog, dotted: &str, partitioned: bool) -> Table {
     let ident = ident(dotted);
-    if !catalog.namespace_exists(ident.namespace()).await.expect("namespace_exists") {
+    if !catalog
+        .namespace_exists(ident.namespace())
+        .await
+        .expect("namespace_exists")
+    {
         catalog
             .create_namespace(ident.namespace(), HashMap::new())
             .await

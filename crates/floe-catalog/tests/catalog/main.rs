@@ -1,0 +1,10 @@
+//! Integration tests of `floe_catalog::SqliteCatalog` through the `iceberg::Catalog` trait:
+//! namespaces, tables (checked against the SQLite rows of the JDBC layout), commits that move
+//! sink positions, compare-and-swap against other writers, and reading committed rows back.
+
+mod commits;
+mod common;
+mod concurrency;
+mod namespaces;
+mod scan;
+mod tables;

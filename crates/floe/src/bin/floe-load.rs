@@ -1,0 +1,218 @@
+//! `floe-load`: a load generator for a running `floe serve` (loopback only).
+//!
+//! Sends pre-built requests of ~160-byte resource events (`ns, type, id, ts, data, visibility`)
+//! from several concurrent connections for a bounded time, then waits (bounded) until the sink
+//! has committed every acknowledged row. Prints the hardware and one line per figure:
+//!
+//! ```text
+//! ingest_events_per_s=…  ingest_mb_per_s=…  ack_p50_ms=…  ack_p99_ms=…
+//! e2e_rows_per_s=…  e2e_mb_per_s=…
+//! ```
+//!
+//! Usage: `floe-load [--url http://127.0.0.1:8080] [--stream events] [--connections 4]
+//! [--batch 1000] [--seconds 20] [--sink-metric events_table]`
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Longest wait for the sink to commit everything after the load stops.
+const COMMIT_WAIT: Duration = Duration::from_secs(120);
+/// Distinct request bodies prepared up front (cycled).
+const BODIES: usize = 64;
+
+struct Args {
+    url: String,
+    stream: String,
+    connections: usize,
+    batch: usize,
+    seconds: u64,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        url: "http://127.0.0.1:8080".into(),
+        stream: "events".into(),
+        connections: 4,
+        batch: 1000,
+        seconds: 20,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--url" => a.url = val()?,
+            "--stream" => a.stream = val()?,
+            "--connections" => a.connections = val()?.parse()?,
+            "--batch" => a.batch = val()?.parse()?,
+            "--seconds" => a.seconds = val()?.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    let host = a
+        .url
+        .trim_start_matches("http://")
+        .split([':', '/'])
+        .next()
+        .unwrap_or("");
+    if !(host == "localhost" || host.starts_with("127.") || host == "[::1]") {
+        bail!("floe-load only targets loopback addresses, not {host:?}");
+    }
+    Ok(a)
+}
+
+fn body(batch: usize, seed: usize) -> String {
+    let types = ["function", "bucket", "database", "queue", "topic"];
+    let vis = ["public", "private", "team"];
+    let mut out = String::with_capacity(batch * 170);
+    out.push('[');
+    for i in 0..batch {
+        let n = seed * batch + i;
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            r#"{{"ns":"tenant-{:02}.example.com","type":"{}","id":"res-{n:09}","ts":"2026-11-26T10:{:02}:{:02}.{:06}Z","data":{{"size":{},"region":"eu-west-{}"}},"visibility":"{}"}}"#,
+            n % 50,
+            types[n % types.len()],
+            (n / 60) % 60,
+            n % 60,
+            n % 1_000_000,
+            n % 10_000,
+            n % 3,
+            vis[n % vis.len()],
+        ));
+    }
+    out.push(']');
+    out
+}
+
+fn hardware() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown cpu".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024)
+        })
+        .unwrap_or(0);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!("{cores} cores, {cpu}, {mem} GiB RAM")
+}
+
+async fn committed_rows(client: &reqwest::Client, url: &str) -> anyhow::Result<u64> {
+    let text = client.get(format!("{url}/metrics")).send().await?.text().await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("floe_sink_rows_committed_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let bodies: Vec<bytes::Bytes> = (0..BODIES).map(|i| bytes::Bytes::from(body(args.batch, i))).collect();
+    let avg_body = bodies.iter().map(|b| b.len()).sum::<usize>() / bodies.len();
+    println!("hardware: {}", hardware());
+    println!(
+        "load: {} connections, {} events/request, {:.0} bytes/event, {} s",
+        args.connections,
+        args.batch,
+        avg_body as f64 / args.batch as f64,
+        args.seconds
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .build()?;
+    let base_committed = committed_rows(&client, &args.url).await.context("GET /metrics")?;
+    let endpoint = format!("{}/v1/streams/{}/events", args.url, args.stream);
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..args.connections {
+        let client = client.clone();
+        let endpoint = endpoint.clone();
+        let bodies = bodies.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let (mut rows, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+            let mut i = c;
+            while Instant::now() < deadline {
+                let b = bodies[i % bodies.len()].clone();
+                i += 1;
+                let len = b.len() as u64;
+                let t = Instant::now();
+                let resp = client
+                    .post(&endpoint)
+                    .header("content-type", "application/json")
+                    .body(b)
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status().is_success() => {
+                        let v: serde_json::Value = r.json().await.unwrap_or_default();
+                        lat.push(t.elapsed());
+                        rows += v["accepted"].as_u64().unwrap_or(0);
+                        bytes += len;
+                    }
+                    Ok(r) if r.status().as_u16() == 429 => {
+                        errors += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (lat, rows, bytes, errors)
+        }));
+    }
+    let mut lat = Vec::new();
+    let (mut rows, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+    for t in tasks {
+        let (l, r, b, e) = t.await?;
+        lat.extend(l);
+        rows += r;
+        bytes += b;
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1e3)
+            .unwrap_or(0.0)
+    };
+    println!(
+        "requests_ok={} requests_failed_or_429={errors} rows_acked={rows}",
+        lat.len()
+    );
+    println!("ingest_events_per_s={:.0}", rows as f64 / elapsed);
+    println!("ingest_mb_per_s={:.1}", bytes as f64 / elapsed / 1e6);
+    println!("ack_p50_ms={:.2}", pct(0.50));
+    println!("ack_p99_ms={:.2}", pct(0.99));
+    let wait_until = Instant::now() + COMMIT_WAIT;
+    loop {
+        let committed = committed_rows(&client, &args.url).await? - base_committed;
+        if committed >= rows {
+            let e2e = started.elapsed().as_secs_f64();
+            println!("e2e_rows_per_s={:.0}", rows as f64 / e2e);
+            println!("e2e_mb_per_s={:.1}", bytes as f64 / e2e / 1e6);
+            println!("e2e_seconds={e2e:.1}");
+            break;
+        }
+        if Instant::now() > wait_until {
+            println!("e2e: only {committed} of {rows} rows committed after {COMMIT_WAIT:?}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
