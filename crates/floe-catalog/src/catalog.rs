@@ -363,6 +363,7 @@ impl SqliteCatalog {
             new_location = MetadataLocation::from_str(&with_attempt_id(&new_location.to_string(), attempt))?;
         }
         new_metadata.write_to(&self.file_io, &new_location).await?;
+        sync_local_file(&new_location.to_string())?;
         let new_location = new_location.to_string();
         let staged = self.build_table(ident.clone(), new_location.clone(), new_metadata)?;
 
@@ -426,7 +427,7 @@ impl SqliteCatalog {
     ) -> Result<()> {
         let now = chrono::Utc::now().timestamp_millis();
         if let Some(attempt) = mv.attempt {
-            sqlx::query(
+            let closed = sqlx::query(
                 "DELETE FROM floe_sink_attempts WHERE catalog_name = ? AND pipeline = ? AND sink = ? AND attempt = ?",
             )
             .bind(&self.name)
@@ -436,6 +437,17 @@ impl SqliteCatalog {
             .execute(&mut **tx)
             .await
             .map_err(sql_err("close commit attempt"))?;
+            if closed.rows_affected() != 1 {
+                // Another instance opened this sink and treated the attempt as abandoned (its
+                // files may be gone): the commit must not land.
+                return Err(Error::new(
+                    ErrorKind::PreconditionFailed,
+                    format!(
+                        "commit attempt {attempt} of pipeline {:?} sink {:?} is no longer registered: another instance took over this sink",
+                        mv.pipeline, mv.sink
+                    ),
+                ));
+            }
         }
         let moved = sqlx::query(
             "UPDATE floe_sink_positions
@@ -485,6 +497,20 @@ impl SqliteCatalog {
         }
         Ok(())
     }
+}
+
+/// Makes a freshly written local file and its directory entry durable before the catalog points
+/// at it (iceberg's local storage writes whole files without fsync). Other schemes: no-op.
+pub fn sync_local_file(location: &str) -> Result<()> {
+    let Some(path) = location.strip_prefix("file://") else {
+        return Ok(());
+    };
+    let io = |e: std::io::Error| Error::new(ErrorKind::Unexpected, format!("fsync {path}")).with_source(e);
+    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(io)?;
+    if let Some(dir) = Path::new(path).parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    }
+    Ok(())
 }
 
 /// Replaces the random UUID in a `<version>-<uuid>[.gz].metadata.json` location with `attempt`,
@@ -603,8 +629,14 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn namespace_exists(&self, namespace: &NamespaceIdent) -> Result<bool> {
+        // A parent of an existing namespace exists too (as JdbcCatalog and SqlCatalog see it).
         let key = Self::ns_key(namespace);
-        Ok(self.all_namespace_keys().await?.iter().any(|k| k == &key))
+        let child_prefix = format!("{key}.");
+        Ok(self
+            .all_namespace_keys()
+            .await?
+            .iter()
+            .any(|k| k == &key || k.starts_with(&child_prefix)))
     }
 
     async fn update_namespace(&self, namespace: &NamespaceIdent, properties: HashMap<String, String>) -> Result<()> {
@@ -691,6 +723,7 @@ impl Catalog for SqliteCatalog {
         let metadata = TableMetadataBuilder::from_table_creation(creation)?.build()?.metadata;
         let metadata_location = MetadataLocation::new_with_metadata(&location, &metadata);
         metadata.write_to(&self.file_io, &metadata_location).await?;
+        sync_local_file(&metadata_location.to_string())?;
         let inserted = sqlx::query(
             "INSERT OR IGNORE INTO iceberg_tables
              (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type)
@@ -804,5 +837,26 @@ impl Catalog for SqliteCatalog {
 
     async fn update_table(&self, commit: TableCommit) -> Result<Table> {
         self.commit_table(commit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempt_id_replaces_the_random_uuid() {
+        let a = uuid::Uuid::now_v7();
+        let loc = "file:///w/ns/t/metadata/00003-1b2f0c8e-6a37-4e4f-9b0e-2d7c1f0e9a11.metadata.json";
+        assert_eq!(
+            with_attempt_id(loc, a),
+            format!("file:///w/ns/t/metadata/00003-{a}.metadata.json")
+        );
+        let gz = "file:///w/t/metadata/00001-1b2f0c8e-6a37-4e4f-9b0e-2d7c1f0e9a11.gz.metadata.json";
+        assert_eq!(
+            with_attempt_id(gz, a),
+            format!("file:///w/t/metadata/00001-{a}.gz.metadata.json")
+        );
+        assert!(MetadataLocation::from_str(&with_attempt_id(loc, a)).is_ok());
     }
 }

@@ -5,11 +5,11 @@
 
 use std::collections::HashMap;
 
-use floe_catalog::{PROP_PIPELINE, PROP_POSITION_FROM, PROP_POSITION_TO, PROP_SINK, position_summary};
+use floe_catalog::{PROP_PIPELINE, PROP_POSITION_FROM, PROP_POSITION_TO, PROP_SINK};
 use iceberg::{Catalog, ErrorKind};
 
 use crate::common::{
-    CATALOG, Env, TestResult, create_table, files_in, ident, local_path, pointer, scan_ids, table_row,
+    CATALOG, Env, TestResult, create_table, files_in, ident, local_path, moves, pointer, scan_ids, table_row,
     write_and_append, write_files,
 };
 
@@ -21,7 +21,7 @@ async fn commits_move_pointer_and_position_together() -> TestResult {
     let t0 = create_table(cat, "ns.t", false).await;
     assert_eq!(cat.sink_position("p", "s").await?, None);
 
-    let t1 = write_and_append(cat, &t0, 0..10, position_summary("p", "s", 0, 10)).await?;
+    let t1 = write_and_append(cat, &t0, 0..10, moves("p", "s", 0, 10)).await?;
     let row = table_row(&raw, CATALOG, "ns", "t").await.expect("row");
     assert_eq!(row.metadata_location.as_deref(), Some(pointer(&t1).as_str()));
     assert_eq!(row.previous_metadata_location.as_deref(), Some(pointer(&t0).as_str()));
@@ -38,7 +38,7 @@ async fn commits_move_pointer_and_position_together() -> TestResult {
     assert_eq!(pos.table_uuid, t1.metadata().uuid().to_string());
     assert_eq!((pos.pipeline.as_str(), pos.sink.as_str()), ("p", "s"));
 
-    let t2 = write_and_append(cat, &t1, 10..20, position_summary("p", "s", 10, 20)).await?;
+    let t2 = write_and_append(cat, &t1, 10..20, moves("p", "s", 10, 20)).await?;
     let row = table_row(&raw, CATALOG, "ns", "t").await.expect("row");
     assert_eq!(row.metadata_location.as_deref(), Some(pointer(&t2).as_str()));
     assert_eq!(row.previous_metadata_location.as_deref(), Some(pointer(&t1).as_str()));
@@ -58,8 +58,8 @@ async fn a_stale_from_is_refused_and_changes_nothing() -> TestResult {
     let cat = &env.catalog;
     let raw = env.raw().await;
     let t = create_table(cat, "ns.t", false).await;
-    let t = write_and_append(cat, &t, 0..10, position_summary("p", "s", 0, 10)).await?;
-    let t = write_and_append(cat, &t, 10..20, position_summary("p", "s", 10, 20)).await?;
+    let t = write_and_append(cat, &t, 0..10, moves("p", "s", 0, 10)).await?;
+    let t = write_and_append(cat, &t, 10..20, moves("p", "s", 10, 20)).await?;
     let row_before = table_row(&raw, CATALOG, "ns", "t").await;
     let position_before = cat.sink_position("p", "s").await?;
     let metadata_before = files_in(&t, "metadata", ".metadata.json");
@@ -68,7 +68,7 @@ async fn a_stale_from_is_refused_and_changes_nothing() -> TestResult {
     for from in [0, 10] {
         let files = write_files(&t, 100..105).await?;
         let paths: Vec<String> = files.iter().map(|f| f.file_path().to_string()).collect();
-        let err = crate::common::append(cat, &t, files, position_summary("p", "s", from, 30))
+        let err = crate::common::append(cat, &t, files, moves("p", "s", from, 30))
             .await
             .map(|_| ())
             .unwrap_err();
@@ -92,7 +92,7 @@ async fn a_stale_from_is_refused_and_changes_nothing() -> TestResult {
     }
 
     // The right `from` still works afterwards.
-    let t = write_and_append(cat, &t, 20..25, position_summary("p", "s", 20, 25)).await?;
+    let t = write_and_append(cat, &t, 20..25, moves("p", "s", 20, 25)).await?;
     assert_eq!(cat.sink_position("p", "s").await?.map(|p| p.position), Some(25));
     assert_eq!(scan_ids(&t).await?, (0..25).collect::<Vec<_>>());
     Ok(())
@@ -112,7 +112,7 @@ async fn advance_position_moves_without_a_snapshot_under_the_same_check() -> Tes
     assert_eq!((pos.position, pos.snapshot_id), (5, -1));
     assert_eq!(pos.table_uuid, t.metadata().uuid().to_string());
 
-    let t = write_and_append(cat, &t, 0..3, position_summary("p", "s", 5, 8)).await?;
+    let t = write_and_append(cat, &t, 0..3, moves("p", "s", 5, 8)).await?;
     let row_before = table_row(&raw, CATALOG, "ns", "t").await;
     cat.advance_position("p", "s", &id, 8, 12).await?;
     let pos = cat.sink_position("p", "s").await?.expect("position");
@@ -129,12 +129,12 @@ async fn advance_position_moves_without_a_snapshot_under_the_same_check() -> Tes
         assert_eq!(cat.sink_position("p", "s").await?.map(|p| p.position), Some(12));
     }
     // A commit with the old `from` is refused after an advance, too.
-    let err = write_and_append(cat, &t, 3..4, position_summary("p", "s", 8, 13))
+    let err = write_and_append(cat, &t, 3..4, moves("p", "s", 8, 13))
         .await
         .map(|_| ())
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PreconditionFailed, "{err}");
-    write_and_append(cat, &t, 3..4, position_summary("p", "s", 12, 13)).await?;
+    write_and_append(cat, &t, 3..4, moves("p", "s", 12, 13)).await?;
     assert_eq!(cat.sink_position("p", "s").await?.map(|p| p.position), Some(13));
 
     // Pairs are independent; a missing table is TableNotFound.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, Int32Array, Int64Array, RecordBatch, StringArray};
-use floe_catalog::SqliteCatalog;
+use floe_catalog::{SqliteCatalog, position_summary};
 use futures::TryStreamExt;
 use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
 use iceberg::spec::{
@@ -133,6 +133,14 @@ pub async fn namespace_rows(pool: &SqlitePool, catalog: &str, namespace: &str) -
     .into_iter()
     .map(|r| (r.get(0), r.get(1)))
     .collect()
+}
+
+/// Snapshot properties moving `(pipeline, sink)` from `from` to `to`, under a fresh attempt id.
+pub fn moves(pipeline: &str, sink: &str, from: u64, to: u64) -> HashMap<String, String> {
+    // Without an attempt id: the attempt registry is exercised in attempts.rs.
+    let mut props = position_summary(pipeline, sink, from, to, uuid::Uuid::nil());
+    props.remove(floe_catalog::PROP_ATTEMPT);
+    props
 }
 
 /// `a.b.c` → the namespace ident.

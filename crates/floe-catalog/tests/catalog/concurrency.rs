@@ -9,11 +9,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use floe_catalog::{PROP_POSITION_TO, SqliteCatalog, position_summary};
+use floe_catalog::{PROP_POSITION_TO, SqliteCatalog};
 use iceberg::table::Table;
 use iceberg::{Catalog, ErrorKind, Namespace, NamespaceIdent, Result, TableCommit, TableCreation, TableIdent};
 
-use crate::common::{Env, TestResult, create_table, ident, pointer, scan_ids, write_and_append};
+use crate::common::{Env, TestResult, create_table, ident, moves, pointer, scan_ids, write_and_append};
 
 /// A commit another writer makes just before the wrapped catalog sees the next `update_table`.
 struct SideCommit {
@@ -113,9 +113,9 @@ async fn a_stale_handle_commits_on_the_refreshed_metadata() -> TestResult {
     let h3 = cat.load_table(&ident("ns.t")).await?;
     assert_eq!(pointer(&h1), pointer(&h2));
 
-    let after1 = write_and_append(cat, &h1, 0..10, position_summary("p", "s", 0, 10)).await?;
+    let after1 = write_and_append(cat, &h1, 0..10, moves("p", "s", 0, 10)).await?;
     // h2 still has the version before h1's commit.
-    let after2 = write_and_append(cat, &h2, 10..20, position_summary("p", "s", 10, 20)).await?;
+    let after2 = write_and_append(cat, &h2, 10..20, moves("p", "s", 10, 20)).await?;
     assert_ne!(pointer(&after2), pointer(&after1));
     let snapshots: Vec<_> = after2.metadata().snapshots().collect();
     assert_eq!(snapshots.len(), 2);
@@ -125,7 +125,7 @@ async fn a_stale_handle_commits_on_the_refreshed_metadata() -> TestResult {
     assert_eq!(cat.sink_position("p", "s").await?.map(|p| p.position), Some(20));
 
     // A third handle that still thinks the range 0..10 is open is fenced, not merged.
-    let err = write_and_append(cat, &h3, 100..110, position_summary("p", "s", 0, 10))
+    let err = write_and_append(cat, &h3, 100..110, moves("p", "s", 0, 10))
         .await
         .map(|_| ())
         .unwrap_err();
@@ -149,7 +149,7 @@ async fn an_outside_commit_before_the_swap_is_retried_and_lands() -> TestResult 
             properties: HashMap::new(),
         },
     );
-    let landed = write_and_append(&wrapped, &t, 0..10, position_summary("p", "s", 0, 10)).await?;
+    let landed = write_and_append(&wrapped, &t, 0..10, moves("p", "s", 0, 10)).await?;
     assert_eq!(
         wrapped.update_calls.load(Ordering::SeqCst),
         2,
@@ -184,10 +184,10 @@ async fn a_competing_floe_commit_of_the_same_range_is_fenced_after_the_retry() -
         SideCommit {
             table: t.clone(),
             ids: 100..110,
-            properties: position_summary("p", "s", 0, 10),
+            properties: moves("p", "s", 0, 10),
         },
     );
-    let err = write_and_append(&wrapped, &t, 0..10, position_summary("p", "s", 0, 10))
+    let err = write_and_append(&wrapped, &t, 0..10, moves("p", "s", 0, 10))
         .await
         .map(|_| ())
         .unwrap_err();
@@ -213,8 +213,8 @@ async fn two_catalog_instances_commit_concurrently_and_both_land() -> TestResult
     for r in 0..ROUNDS {
         let (from, to) = (10 * r as u64, 10 * (r as u64 + 1));
         let (ra, rb) = tokio::join!(
-            write_and_append(&a, &ta, 20 * r..20 * r + 10, position_summary("p", "a", from, to)),
-            write_and_append(&b, &tb, 20 * r + 10..20 * r + 20, position_summary("p", "b", from, to)),
+            write_and_append(&a, &ta, 20 * r..20 * r + 10, moves("p", "a", from, to)),
+            write_and_append(&b, &tb, 20 * r + 10..20 * r + 20, moves("p", "b", from, to)),
         );
         ra?;
         rb?;
@@ -238,8 +238,8 @@ async fn two_instances_racing_for_the_same_range_land_exactly_once() -> TestResu
     let ta = a.load_table(&ident("ns.t")).await?;
     let tb = b.load_table(&ident("ns.t")).await?;
     let (ra, rb) = tokio::join!(
-        write_and_append(&a, &ta, 0..10, position_summary("p", "s", 0, 10)),
-        write_and_append(&b, &tb, 100..110, position_summary("p", "s", 0, 10)),
+        write_and_append(&a, &ta, 0..10, moves("p", "s", 0, 10)),
+        write_and_append(&b, &tb, 100..110, moves("p", "s", 0, 10)),
     );
     let (winner, loser) = match (ra, rb) {
         (Ok(_), Err(e)) => ((0..10).collect::<Vec<i64>>(), e),

@@ -1,7 +1,9 @@
 //! Integration tests of `floe_catalog::SqliteCatalog` through the `iceberg::Catalog` trait:
 //! namespaces, tables (checked against the SQLite rows of the JDBC layout), commits that move
-//! sink positions, compare-and-swap against other writers, and reading committed rows back.
+//! sink positions, commit attempts, compare-and-swap against other writers, and reading
+//! committed rows back.
 
+mod attempts;
 mod commits;
 mod common;
 mod concurrency;

@@ -122,3 +122,22 @@ async fn missing_namespaces_are_namespace_not_found() -> TestResult {
     assert!(!cat.namespace_exists(&missing).await?);
     Ok(())
 }
+
+/// Only `x.y` is created (as `IcebergSink::open` does for a table `x.y.t`): `x` is listed, so it
+/// must also exist — Spark's `JdbcCatalog` and PyIceberg's `SqlCatalog`, which share this layout,
+/// treat a namespace with children as existing (`namespace = 'x' OR namespace LIKE 'x.%'`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_parent_namespace_exists() -> TestResult {
+    let env = Env::new().await;
+    let cat = &env.catalog;
+    cat.create_namespace(&ns("x.y"), HashMap::new()).await?;
+    assert_eq!(cat.list_namespaces(None).await?, vec![ns("x")]);
+    assert_eq!(cat.list_namespaces(Some(&ns("x"))).await?, vec![ns("x.y")]);
+    for listed in cat.list_namespaces(None).await? {
+        assert!(
+            cat.namespace_exists(&listed).await?,
+            "list_namespaces returned {listed}, but namespace_exists says it does not exist"
+        );
+    }
+    Ok(())
+}

@@ -4,13 +4,12 @@
 use std::collections::HashMap;
 
 use arrow::array::{Array, Int32Array, Int64Array, RecordBatch, StringArray};
-use floe_catalog::position_summary;
 use futures::TryStreamExt;
 use iceberg::Catalog;
 use iceberg::expr::Reference;
 use iceberg::spec::Datum;
 
-use crate::common::{CATALOG, Env, TestResult, create_table, files_in, ident, scan_ids, write_and_append};
+use crate::common::{CATALOG, Env, TestResult, create_table, files_in, ident, moves, scan_ids, write_and_append};
 
 /// `(id, name, bucket)` of every row the scan returns, sorted by id.
 async fn scan_rows(table: &iceberg::table::Table, bucket: Option<i32>) -> iceberg::Result<Vec<(i64, String, i32)>> {
@@ -50,8 +49,8 @@ async fn unpartitioned_rows_are_read_back() -> TestResult {
     let cat = &env.catalog;
     let t = create_table(cat, "ns.t", false).await;
     assert!(scan_ids(&t).await?.is_empty(), "a table without snapshots scans empty");
-    let t = write_and_append(cat, &t, 0..100, position_summary("p", "s", 0, 100)).await?;
-    let t = write_and_append(cat, &t, 100..150, position_summary("p", "s", 100, 150)).await?;
+    let t = write_and_append(cat, &t, 0..100, moves("p", "s", 0, 100)).await?;
+    let t = write_and_append(cat, &t, 100..150, moves("p", "s", 100, 150)).await?;
     assert_eq!(scan_rows(&t, None).await?, expected(0..150));
     assert_eq!(files_in(&t, "data", ".parquet").len(), 2);
 

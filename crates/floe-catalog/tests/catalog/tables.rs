@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 
-use floe_catalog::position_summary;
 use iceberg::spec::Transform;
 use iceberg::{Catalog, ErrorKind};
 
 use crate::common::{
-    CATALOG, Env, TableRow, TestResult, create_table, creation, files_in, ident, local_path, ns, pointer, table_row,
-    table_rows, write_and_append,
+    CATALOG, Env, TableRow, TestResult, create_table, creation, files_in, ident, local_path, moves, ns, pointer,
+    table_row, table_rows, write_and_append,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,7 +198,7 @@ async fn two_catalog_names_on_one_file_do_not_see_each_other() -> TestResult {
     let one = &env.catalog;
     let two = env.open("other").await;
     let t1 = create_table(one, "ns.t", false).await;
-    write_and_append(one, &t1, 0..10, position_summary("p", "s", 0, 10)).await?;
+    write_and_append(one, &t1, 0..10, moves("p", "s", 0, 10)).await?;
 
     assert!(!two.namespace_exists(&ns("ns")).await?);
     assert!(two.list_namespaces(None).await?.is_empty());

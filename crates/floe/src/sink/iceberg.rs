@@ -70,6 +70,8 @@ pub struct IcebergSink {
     first_pending: Option<Instant>,
     interval: Duration,
     size_bytes: usize,
+    /// Set by a failed write or commit: the in-memory state no longer matches the table.
+    broken: bool,
 }
 
 impl IcebergSink {
@@ -147,6 +149,7 @@ impl IcebergSink {
             first_pending: None,
             interval: Duration::from_secs(cfg.rolling.interval_seconds),
             size_bytes: (cfg.rolling.size_mb as usize).saturating_mul(1024 * 1024),
+            broken: false,
         })
     }
 
@@ -175,8 +178,26 @@ impl IcebergSink {
         self.pending_rows
     }
 
-    /// Writes `batch`, the output for stream rows up to (excluding) `through`.
+    /// Writes `batch`, the output for stream rows up to (excluding) `through`. After an error
+    /// the sink refuses further use: reopen it (it resumes from the committed position).
     pub async fn write(&mut self, batch: &RecordBatch, through: u64) -> Result<()> {
+        self.usable()?;
+        let result = self.write_inner(batch, through).await;
+        self.broken = result.is_err();
+        result
+    }
+
+    fn usable(&self) -> Result<()> {
+        if self.broken {
+            return Err(Error::Config(format!(
+                "sink {:?} of pipeline {:?} failed earlier; it must be reopened from its committed position",
+                self.name, self.pipeline
+            )));
+        }
+        Ok(())
+    }
+
+    async fn write_inner(&mut self, batch: &RecordBatch, through: u64) -> Result<()> {
         if self.first_pending.is_none() && through > self.through {
             self.first_pending = Some(Instant::now());
         }
@@ -223,8 +244,16 @@ impl IcebergSink {
     }
 
     /// Commits everything written so far, with the position it covers. On error nothing was
-    /// committed, the files of this attempt are deleted, and the sink must be reopened.
+    /// committed, the files of this attempt are deleted, and the sink must be reopened (a second
+    /// `commit` would otherwise skip the rows of the failed one).
     pub async fn commit(&mut self) -> Result<CommitStats> {
+        self.usable()?;
+        let result = self.commit_inner().await;
+        self.broken = result.is_err();
+        result
+    }
+
+    async fn commit_inner(&mut self) -> Result<CommitStats> {
         let from = self.committed;
         let to = self.through;
         let started = Instant::now();
@@ -234,6 +263,18 @@ impl IcebergSink {
             Some(Writer::Partitioned(w, _)) => w.close().await?,
             None => vec![],
         };
+        // New partition folders must survive a crash before the table points at their files.
+        let mut dirs: Vec<&str> = files
+            .iter()
+            .filter_map(|f| f.file_path().rsplit_once('/').map(|(d, _)| d))
+            .collect();
+        dirs.sort_unstable();
+        dirs.dedup();
+        for dir in dirs {
+            if let Some(path) = dir.strip_prefix("file://") {
+                std::fs::File::open(path).and_then(|d| d.sync_all())?;
+            }
+        }
         let stats = CommitStats {
             rows: self.pending_rows,
             files: files.len(),

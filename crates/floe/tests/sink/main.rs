@@ -1,0 +1,11 @@
+//! Integration tests of `floe::sink::iceberg::IcebergSink` under faults: storage writes and
+//! deletes that fail (through a fault-injecting iceberg `Storage` given to the catalog), crashes
+//! between writing and committing, and other writers of the same table. Every test ends by
+//! checking that each row is in the table exactly once and that no file of a failed attempt is
+//! referenced or left behind.
+
+mod common;
+mod faulty_storage;
+mod other_writers;
+mod recovery;
+mod storage_faults;

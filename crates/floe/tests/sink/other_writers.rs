@@ -1,0 +1,120 @@
+//! The sink next to other writers of the same table: a commit by another pipeline between the
+//! sink's open and its commit is absorbed (iceberg retries on the fresh metadata); a second floe
+//! instance that already committed the range fences the sink (refused, not retried; the reopened
+//! sink resumes at the new position); and an instance opening while another has an attempt in
+//! flight must not leave the table referencing deleted files.
+
+use floe::error::Error;
+use iceberg::ErrorKind;
+
+use crate::common::{
+    Env, PIPELINE, SINK, TestResult, files_under, open_sink, referenced_data_files, rows, scan_ids, write_range,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_pipelines_commit_in_between_is_absorbed() -> TestResult {
+    let env = Env::new().await;
+    let mut sink = env.open_sink(&[]).await;
+    write_range(&mut sink, 0..10).await?;
+
+    // Another pipeline appends to the same table meanwhile (ids 1000.., its own position).
+    let cfg = crate::common::sink_config(&[]);
+    let mut other = floe::sink::iceberg::IcebergSink::open(
+        env.other_instance().await,
+        &cfg,
+        "other",
+        &crate::common::output_schema(),
+    )
+    .await?;
+    other.write(&rows(1000..1005), 5).await?;
+    other.commit().await?;
+
+    let stats = sink.commit().await?;
+    assert_eq!((stats.from, stats.to, stats.rows), (0, 10, 10));
+    let table = env.table().await;
+    assert_eq!(table.metadata().snapshots().count(), 2);
+    let mut expected: Vec<u64> = (0..10).chain(1000..1005).collect();
+    expected.sort_unstable();
+    assert_eq!(scan_ids(&table).await?, expected);
+    assert_eq!(env.position().await, 10);
+    let theirs = env.catalog.sink_position("other", SINK).await?.expect("other position");
+    assert_eq!(theirs.position, 5);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_committed_by_another_instance_fences_the_sink() -> TestResult {
+    let env = Env::new().await;
+    let mut a = env.open_sink(&[]).await;
+    let other = env.other_instance().await;
+    let mut b = open_sink(&other, &[]).await;
+    assert_eq!((a.committed(), b.committed()), (0, 0));
+    write_range(&mut b, 0..10).await?;
+    b.commit().await?;
+
+    write_range(&mut a, 0..12).await?;
+    let err = a.commit().await.unwrap_err();
+    match &err {
+        Error::Iceberg(e) => {
+            assert_eq!(e.kind(), ErrorKind::PreconditionFailed, "{e}");
+            assert!(!e.retryable());
+        }
+        other => panic!("expected the position fence, got {other}"),
+    }
+    assert_eq!(a.committed(), 0, "a refused commit does not move the sink");
+    assert_eq!(env.position().await, 10);
+    // The refused attempt's files are gone; every data file on disk is B's.
+    let table = env.table().await;
+    let referenced = referenced_data_files(&table).await?;
+    let data_on_disk: Vec<String> = files_under(&env.table_dir())
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet"))
+        .collect();
+    assert!(data_on_disk.iter().all(|f| referenced.contains(f)), "{data_on_disk:?}");
+
+    // The runner reopens: the sink resumes where B left off.
+    drop(a);
+    let mut a = env.open_sink(&[]).await;
+    assert_eq!(a.committed(), 10);
+    write_range(&mut a, 10..20).await?;
+    a.commit().await?;
+    assert_eq!(scan_ids(&env.table().await).await?, (0..20).collect::<Vec<_>>());
+    assert_eq!(env.position().await, 20);
+    Ok(())
+}
+
+/// Two floe instances on one catalog (the design's "another floe committed" case): B opens while
+/// A is between writing its Parquet files and committing them. B's open treats A's attempt as
+/// abandoned and deletes its files; A's commit must then not land a snapshot that references
+/// those deleted files (it should be refused, and A resume from the catalog's position).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_by_another_instance_must_not_break_an_attempt_in_flight() -> TestResult {
+    let env = Env::new().await;
+    let mut a = env.open_sink(&[]).await;
+    write_range(&mut a, 0..10).await?;
+    let pending = env.catalog.pending_attempts(PIPELINE, SINK).await?;
+    assert_eq!(pending.len(), 1, "A's attempt is recorded before its first file");
+
+    let other = env.other_instance().await;
+    let _b = open_sink(&other, &[]).await;
+
+    let landed = a.commit().await;
+    let table = env.table().await;
+    let on_disk = files_under(&env.table_dir());
+    for f in referenced_data_files(&table).await? {
+        assert!(
+            on_disk.contains(&f),
+            "A's commit landed ({:?}) but references {f}, which B's open deleted: the table is unreadable",
+            landed.as_ref().map(|s| (s.from, s.to))
+        );
+    }
+    if landed.is_err() {
+        drop(a);
+        let mut a = env.open_sink(&[]).await;
+        let from = a.committed();
+        write_range(&mut a, from..10).await?;
+        a.commit().await?;
+    }
+    assert_eq!(scan_ids(&env.table().await).await?, (0..10).collect::<Vec<_>>());
+    Ok(())
+}
