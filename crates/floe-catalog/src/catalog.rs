@@ -31,6 +31,22 @@ pub const SQLITE_MAX_CONNECTIONS: u32 = 4;
 
 const NAMESPACE_MARKER: &str = "exists";
 
+/// The columns [`position_from_row`] reads, filtered to one catalog; callers append conditions.
+const SELECT_POSITIONS: &str = "SELECT pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms
+     FROM floe_sink_positions WHERE catalog_name = ?";
+
+fn position_from_row(r: &sqlx::sqlite::SqliteRow) -> SinkPosition {
+    SinkPosition {
+        pipeline: r.get(0),
+        sink: r.get(1),
+        table: r.get(2),
+        table_uuid: r.get(3),
+        position: r.get::<i64, _>(4) as u64,
+        snapshot_id: r.get(5),
+        updated_at_ms: r.get(6),
+    }
+}
+
 /// Builds a `FileIO` for a warehouse URI (`file:///…` today).
 pub fn file_io_for(warehouse: &str) -> Result<FileIO> {
     if warehouse.starts_with("file://") || warehouse.starts_with('/') {
@@ -151,49 +167,24 @@ impl SqliteCatalog {
 
     /// The committed position of `(pipeline, sink)`, if it ever committed.
     pub async fn sink_position(&self, pipeline: &str, sink: &str) -> Result<Option<SinkPosition>> {
-        let row = sqlx::query(
-            "SELECT table_ident, table_uuid, position, snapshot_id, updated_at_ms
-             FROM floe_sink_positions WHERE catalog_name = ? AND pipeline = ? AND sink = ?",
-        )
-        .bind(&self.name)
-        .bind(pipeline)
-        .bind(sink)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(sql_err("read sink position"))?;
-        Ok(row.map(|r| SinkPosition {
-            pipeline: pipeline.to_string(),
-            sink: sink.to_string(),
-            table: r.get(0),
-            table_uuid: r.get(1),
-            position: r.get::<i64, _>(2) as u64,
-            snapshot_id: r.get(3),
-            updated_at_ms: r.get(4),
-        }))
+        let row = sqlx::query(&format!("{SELECT_POSITIONS} AND pipeline = ? AND sink = ?"))
+            .bind(&self.name)
+            .bind(pipeline)
+            .bind(sink)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_err("read sink position"))?;
+        Ok(row.as_ref().map(position_from_row))
     }
 
     /// All recorded sink positions.
     pub async fn sink_positions(&self) -> Result<Vec<SinkPosition>> {
-        let rows = sqlx::query(
-            "SELECT pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms
-             FROM floe_sink_positions WHERE catalog_name = ? ORDER BY pipeline, sink",
-        )
-        .bind(&self.name)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(sql_err("read sink positions"))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| SinkPosition {
-                pipeline: r.get(0),
-                sink: r.get(1),
-                table: r.get(2),
-                table_uuid: r.get(3),
-                position: r.get::<i64, _>(4) as u64,
-                snapshot_id: r.get(5),
-                updated_at_ms: r.get(6),
-            })
-            .collect())
+        let rows = sqlx::query(&format!("{SELECT_POSITIONS} ORDER BY pipeline, sink"))
+            .bind(&self.name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_err("read sink positions"))?;
+        Ok(rows.iter().map(position_from_row).collect())
     }
 
     /// Moves a sink position without a snapshot: the rows of `[from, to)` produced no output

@@ -43,26 +43,31 @@ pub async fn post_events(
         return e.into_response();
     }
     let metrics = state.metrics.clone();
-    let reject = |e: Error| {
+    // Every refusal counts, and frees the idempotency key it holds (if any).
+    let fail = |guard: Option<idempotency::Guard>, resp: Response| {
+        if let Some(g) = guard {
+            state.idempotency.failed(g);
+        }
         metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
-        e.into_response()
+        resp
     };
-    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(k)) => match idempotency::valid_key(k) {
-            Ok(()) => Some(k.to_string()),
-            Err(message) => {
-                return reject(Error::BadRequest {
-                    code: "bad_idempotency_key",
-                    message,
-                });
-            }
-        },
-        Some(Err(_)) => {
-            return reject(Error::BadRequest {
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| {
+            let k = v
+                .to_str()
+                .map_err(|_| "Idempotency-Key must be printable ASCII".to_string())?;
+            idempotency::valid_key(k).map(|()| k.to_string())
+        })
+        .transpose();
+    let key = match key {
+        Ok(k) => k,
+        Err(message) => {
+            let e = Error::BadRequest {
                 code: "bad_idempotency_key",
-                message: "Idempotency-Key must be printable ASCII".into(),
-            });
+                message,
+            };
+            return fail(None, e.into_response());
         }
     };
     let guard = match &key {
@@ -77,14 +82,7 @@ pub async fn post_events(
             idempotency::Begin::Process(g) => Some(g),
         },
     };
-    // From here on every path reports the outcome to the idempotency store.
-    let fail = |guard: Option<idempotency::Guard>, resp: Response| {
-        if let Some(g) = guard {
-            state.idempotency.failed(g);
-        }
-        metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
-        resp
-    };
+    // From here on every path reports the outcome to the idempotency store (through `fail`).
     if let Some(e) = app.backpressure(&stream) {
         return fail(guard, e.into_response());
     }
