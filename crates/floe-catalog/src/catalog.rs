@@ -70,6 +70,40 @@ fn sql_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
     }
 }
 
+/// The requirements and updates of one table in a commit (what a REST `CommitTableRequest` or an
+/// iceberg `TableCommit` carries).
+#[derive(Debug, Clone)]
+pub struct TableChange {
+    /// The table.
+    pub ident: TableIdent,
+    /// Checked against the current metadata; any failure aborts the whole commit.
+    pub requirements: Vec<TableRequirement>,
+    /// Applied in order onto the current metadata.
+    pub updates: Vec<TableUpdate>,
+}
+
+/// A table as a commit left it.
+#[derive(Debug, Clone)]
+pub struct CommittedTable {
+    /// The table.
+    pub ident: TableIdent,
+    /// Its new current metadata file.
+    pub metadata_location: String,
+    /// The metadata in that file.
+    pub metadata: TableMetadata,
+}
+
+/// A checked change whose metadata file is written but not yet pointed at.
+#[derive(Debug)]
+struct PreparedCommit {
+    ident: TableIdent,
+    /// `None`: the table is created by this commit.
+    base_location: Option<String>,
+    new_location: String,
+    metadata: TableMetadata,
+    position_move: Option<PositionMove>,
+}
+
 /// The SQLite-backed Iceberg catalog. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqliteCatalog {
@@ -335,78 +369,344 @@ impl SqliteCatalog {
     }
 
     /// Applies `commit` and records a sink position move when the commit carries one; see the
-    /// crate docs for the protocol.
+    /// crate docs for the protocol. The one-table case of [`commit_changes`](Self::commit_changes).
     async fn commit_table(&self, mut commit: TableCommit) -> Result<Table> {
-        let ident = commit.identifier().clone();
-        let base_location = self
-            .metadata_location(&ident)
+        let change = TableChange {
+            ident: commit.identifier().clone(),
+            requirements: commit.take_requirements(),
+            updates: commit.take_updates(),
+        };
+        let committed = self
+            .commit_changes(vec![change])
             .await?
-            .ok_or_else(|| Self::no_such_table(&ident))?;
-        let base_metadata = TableMetadata::read_from(&self.file_io, &base_location).await?;
-        let requirements = commit.take_requirements();
-        let updates = commit.take_updates();
-        let position_move = find_position_move(&updates)?;
-        let new_metadata = apply_commit(&base_metadata, &base_location, requirements, updates)?;
-        let mut new_location = MetadataLocation::from_str(&base_location)?
-            .with_next_version()
-            .with_new_metadata(&new_metadata);
-        if let Some(attempt) = position_move.as_ref().and_then(|m| m.attempt) {
-            new_location = MetadataLocation::from_str(&with_attempt_id(&new_location.to_string(), attempt))?;
-        }
-        new_metadata.write_to(&self.file_io, &new_location).await?;
-        sync_local_file(&new_location.to_string())?;
-        let new_location = new_location.to_string();
-        let staged = self.build_table(ident.clone(), new_location.clone(), new_metadata)?;
+            .pop()
+            .expect("one change, one result");
+        self.build_table(committed.ident, committed.metadata_location, committed.metadata)
+    }
 
-        match self
-            .swap_pointer(&ident, &base_location, &new_location, staged.metadata(), position_move)
-            .await
-        {
-            Ok(()) => Ok(staged),
-            Err(e) => {
-                if let Err(del) = self.file_io.delete(&new_location).await {
-                    tracing::warn!(%new_location, error = %del, "could not delete metadata of a failed commit");
+    /// Commits changes to one or more tables **all or nothing** — the one commit path of the
+    /// catalog, used by floe's sinks (through [`Catalog::update_table`]) and by the REST API
+    /// (table commits and multi-table transactions).
+    ///
+    /// For each change: load the current metadata, check the requirements against it
+    /// ([`TableRequirement::check`]), apply the updates ([`TableUpdate::apply`]) and write the new
+    /// metadata file. Then, in **one** SQLite transaction, compare-and-swap every table's
+    /// `metadata_location` against the location the change was built on (or insert the row of a
+    /// table created by an `assert-create` change) and move any sink position a change carries.
+    /// If any swap or position move fails, nothing is committed and every metadata file written
+    /// for the call is deleted again.
+    ///
+    /// A failed requirement or a lost swap is [`ErrorKind::CatalogCommitConflicts`] (retryable:
+    /// reload and re-apply); an update that cannot apply is [`ErrorKind::DataInvalid`].
+    pub async fn commit_changes(&self, changes: Vec<TableChange>) -> Result<Vec<CommittedTable>> {
+        if changes.is_empty() {
+            return Err(Error::new(
+                ErrorKind::DataInvalid,
+                "a commit needs at least one table change",
+            ));
+        }
+        for (i, c) in changes.iter().enumerate() {
+            if changes[..i].iter().any(|o| o.ident == c.ident) {
+                return Err(Error::new(
+                    ErrorKind::DataInvalid,
+                    format!("table {} appears twice in one commit", c.ident),
+                ));
+            }
+        }
+        let mut prepared: Vec<PreparedCommit> = Vec::with_capacity(changes.len());
+        for change in changes {
+            match self.prepare_commit(change).await {
+                Ok(p) => prepared.push(p),
+                Err(e) => {
+                    self.delete_metadata_files(&prepared).await;
+                    return Err(e);
                 }
+            }
+        }
+        match self.swap_pointers(&prepared).await {
+            Ok(()) => Ok(prepared
+                .into_iter()
+                .map(|p| CommittedTable {
+                    ident: p.ident,
+                    metadata_location: p.new_location,
+                    metadata: p.metadata,
+                })
+                .collect()),
+            Err(e) => {
+                self.delete_metadata_files(&prepared).await;
                 Err(e)
             }
         }
     }
 
-    async fn swap_pointer(
-        &self,
-        ident: &TableIdent,
-        base_location: &str,
-        new_location: &str,
-        metadata: &TableMetadata,
-        position_move: Option<PositionMove>,
-    ) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(sql_err("begin commit"))?;
-        let swapped = sqlx::query(
-            "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ?
-             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
-               AND metadata_location = ?",
-        )
-        .bind(new_location)
-        .bind(base_location)
-        .bind(&self.name)
-        .bind(Self::ns_key(ident.namespace()))
-        .bind(ident.name())
-        .bind(base_location)
-        .execute(&mut *tx)
-        .await
-        .map_err(sql_err("swap metadata pointer"))?;
-        if swapped.rows_affected() != 1 {
-            return Err(Error::new(
-                ErrorKind::CatalogCommitConflicts,
-                format!("table {ident} was changed by another commit; retrying on the new metadata"),
-            )
-            .with_retryable(true));
+    async fn delete_metadata_files(&self, prepared: &[PreparedCommit]) {
+        for p in prepared {
+            if let Err(del) = self.file_io.delete(&p.new_location).await {
+                tracing::warn!(location = %p.new_location, error = %del, "could not delete metadata of a failed commit");
+            }
         }
-        if let Some(mv) = position_move {
-            self.move_position(&mut tx, ident, metadata, &mv).await?;
+    }
+
+    /// Checks and applies one change and writes its metadata file; nothing is visible yet.
+    async fn prepare_commit(&self, change: TableChange) -> Result<PreparedCommit> {
+        let TableChange {
+            ident,
+            requirements,
+            updates,
+        } = change;
+        let position_move = find_position_move(&updates)?;
+        let base_location = self.metadata_location(&ident).await?;
+        let creates = requirements.contains(&TableRequirement::NotExist);
+        let (new_metadata, mut new_location) = match &base_location {
+            Some(base_location) => {
+                let base_metadata = TableMetadata::read_from(&self.file_io, base_location).await?;
+                let new_metadata = apply_commit(&base_metadata, base_location, requirements, updates)?;
+                let new_location = MetadataLocation::from_str(base_location)?
+                    .with_next_version()
+                    .with_new_metadata(&new_metadata);
+                (new_metadata, new_location)
+            }
+            None if creates => {
+                // The commit of a staged create (REST `stage-create`, then `assert-create`).
+                if !self.namespace_exists(ident.namespace()).await? {
+                    return Err(Self::no_such_namespace(ident.namespace()));
+                }
+                for requirement in &requirements {
+                    requirement.check(None).map_err(|e| {
+                        Error::new(
+                            ErrorKind::CatalogCommitConflicts,
+                            format!("commit requirement failed: {e}"),
+                        )
+                    })?;
+                }
+                let default_location = self.default_table_location(&ident);
+                let new_metadata = metadata_from_create_updates(updates, &default_location)?;
+                let new_location = MetadataLocation::new_with_metadata(new_metadata.location(), &new_metadata);
+                (new_metadata, new_location)
+            }
+            None => return Err(Self::no_such_table(&ident)),
+        };
+        if let Some(attempt) = position_move.as_ref().and_then(|m| m.attempt) {
+            new_location = MetadataLocation::from_str(&with_attempt_id(&new_location.to_string(), attempt))?;
+        }
+        new_metadata.write_to(&self.file_io, &new_location).await?;
+        let new_location = new_location.to_string();
+        let prepared = PreparedCommit {
+            ident,
+            base_location,
+            new_location,
+            metadata: new_metadata,
+            position_move,
+        };
+        if let Err(e) = sync_local_file(&prepared.new_location) {
+            self.delete_metadata_files(std::slice::from_ref(&prepared)).await;
+            return Err(e);
+        }
+        Ok(prepared)
+    }
+
+    /// The single atomic point of a commit: every pointer and position in one SQLite transaction.
+    async fn swap_pointers(&self, prepared: &[PreparedCommit]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(sql_err("begin commit"))?;
+        for p in prepared {
+            let ident = &p.ident;
+            let swapped = match &p.base_location {
+                Some(base_location) => sqlx::query(
+                    "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ?
+                     WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
+                       AND metadata_location = ?",
+                )
+                .bind(&p.new_location)
+                .bind(base_location)
+                .bind(&self.name)
+                .bind(Self::ns_key(ident.namespace()))
+                .bind(ident.name())
+                .bind(base_location),
+                None => sqlx::query(
+                    "INSERT OR IGNORE INTO iceberg_tables
+                     (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type)
+                     VALUES (?, ?, ?, ?, NULL, 'TABLE')",
+                )
+                .bind(&self.name)
+                .bind(Self::ns_key(ident.namespace()))
+                .bind(ident.name())
+                .bind(&p.new_location),
+            }
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err("swap metadata pointer"))?;
+            if swapped.rows_affected() != 1 {
+                let what = if p.base_location.is_some() {
+                    "was changed by another commit"
+                } else {
+                    "was created by another commit"
+                };
+                return Err(Error::new(
+                    ErrorKind::CatalogCommitConflicts,
+                    format!("table {ident} {what}; retry on the new metadata"),
+                )
+                .with_retryable(true));
+            }
+            if let Some(mv) = &p.position_move {
+                self.move_position(&mut tx, ident, &p.metadata, mv).await?;
+            }
         }
         tx.commit().await.map_err(sql_err("commit"))?;
         Ok(())
+    }
+
+    /// Where a table is placed when its creation names no location.
+    fn default_table_location(&self, ident: &TableIdent) -> String {
+        format!("{}/{}/{}", self.warehouse, ident.namespace().join("/"), ident.name())
+    }
+
+    /// The metadata a create would produce, without writing or registering anything (REST
+    /// `stage-create`): the namespace must exist and the table must not.
+    pub async fn stage_table(&self, namespace: &NamespaceIdent, creation: TableCreation) -> Result<TableMetadata> {
+        let (_, metadata) = self.creation_metadata(namespace, creation).await?;
+        Ok(metadata)
+    }
+
+    async fn creation_metadata(
+        &self,
+        namespace: &NamespaceIdent,
+        creation: TableCreation,
+    ) -> Result<(TableIdent, TableMetadata)> {
+        if !self.namespace_exists(namespace).await? {
+            return Err(Self::no_such_namespace(namespace));
+        }
+        let ident = TableIdent::new(namespace.clone(), creation.name.clone());
+        if self.metadata_location(&ident).await?.is_some() {
+            return Err(Error::new(
+                ErrorKind::TableAlreadyExists,
+                format!("table {ident} already exists"),
+            ));
+        }
+        let location = match &creation.location {
+            Some(l) => l.trim_end_matches('/').to_string(),
+            None => self.default_table_location(&ident),
+        };
+        let creation = TableCreation {
+            location: Some(location),
+            ..creation
+        };
+        let metadata = TableMetadataBuilder::from_table_creation(creation)?.build()?.metadata;
+        Ok((ident, metadata))
+    }
+
+    /// Adds, changes and removes namespace properties in one transaction. Returns the keys
+    /// removed and the keys asked for removal that were not set. The JDBC layout's `exists`
+    /// marker is reserved.
+    pub async fn update_namespace_properties(
+        &self,
+        namespace: &NamespaceIdent,
+        removals: &[String],
+        updates: &HashMap<String, String>,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        if !self.namespace_exists(namespace).await? {
+            return Err(Self::no_such_namespace(namespace));
+        }
+        if let Some(k) = removals.iter().find(|k| updates.contains_key(*k)) {
+            return Err(Error::new(
+                ErrorKind::DataInvalid,
+                format!("property {k:?} is both updated and removed"),
+            ));
+        }
+        if removals.iter().chain(updates.keys()).any(|k| k == NAMESPACE_MARKER) {
+            return Err(Error::new(
+                ErrorKind::DataInvalid,
+                format!("property {NAMESPACE_MARKER:?} is reserved by the catalog layout"),
+            ));
+        }
+        let key = Self::ns_key(namespace);
+        let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
+        // A namespace that exists only as the parent of another gets its marker row now.
+        sqlx::query(
+            "INSERT OR IGNORE INTO iceberg_namespace_properties (catalog_name, namespace, property_key, property_value)
+             VALUES (?, ?, ?, 'true')",
+        )
+        .bind(&self.name)
+        .bind(&key)
+        .bind(NAMESPACE_MARKER)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err("update namespace"))?;
+        let (mut removed, mut missing) = (Vec::new(), Vec::new());
+        for k in removals {
+            let deleted = sqlx::query(
+                "DELETE FROM iceberg_namespace_properties WHERE catalog_name = ? AND namespace = ? AND property_key = ?",
+            )
+            .bind(&self.name)
+            .bind(&key)
+            .bind(k)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err("update namespace"))?;
+            if deleted.rows_affected() == 1 {
+                removed.push(k.clone());
+            } else {
+                missing.push(k.clone());
+            }
+        }
+        for (k, v) in updates {
+            sqlx::query(
+                "INSERT INTO iceberg_namespace_properties (catalog_name, namespace, property_key, property_value)
+                 VALUES (?, ?, ?, ?)
+                 ON CONFLICT (catalog_name, namespace, property_key) DO UPDATE SET property_value = excluded.property_value",
+            )
+            .bind(&self.name)
+            .bind(&key)
+            .bind(k)
+            .bind(v)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err("update namespace"))?;
+        }
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok((removed, missing))
+    }
+
+    /// Registers an existing metadata file as table `ident`; with `overwrite`, an existing
+    /// table's pointer is replaced (its files are left alone).
+    pub async fn register_table_at(
+        &self,
+        ident: &TableIdent,
+        metadata_location: &str,
+        overwrite: bool,
+    ) -> Result<Table> {
+        if !overwrite {
+            return self.register_table(ident, metadata_location.to_string()).await;
+        }
+        if !self.namespace_exists(ident.namespace()).await? {
+            return Err(Self::no_such_namespace(ident.namespace()));
+        }
+        let metadata = TableMetadata::read_from(&self.file_io, metadata_location).await?;
+        sqlx::query(
+            "INSERT INTO iceberg_tables
+             (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type)
+             VALUES (?, ?, ?, ?, NULL, 'TABLE')
+             ON CONFLICT (catalog_name, table_namespace, table_name) DO UPDATE SET
+               previous_metadata_location = iceberg_tables.metadata_location,
+               metadata_location = excluded.metadata_location",
+        )
+        .bind(&self.name)
+        .bind(Self::ns_key(ident.namespace()))
+        .bind(ident.name())
+        .bind(metadata_location)
+        .execute(&self.pool)
+        .await
+        .map_err(sql_err("register table"))?;
+        self.build_table(ident.clone(), metadata_location.to_string(), metadata)
+    }
+
+    /// The current metadata location and metadata of a table.
+    pub async fn load_metadata(&self, ident: &TableIdent) -> Result<(String, TableMetadata)> {
+        let location = self
+            .metadata_location(ident)
+            .await?
+            .ok_or_else(|| Self::no_such_table(ident))?;
+        let metadata = TableMetadata::read_from(&self.file_io, &location).await?;
+        Ok((location, metadata))
     }
 
     async fn move_position(
@@ -533,6 +833,53 @@ pub(crate) fn apply_commit(
     }
     let mut builder = base.clone().into_builder(Some(base_location.to_string()));
     for update in updates {
+        builder = update.apply(builder)?;
+    }
+    Ok(builder.build()?.metadata)
+}
+
+/// Builds the first metadata of a table created by a commit (a staged create): the first
+/// `add-schema`, `add-spec` and `add-sort-order`, `set-location` and `upgrade-format-version`
+/// (with the `set-current-*` / `set-default-*` that select them) make the base, the other
+/// updates (`assign-uuid`, `set-properties`, snapshots, …) are applied onto it in order.
+fn metadata_from_create_updates(updates: Vec<TableUpdate>, default_location: &str) -> Result<TableMetadata> {
+    let (mut schema, mut spec, mut order, mut location, mut version) = (None, None, None, None, None);
+    let mut rest = Vec::new();
+    for update in updates {
+        match update {
+            TableUpdate::AddSchema { schema: s } if schema.is_none() => schema = Some(s),
+            TableUpdate::SetCurrentSchema { schema_id } if schema_id == TableMetadataBuilder::LAST_ADDED => {}
+            TableUpdate::AddSpec { spec: s } if spec.is_none() => spec = Some(s),
+            TableUpdate::SetDefaultSpec { spec_id } if spec_id == TableMetadataBuilder::LAST_ADDED => {}
+            TableUpdate::AddSortOrder { sort_order } if order.is_none() => order = Some(sort_order),
+            TableUpdate::SetDefaultSortOrder { sort_order_id }
+                if sort_order_id == TableMetadataBuilder::LAST_ADDED as i64 => {}
+            TableUpdate::SetLocation { location: l } if location.is_none() => location = Some(l),
+            TableUpdate::UpgradeFormatVersion { format_version } if version.is_none() => version = Some(format_version),
+            other => rest.push(other),
+        }
+    }
+    let schema = schema.ok_or_else(|| {
+        Error::new(
+            ErrorKind::DataInvalid,
+            "a commit that creates a table (assert-create) needs an add-schema update",
+        )
+    })?;
+    let base = TableMetadataBuilder::new(
+        schema,
+        spec.unwrap_or_else(|| iceberg::spec::UnboundPartitionSpec::builder().build()),
+        order.unwrap_or(iceberg::spec::SortOrder::unsorted_order()),
+        location
+            .unwrap_or_else(|| default_location.to_string())
+            .trim_end_matches('/')
+            .to_string(),
+        version.unwrap_or(iceberg::spec::FormatVersion::V2),
+        HashMap::new(),
+    )?
+    .build()?
+    .metadata;
+    let mut builder = TableMetadataBuilder::new_from_metadata(base, None);
+    for update in rest {
         builder = update.apply(builder)?;
     }
     Ok(builder.build()?.metadata)
@@ -693,25 +1040,8 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn create_table(&self, namespace: &NamespaceIdent, creation: TableCreation) -> Result<Table> {
-        if !self.namespace_exists(namespace).await? {
-            return Err(Self::no_such_namespace(namespace));
-        }
-        let ident = TableIdent::new(namespace.clone(), creation.name.clone());
-        if self.metadata_location(&ident).await?.is_some() {
-            return Err(Error::new(
-                ErrorKind::TableAlreadyExists,
-                format!("table {ident} already exists"),
-            ));
-        }
-        let location = match &creation.location {
-            Some(l) => l.trim_end_matches('/').to_string(),
-            None => format!("{}/{}/{}", self.warehouse, namespace.join("/"), creation.name),
-        };
-        let creation = TableCreation {
-            location: Some(location.clone()),
-            ..creation
-        };
-        let metadata = TableMetadataBuilder::from_table_creation(creation)?.build()?.metadata;
+        let (ident, metadata) = self.creation_metadata(namespace, creation).await?;
+        let location = metadata.location().to_string();
         let metadata_location = MetadataLocation::new_with_metadata(&location, &metadata);
         metadata.write_to(&self.file_io, &metadata_location).await?;
         sync_local_file(&metadata_location.to_string())?;

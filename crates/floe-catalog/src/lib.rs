@@ -42,7 +42,7 @@
 mod catalog;
 mod positions;
 
-pub use catalog::{SqliteCatalog, file_io_for, sync_local_file};
+pub use catalog::{CommittedTable, SqliteCatalog, TableChange, file_io_for, sync_local_file};
 pub use positions::{
     PROP_ATTEMPT, PROP_PIPELINE, PROP_POSITION_FROM, PROP_POSITION_TO, PROP_SINK, SinkPosition, position_summary,
 };

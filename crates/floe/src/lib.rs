@@ -8,7 +8,8 @@
 //!        ─► sink (Parquet + Iceberg commit) ─► floe_catalog (SQLite, JDBC layout) ─► query
 //! ```
 //!
-//! [`server`] wires them together for `floe serve`; [`config`] is the `floe.toml` contract.
+//! [`server`] wires them together for `floe serve`; [`config`] is the `floe.toml` contract;
+//! [`rest`] serves the catalog over the Iceberg REST API under `/iceberg`.
 
 pub mod auth;
 pub mod config;
@@ -17,5 +18,6 @@ pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
 pub mod query;
+pub mod rest;
 pub mod server;
 pub mod sink;

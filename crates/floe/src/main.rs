@@ -134,26 +134,52 @@ fn print_catalog(config: &Config) {
     let db = config.catalog_db();
     let wh = config.warehouse_uri();
     let name = &config.catalog.name;
+    // The REST catalog is served on floe's own listener; a wildcard address is reached on loopback.
+    let listen = config
+        .server
+        .listen
+        .replace("0.0.0.0:", "127.0.0.1:")
+        .replace("[::]:", "127.0.0.1:");
+    let uri = format!("http://{listen}/iceberg");
+    let token_note = if config.auth.tokens.is_empty() {
+        ""
+    } else {
+        "\n  (tokens are configured: add your token — PyIceberg token=\"…\", Spark .token=…, DuckDB SECRET)"
+    };
     println!(
         "floe catalog {name:?}
-  SQLite (Iceberg JDBC layout): {db}
+  Iceberg REST catalog:         {uri}   (served by `floe serve`)
   warehouse:                    {wh}
+  SQLite (Iceberg JDBC layout): {db}{token_note}
 
-PyIceberg:
-  from pyiceberg.catalog.sql import SqlCatalog
-  catalog = SqlCatalog({name:?}, uri=\"sqlite:///{db}\", warehouse=\"{wh}\")
+PyIceberg (REST):
+  from pyiceberg.catalog.rest import RestCatalog
+  catalog = RestCatalog({name:?}, uri=\"{uri}\")
   catalog.load_table(\"analytics.events\").scan().to_arrow()
 
-DuckDB (read the current metadata file):
-  INSTALL iceberg; LOAD iceberg;
-  SELECT * FROM iceberg_scan((SELECT metadata_location FROM sqlite_scan('{db}', 'iceberg_tables')
-                              WHERE table_namespace = 'analytics' AND table_name = 'events'));
-
-Spark (JdbcCatalog):
+Spark (REST catalog):
   --conf spark.sql.catalog.{name}=org.apache.iceberg.spark.SparkCatalog
-  --conf spark.sql.catalog.{name}.catalog-impl=org.apache.iceberg.jdbc.JdbcCatalog
-  --conf spark.sql.catalog.{name}.uri=jdbc:sqlite:{db}
-  --conf spark.sql.catalog.{name}.warehouse={wh}",
+  --conf spark.sql.catalog.{name}.type=rest
+  --conf spark.sql.catalog.{name}.uri={uri}
+  --conf spark.sql.catalog.{name}.warehouse={name}
+
+DuckDB (REST catalog):
+  INSTALL iceberg; LOAD iceberg;
+  ATTACH '' AS {name} (TYPE iceberg, ENDPOINT '{uri}', AUTHORIZATION_TYPE 'none');
+  SELECT * FROM {name}.analytics.events;
+
+Without a running server, the SQLite file directly:
+  PyIceberg:
+    from pyiceberg.catalog.sql import SqlCatalog
+    catalog = SqlCatalog({name:?}, uri=\"sqlite:///{db}\", warehouse=\"{wh}\")
+  DuckDB (read the current metadata file):
+    SELECT * FROM iceberg_scan((SELECT metadata_location FROM sqlite_scan('{db}', 'iceberg_tables')
+                                WHERE table_namespace = 'analytics' AND table_name = 'events'));
+  Spark (JdbcCatalog):
+    --conf spark.sql.catalog.{name}=org.apache.iceberg.spark.SparkCatalog
+    --conf spark.sql.catalog.{name}.catalog-impl=org.apache.iceberg.jdbc.JdbcCatalog
+    --conf spark.sql.catalog.{name}.uri=jdbc:sqlite:{db}
+    --conf spark.sql.catalog.{name}.warehouse={wh}",
         db = db.display()
     );
 }

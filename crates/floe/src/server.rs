@@ -184,6 +184,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/query", post(crate::query::post_query))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .nest("/iceberg", crate::rest::router())
         .with_state(app)
 }
 

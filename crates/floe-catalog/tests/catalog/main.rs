@@ -10,3 +10,4 @@ mod concurrency;
 mod namespaces;
 mod scan;
 mod tables;
+mod transactions;

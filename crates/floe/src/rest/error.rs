@@ -1,0 +1,106 @@
+//! Errors of the Iceberg REST API in the spec's shape, `{"error": {"message", "type", "code"}}`.
+//!
+//! The `type` names are the exception classes the spec and the clients use (PyIceberg and the
+//! Java client map them, and the status, to their own exceptions): a 404 on a table is
+//! `NoSuchTableException`, a failed requirement or lost compare-and-swap is a 409
+//! `CommitFailedException`, and so on.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use iceberg::ErrorKind;
+use serde_json::json;
+
+/// One error answer of the REST API.
+#[derive(Debug)]
+pub struct RestError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The spec's `type` (an exception class name).
+    pub kind: &'static str,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// `Result` of a REST handler.
+pub type RestResult<T> = Result<T, RestError>;
+
+impl RestError {
+    /// A 400 `BadRequestException`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequestException", message)
+    }
+
+    /// An error with the given status and type.
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A 404 for a route floe does not serve.
+    pub fn no_route(method: &str, path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NotFoundException",
+            format!(
+                "{method} {path} is not a route of floe's Iceberg REST catalog (GET /iceberg/v1/config lists them)"
+            ),
+        )
+    }
+}
+
+impl From<iceberg::Error> for RestError {
+    fn from(e: iceberg::Error) -> Self {
+        // The message with its sources: the catalog puts the useful part in the source chain.
+        let mut message = e.message().to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        let (status, kind) = match e.kind() {
+            ErrorKind::TableNotFound => (StatusCode::NOT_FOUND, "NoSuchTableException"),
+            ErrorKind::NamespaceNotFound => (StatusCode::NOT_FOUND, "NoSuchNamespaceException"),
+            ErrorKind::TableAlreadyExists | ErrorKind::NamespaceAlreadyExists => {
+                (StatusCode::CONFLICT, "AlreadyExistsException")
+            }
+            // A failed requirement, a lost compare-and-swap, or a fenced sink position.
+            ErrorKind::CatalogCommitConflicts | ErrorKind::PreconditionFailed => {
+                (StatusCode::CONFLICT, "CommitFailedException")
+            }
+            ErrorKind::DataInvalid => (StatusCode::BAD_REQUEST, "BadRequestException"),
+            ErrorKind::FeatureUnsupported => (StatusCode::NOT_ACCEPTABLE, "UnsupportedOperationException"),
+            _ if e.retryable() => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailableException"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "ServerErrorException"),
+        };
+        Self::new(status, kind, message)
+    }
+}
+
+impl From<crate::error::Error> for RestError {
+    fn from(e: crate::error::Error) -> Self {
+        let status = e.status();
+        let kind = match status {
+            StatusCode::UNAUTHORIZED => "NotAuthorizedException",
+            StatusCode::FORBIDDEN => "ForbiddenException",
+            StatusCode::BAD_REQUEST => "BadRequestException",
+            StatusCode::NOT_FOUND => "NotFoundException",
+            StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailableException",
+            _ => "ServerErrorException",
+        };
+        Self::new(status, kind, e.to_string())
+    }
+}
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(kind = self.kind, message = %self.message, "iceberg REST request failed");
+        }
+        let body = json!({"error": {"message": self.message, "type": self.kind, "code": self.status.as_u16()}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,241 @@
+//! floe's catalog over the **Iceberg REST catalog API** (apache/iceberg
+//! `open-api/rest-catalog-open-api.yaml`), mounted under `/iceberg` on floe's listener, so Spark,
+//! PyIceberg, DuckDB and Trino connect with a URI (`http://host:port/iceberg`) and nothing else.
+//!
+//! Every route is a thin translation onto [`floe_catalog::SqliteCatalog`] — the same catalog, the
+//! same SQLite file and the same compare-and-swap commit path that floe's own sinks use
+//! ([`SqliteCatalog::commit_changes`](floe_catalog::SqliteCatalog::commit_changes)). So an
+//! outside engine's commit and a sink commit race on one `metadata_location` swap, and the catalog
+//! behaves the same whether it is reached over REST or as the SQLite file.
+//!
+//! - `GET /v1/config` answers `overrides.prefix = <catalog name>` and lists [`ENDPOINTS`]; the
+//!   routes are served both with that prefix (`/v1/floe/namespaces`) and without one
+//!   (`/v1/namespaces`), for clients that skip the prefix. Any other prefix is a 404.
+//! - Namespaces travel in paths as levels joined by `%1F` (and in the `parent` query parameter).
+//! - Lists page with `pageToken` / `pageSize` and answer `next-page-token` (see [`paging`]).
+//! - Auth: the `[[auth.tokens]]` bearer tokens; reads need `read`, `write` or `admin`, changes
+//!   `write` or `admin` (see [`Access`]).
+//!
+//! Design notes, limitations: `docs/rest-catalog.md`.
+
+mod error;
+mod handlers;
+pub mod paging;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use iceberg::{NamespaceIdent, TableIdent};
+use serde::de::DeserializeOwned;
+
+pub use error::{RestError, RestResult};
+
+use crate::server::App;
+
+/// The separator of namespace levels in paths and in the `parent` query parameter (the spec's
+/// `%1F`, decoded).
+pub const NAMESPACE_SEPARATOR: char = '\u{1f}';
+
+/// Every route floe serves, in the spec's `"METHOD /v1/{prefix}/…"` form; `GET /v1/config`
+/// answers this list as `endpoints`.
+pub const ENDPOINTS: &[&str] = &[
+    "GET /v1/{prefix}/namespaces",
+    "POST /v1/{prefix}/namespaces",
+    "GET /v1/{prefix}/namespaces/{namespace}",
+    "HEAD /v1/{prefix}/namespaces/{namespace}",
+    "DELETE /v1/{prefix}/namespaces/{namespace}",
+    "POST /v1/{prefix}/namespaces/{namespace}/properties",
+    "GET /v1/{prefix}/namespaces/{namespace}/tables",
+    "POST /v1/{prefix}/namespaces/{namespace}/tables",
+    "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+    "HEAD /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+    "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+    "DELETE /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+    "POST /v1/{prefix}/namespaces/{namespace}/register",
+    "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
+    "POST /v1/{prefix}/tables/rename",
+    "POST /v1/{prefix}/transactions/commit",
+];
+
+/// The routes, to be nested under `/iceberg`.
+pub fn router() -> Router<Arc<App>> {
+    use handlers::*;
+    let mut r = Router::new().route("/v1/config", get(config));
+    for base in ["/v1", "/v1/{prefix}"] {
+        r = r
+            .route(
+                &format!("{base}/namespaces"),
+                get(list_namespaces).post(create_namespace),
+            )
+            .route(
+                &format!("{base}/namespaces/{{namespace}}"),
+                get(load_namespace).head(namespace_exists).delete(drop_namespace),
+            )
+            .route(
+                &format!("{base}/namespaces/{{namespace}}/properties"),
+                post(update_namespace_properties),
+            )
+            .route(
+                &format!("{base}/namespaces/{{namespace}}/tables"),
+                get(list_tables).post(create_table),
+            )
+            .route(
+                &format!("{base}/namespaces/{{namespace}}/tables/{{table}}"),
+                get(load_table).head(table_exists).post(commit_table).delete(drop_table),
+            )
+            .route(
+                &format!("{base}/namespaces/{{namespace}}/register"),
+                post(register_table),
+            )
+            .route(
+                &format!("{base}/namespaces/{{namespace}}/tables/{{table}}/metrics"),
+                post(report_metrics),
+            )
+            .route(&format!("{base}/tables/rename"), post(rename_table))
+            .route(&format!("{base}/transactions/commit"), post(commit_transaction));
+    }
+    r.fallback(|req: Request| async move { RestError::no_route(req.method().as_str(), req.uri().path()) })
+        .method_not_allowed_fallback(|req: Request| async move {
+            RestError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowedException",
+                format!("{} is not allowed on {}", req.method(), req.uri().path()),
+            )
+        })
+}
+
+/// What a route needs from the caller's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Config, list, load, exists, metrics reports: scope `read`, `write` or `admin`.
+    Read,
+    /// Create, commit, drop, rename, register, properties: scope `write` or `admin`.
+    Write,
+}
+
+/// Checks the bearer token for `access` (DESIGN.md §3). With no tokens configured everything is
+/// served, whatever `Authorization` says (PyIceberg sends `Bearer None`).
+pub fn authorize(app: &App, headers: &HeaderMap, access: Access) -> RestResult<()> {
+    let auth = &app.config.auth;
+    match access {
+        Access::Write => crate::auth::require(auth, headers, "write").map_err(RestError::from),
+        Access::Read => match crate::auth::require(auth, headers, "read") {
+            Err(e) if e.status() == StatusCode::FORBIDDEN => {
+                crate::auth::require(auth, headers, "write").map_err(RestError::from)
+            }
+            other => other.map_err(RestError::from),
+        },
+    }
+}
+
+/// A JSON body whose parse errors answer 400 `BadRequestException` (not axum's plain-text 422).
+pub struct RestJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for RestJson<T> {
+    type Rejection = RestError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| RestError::bad_request(format!("cannot read the request body: {e}")))?;
+        serde_json::from_slice(&bytes)
+            .map(RestJson)
+            .map_err(|e| RestError::bad_request(format!("invalid request body: {e}")))
+    }
+}
+
+/// Path parameters: `prefix` (checked), `namespace`, `table`.
+pub struct RestPath {
+    params: HashMap<String, String>,
+}
+
+impl RestPath {
+    fn new(app: &App, params: HashMap<String, String>) -> RestResult<Self> {
+        if let Some(prefix) = params.get("prefix")
+            && prefix != &app.config.catalog.name
+        {
+            return Err(RestError::new(
+                StatusCode::NOT_FOUND,
+                "NotFoundException",
+                format!(
+                    "unknown prefix {prefix:?}: this catalog's prefix is {:?} (GET /v1/config)",
+                    app.config.catalog.name
+                ),
+            ));
+        }
+        Ok(Self { params })
+    }
+
+    /// The `{namespace}` parameter, levels split at `%1F`.
+    fn namespace(&self) -> RestResult<NamespaceIdent> {
+        parse_namespace(self.params.get("namespace").map(String::as_str).unwrap_or(""))
+    }
+
+    /// `{namespace}` and `{table}`.
+    fn table(&self) -> RestResult<TableIdent> {
+        let name = self.params.get("table").map(String::as_str).unwrap_or("");
+        Ok(TableIdent::new(self.namespace()?, check_table_name(name)?))
+    }
+}
+
+/// Parses a `%1F`-joined namespace (already percent-decoded).
+pub fn parse_namespace(joined: &str) -> RestResult<NamespaceIdent> {
+    namespace_from_levels(joined.split(NAMESPACE_SEPARATOR).map(str::to_string).collect())
+}
+
+/// Checks namespace levels: non-empty, and free of `.` (the JDBC layout joins levels with it),
+/// `/` and control characters.
+pub fn namespace_from_levels(levels: Vec<String>) -> RestResult<NamespaceIdent> {
+    if levels.is_empty() {
+        return Err(RestError::bad_request("a namespace needs at least one level"));
+    }
+    for level in &levels {
+        if level.is_empty() || level.contains(['.', '/']) || level.chars().any(char::is_control) {
+            return Err(RestError::bad_request(format!(
+                "invalid namespace level {level:?}: levels are non-empty and contain no '.', '/' or control characters"
+            )));
+        }
+    }
+    NamespaceIdent::from_vec(levels).map_err(RestError::from)
+}
+
+/// Checks a table name: non-empty, no `/` or control characters.
+pub fn check_table_name(name: &str) -> RestResult<String> {
+    if name.is_empty() || name.contains('/') || name.chars().any(char::is_control) {
+        return Err(RestError::bad_request(format!(
+            "invalid table name {name:?}: names are non-empty and contain no '/' or control characters"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_split_at_unit_separator() {
+        let ns = parse_namespace("a\u{1f}b").unwrap();
+        assert_eq!(ns.inner(), vec!["a".to_string(), "b".to_string()]);
+        for bad in ["", "a\u{1f}", "a.b", "a/b", "\u{1f}b"] {
+            let e = parse_namespace(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn endpoints_are_unique_and_well_formed() {
+        let mut seen = std::collections::HashSet::new();
+        for e in ENDPOINTS {
+            let (method, path) = e.split_once(' ').unwrap();
+            assert!(["GET", "HEAD", "POST", "DELETE"].contains(&method), "{e}");
+            assert!(path.starts_with("/v1/{prefix}/"), "{e}");
+            assert!(seen.insert(*e), "{e} twice");
+        }
+    }
+}

@@ -1,0 +1,399 @@
+"""floe's catalog over the Iceberg REST API (`/iceberg`), used the way outside engines use it.
+
+PyIceberg's `RestCatalog` (uri `http://127.0.0.1:PORT/iceberg`) lists and creates namespaces and
+tables, appends, reads back the rows floe's pipeline wrote, and gets its proper exceptions
+(`CommitFailedException` on a conflicting commit, `NoSuchTableError`, ...). What it writes is
+read back through the SQLite file (PyIceberg's `SqlCatalog`): one catalog, two ways in. DuckDB's
+iceberg extension ATTACHes the REST catalog and reads floe's table. Auth scopes, multi-table
+transactions (all or nothing) and staged creates are checked over raw HTTP and PyIceberg.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+import pyarrow as pa
+import pytest
+
+from conftest import (
+    CATALOG_NAME,
+    assert_accepted,
+    http_request,
+    ids_exactly_once,
+    make_events,
+    read_table,
+    sql_catalog,
+    wait_for_rows,
+)
+
+SEP = "\x1f"
+
+
+def rest_catalog(server, token: str | None = None, **props):
+    """PyIceberg's RestCatalog on floe's `/iceberg` (no proxies: loopback only)."""
+    from pyiceberg.catalog.rest import RestCatalog
+
+    if token is not None:
+        props["token"] = token
+    return RestCatalog(CATALOG_NAME, uri=f"{server.url}/iceberg", **props)
+
+
+def api(server, method: str, path: str, body=None, token: str | None = None, prefixed: bool = True):
+    """One raw REST call: `path` after `/iceberg/v1/{prefix}` (or `/iceberg/v1` unprefixed)."""
+    base = f"{server.url}/iceberg/v1" + (f"/{CATALOG_NAME}" if prefixed else "")
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    return http_request(method, base + path, data, headers)
+
+
+def ns_path(*levels: str) -> str:
+    return urllib.parse.quote(SEP.join(levels), safe="")
+
+
+def assert_rest_error(resp, status: int, kind: str) -> dict:
+    assert resp.status == status, f"want {status}, got {resp.status}: {resp.body[:500]!r}"
+    err = resp.json()["error"]
+    assert err["code"] == status and err["type"] == kind, err
+    assert isinstance(err["message"], str) and err["message"], err
+    return err
+
+
+def simple_schema():
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import LongType, NestedField, StringType
+
+    return Schema(
+        NestedField(1, "id", LongType(), required=False),
+        NestedField(2, "name", StringType(), required=False),
+    )
+
+
+def rows(ids) -> pa.Table:
+    ids = list(ids)
+    return pa.table({"id": pa.array(ids, pa.int64()), "name": [f"n{i}" for i in ids]})
+
+
+# --- PyIceberg ----------------------------------------------------------------------------------
+
+
+def test_config_names_prefix_and_every_route(floe_server):
+    resp = http_request("GET", f"{floe_server.url}/iceberg/v1/config")
+    assert resp.status == 200
+    cfg = resp.json()
+    assert cfg["overrides"] == {"prefix": CATALOG_NAME}
+    assert cfg["defaults"] == {}
+    eps = set(cfg["endpoints"])
+    for want in (
+        "GET /v1/{prefix}/namespaces", "POST /v1/{prefix}/namespaces", "HEAD /v1/{prefix}/namespaces/{namespace}",
+        "POST /v1/{prefix}/namespaces/{namespace}/properties", "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+        "POST /v1/{prefix}/tables/rename", "POST /v1/{prefix}/transactions/commit",
+        "POST /v1/{prefix}/namespaces/{namespace}/register",
+        "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
+    ):
+        assert want in eps, want
+    # The same catalog with and without the prefix; another prefix is not this catalog.
+    assert api(floe_server, "GET", "/namespaces").json() == api(floe_server, "GET", "/namespaces", prefixed=False).json()
+    assert_rest_error(http_request("GET", f"{floe_server.url}/iceberg/v1/other/namespaces"), 404, "NotFoundException")
+    assert_rest_error(
+        http_request("GET", f"{floe_server.url}/iceberg/v1/config?warehouse=elsewhere"), 404, "NoSuchWarehouseException"
+    )
+
+
+def test_pyiceberg_reads_floe_rows_appends_and_sees_the_same_catalog(floe_server):
+    events = make_events("floe", 12)
+    assert_accepted(floe_server.post_events(events), 12)
+    wait_for_rows(floe_server, 12)
+
+    cat = rest_catalog(floe_server)
+    assert ("analytics",) in cat.list_namespaces()
+    assert ("analytics", "events") in cat.list_tables("analytics")
+    assert cat.table_exists("analytics.events")
+    table = cat.load_table("analytics.events")
+    got = table.scan().to_arrow()
+    assert sorted(got.column("id").to_pylist()) == sorted(e["id"] for e in events)
+
+    # Append through REST; floe's own sink and the SQLite file see it.
+    from test_outside_writer import _outside_batch
+
+    batch = _outside_batch(table, 1)
+    table.append(batch)
+    more = make_events("floe2", 8)
+    assert_accepted(floe_server.post_events(more), 8)
+    want = [e["id"] for e in events + more] + batch.column("id").to_pylist()
+    ids_exactly_once(wait_for_rows(floe_server, len(want), settle=1.5), want)
+    ids_exactly_once(cat.load_table("analytics.events").scan().to_arrow(), want)
+    # floe's sink position is untouched by the outside commit.
+    positions = sql_catalog(floe_server).engine
+    try:
+        with positions.connect() as c:
+            from sqlalchemy import text
+
+            (pos,) = c.execute(text("SELECT position FROM floe_sink_positions")).one()
+    finally:
+        positions.dispose()
+    assert pos == 20
+
+
+def test_pyiceberg_namespaces_and_tables_lifecycle(floe_server):
+    from pyiceberg.exceptions import (
+        NamespaceAlreadyExistsError,
+        NamespaceNotEmptyError,
+        NoSuchNamespaceError,
+        NoSuchTableError,
+        TableAlreadyExistsError,
+    )
+
+    cat = rest_catalog(floe_server)
+    cat.create_namespace("ext", {"owner": "data-team"})
+    cat.create_namespace(("ext", "sub"))
+    with pytest.raises(NamespaceAlreadyExistsError):
+        cat.create_namespace("ext")
+    assert ("ext",) in cat.list_namespaces()
+    assert cat.list_namespaces("ext") == [("ext", "sub")]
+    assert cat.load_namespace_properties("ext") == {"owner": "data-team"}
+    summary = cat.update_namespace_properties("ext", removals={"owner", "nope"}, updates={"tier": "gold"})
+    assert summary.removed == ["owner"] and summary.missing == ["nope"] and summary.updated == ["tier"]
+    assert cat.load_namespace_properties("ext") == {"tier": "gold"}
+    with pytest.raises(NoSuchNamespaceError):
+        cat.load_namespace_properties("nope")
+    with pytest.raises(NoSuchNamespaceError):
+        cat.list_tables("nope")
+
+    t = cat.create_table(("ext", "sub", "people"), schema=simple_schema())
+    with pytest.raises(TableAlreadyExistsError):
+        cat.create_table(("ext", "sub", "people"), schema=simple_schema())
+    t.append(rows(range(5)))
+    # The SQLite file sees the REST-created table and its rows.
+    assert sorted(read_table(floe_server, "ext.sub.people").column("id").to_pylist()) == list(range(5))
+    assert cat.list_tables(("ext", "sub")) == [("ext", "sub", "people")]
+
+    with pytest.raises(NamespaceNotEmptyError):
+        cat.drop_namespace(("ext", "sub"))
+    with pytest.raises(NamespaceNotEmptyError):
+        cat.drop_namespace("ext")  # has a child namespace
+    with pytest.raises(NoSuchTableError):
+        cat.load_table("ext.sub.nope")
+
+    cat.rename_table("ext.sub.people", "ext.persons")
+    assert not cat.table_exists("ext.sub.people")
+    assert sorted(cat.load_table("ext.persons").scan().to_arrow().column("id").to_pylist()) == list(range(5))
+    with pytest.raises(NoSuchTableError):
+        cat.rename_table("ext.sub.people", "ext.again")
+
+    location = cat.load_table("ext.persons").metadata_location
+    cat.drop_table("ext.persons")
+    assert not cat.table_exists("ext.persons")
+    # Dropped without purge: the files are still there, so the table can be registered back.
+    back = cat.register_table("ext.persons_back", location)
+    assert sorted(back.scan().to_arrow().column("id").to_pylist()) == list(range(5))
+    with pytest.raises(TableAlreadyExistsError):
+        cat.register_table("ext.persons_back", location)
+
+    # Purge deletes the files.
+    table_dir = back.location().removeprefix("file://")
+    import pathlib
+
+    assert pathlib.Path(table_dir).exists()
+    cat.purge_table("ext.persons_back")
+    assert not pathlib.Path(table_dir, "data").exists() or not any(pathlib.Path(table_dir, "data").rglob("*.parquet"))
+    cat.drop_namespace(("ext", "sub"))
+    cat.drop_namespace("ext")
+    assert ("ext",) not in cat.list_namespaces()
+
+
+def test_conflicting_commits_raise_commit_failed(floe_server):
+    from pyiceberg.exceptions import CommitFailedException
+
+    cat = rest_catalog(floe_server)
+    cat.create_namespace("c")
+    # Without client-side retries the lost race surfaces as CommitFailedException (409).
+    cat.create_table("c.t", schema=simple_schema(), properties={"commit.retry.num-retries": "0"})
+    a = cat.load_table("c.t")
+    b = cat.load_table("c.t")
+    a.append(rows([1, 2]))
+    with pytest.raises(CommitFailedException):
+        b.append(rows([3]))
+    # A reload sees the first commit; the retry lands.
+    b = cat.load_table("c.t")
+    b.append(rows([3]))
+    assert sorted(cat.load_table("c.t").scan().to_arrow().column("id").to_pylist()) == [1, 2, 3]
+
+    # With PyIceberg's default retries, the 409 makes it refresh and re-apply: both appends land.
+    cat.create_table("c.u", schema=simple_schema())
+    a = cat.load_table("c.u")
+    b = cat.load_table("c.u")
+    a.append(rows([1]))
+    b.append(rows([2]))
+    assert sorted(cat.load_table("c.u").scan().to_arrow().column("id").to_pylist()) == [1, 2]
+
+    # A stale requirement over raw HTTP: 409 in the spec's shape, nothing changed.
+    before = cat.load_table("c.u").metadata_location
+    stale = {"requirements": [{"type": "assert-ref-snapshot-id", "ref": "main", "snapshot-id": 1}],
+             "updates": [{"action": "set-properties", "updates": {"x": "y"}}]}
+    assert_rest_error(api(floe_server, "POST", "/namespaces/c/tables/u", stale), 409, "CommitFailedException")
+    assert cat.load_table("c.u").metadata_location == before
+
+
+def test_staged_create_with_pyiceberg_transaction(floe_server):
+    cat = rest_catalog(floe_server)
+    cat.create_namespace("st")
+    tx = cat.create_table_transaction("st.staged", schema=simple_schema(), properties={"k": "v"})
+    assert not cat.table_exists("st.staged")  # staged: nothing in the catalog yet
+    tx.append(rows([7, 8]))
+    tx.commit_transaction()
+    t = cat.load_table("st.staged")
+    assert t.properties["k"] == "v"
+    assert sorted(t.scan().to_arrow().column("id").to_pylist()) == [7, 8]
+    assert sorted(read_table(floe_server, "st.staged").column("id").to_pylist()) == [7, 8]
+
+
+def test_multi_table_transaction_is_all_or_nothing(floe_server):
+    cat = rest_catalog(floe_server)
+    cat.create_namespace("tx")
+    for name in ("a", "b"):
+        cat.create_table(f"tx.{name}", schema=simple_schema())
+    uuid_a = cat.load_table("tx.a").metadata.table_uuid
+    uuid_b = cat.load_table("tx.b").metadata.table_uuid
+
+    def change(name, uuid, value):
+        return {
+            "identifier": {"namespace": ["tx"], "name": name},
+            "requirements": [{"type": "assert-table-uuid", "uuid": str(uuid)}],
+            "updates": [{"action": "set-properties", "updates": {"marker": value}}],
+        }
+
+    # One requirement fails: neither table changes.
+    bad = change("b", "00000000-0000-0000-0000-000000000000", "x")
+    resp = api(floe_server, "POST", "/transactions/commit", {"table-changes": [change("a", uuid_a, "x"), bad]})
+    assert_rest_error(resp, 409, "CommitFailedException")
+    assert "marker" not in cat.load_table("tx.a").properties
+    assert "marker" not in cat.load_table("tx.b").properties
+    # A missing table: 404, nothing changes.
+    missing = {"identifier": {"namespace": ["tx"], "name": "zz"}, "requirements": [], "updates": []}
+    resp = api(floe_server, "POST", "/transactions/commit", {"table-changes": [change("a", uuid_a, "x"), missing]})
+    assert_rest_error(resp, 404, "NoSuchTableException")
+    assert "marker" not in cat.load_table("tx.a").properties
+
+    resp = api(floe_server, "POST", "/transactions/commit",
+               {"table-changes": [change("a", uuid_a, "1"), change("b", uuid_b, "2")]})
+    assert resp.status == 204, resp.body
+    assert cat.load_table("tx.a").properties["marker"] == "1"
+    assert cat.load_table("tx.b").properties["marker"] == "2"
+
+
+def test_bad_requests_get_the_spec_error_shape(floe_server):
+    assert_rest_error(api(floe_server, "POST", "/namespaces", b"{not json"), 400, "BadRequestException")
+    assert_rest_error(api(floe_server, "POST", "/namespaces", {"namespace": []}), 400, "BadRequestException")
+    assert_rest_error(api(floe_server, "POST", "/namespaces", {"namespace": ["a.b"]}), 400, "BadRequestException")
+    assert_rest_error(api(floe_server, "GET", "/namespaces?pageSize=0"), 400, "BadRequestException")
+    assert_rest_error(api(floe_server, "GET", "/namespaces/nope"), 404, "NoSuchNamespaceException")
+    assert_rest_error(api(floe_server, "GET", "/namespaces/nope/tables/t"), 404, "NoSuchTableException")
+    assert api(floe_server, "HEAD", "/namespaces/nope").status == 404
+    api(floe_server, "POST", "/namespaces", {"namespace": ["e"]})
+    assert api(floe_server, "HEAD", "/namespaces/e").status == 204
+    assert_rest_error(api(floe_server, "POST", "/namespaces", {"namespace": ["e"]}), 409, "AlreadyExistsException")
+    assert_rest_error(api(floe_server, "DELETE", "/namespaces/e/tables/t?purgeRequested=maybe"), 400,
+                      "BadRequestException")
+    assert_rest_error(api(floe_server, "POST", "/namespaces/e/properties",
+                          {"removals": ["k"], "updates": {"k": "v"}}), 422, "UnprocessableEntityException")
+    assert_rest_error(api(floe_server, "GET", "/namespaces/e/nothing-here"), 404, "NotFoundException")
+
+
+def test_paging_lists_every_namespace_once(floe_server):
+    cat = rest_catalog(floe_server)
+    names = [f"p{i:02d}" for i in range(7)]
+    for n in names:
+        cat.create_namespace(n)
+    names = sorted(names + ["analytics"])  # floe's sink made its namespace at start
+    seen, token, pages = [], "", 0
+    while token is not None:
+        resp = api(floe_server, "GET", f"/namespaces?pageSize=3&pageToken={urllib.parse.quote(token)}")
+        assert resp.status == 200
+        body = resp.json()
+        assert len(body["namespaces"]) <= 3
+        seen += [n[0] for n in body["namespaces"]]
+        token = body.get("next-page-token")
+        pages += 1
+    assert seen == names and pages == 3
+    # Without a pageToken, pageSize is not a page: the whole list, no next-page-token.
+    whole = api(floe_server, "GET", "/namespaces?pageSize=2").json()
+    assert [n[0] for n in whole["namespaces"]] == names and whole["next-page-token"] is None
+    # PyIceberg pages by itself when the server answers next-page-token.
+    assert [n[0] for n in cat.list_namespaces()] == names
+    assert_rest_error(api(floe_server, "GET", "/namespaces?pageToken=%21%21"), 400, "BadRequestException")
+
+
+# --- DuckDB -------------------------------------------------------------------------------------
+
+
+def test_duckdb_attaches_the_rest_catalog(floe_server, duckdb_con):
+    events = make_events("duck", 15)
+    assert_accepted(floe_server.post_events(events), 15)
+    wait_for_rows(floe_server, 15)
+    duckdb_con.execute(
+        f"ATTACH '' AS c (TYPE iceberg, ENDPOINT '{floe_server.url}/iceberg', AUTHORIZATION_TYPE 'none')"
+    )
+    got = duckdb_con.execute("SELECT id FROM c.analytics.events ORDER BY id").fetchall()
+    assert [r[0] for r in got] == sorted(e["id"] for e in events)
+    tables = duckdb_con.execute("SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = 'c'").fetchall()
+    assert ("analytics", "events") in tables
+
+
+# --- auth ---------------------------------------------------------------------------------------
+
+TOKENS = """
+[[auth.tokens]]
+token = "reader-token"
+scopes = ["read"]
+
+[[auth.tokens]]
+token = "writer-token"
+scopes = ["write"]
+
+[[auth.tokens]]
+token = "admin-token"
+scopes = ["admin"]
+
+[[auth.tokens]]
+token = "sender-token"
+scopes = ["send:events"]
+"""
+
+
+def test_auth_scopes(floe_server_factory):
+    from pyiceberg.exceptions import ForbiddenError
+
+    server = floe_server_factory(extra=TOKENS)
+    # Missing or unknown token: 401 on every route, reads included.
+    assert_rest_error(http_request("GET", f"{server.url}/iceberg/v1/config"), 401, "NotAuthorizedException")
+    assert_rest_error(api(server, "GET", "/namespaces", token="nope"), 401, "NotAuthorizedException")
+    assert_rest_error(api(server, "GET", "/namespaces", token="None"), 401, "NotAuthorizedException")
+    # A token without a catalog scope: 403.
+    assert_rest_error(api(server, "GET", "/namespaces", token="sender-token"), 403, "ForbiddenException")
+    # read: list and load; not create.
+    assert api(server, "GET", "/namespaces", token="reader-token").status == 200
+    assert_rest_error(api(server, "POST", "/namespaces", {"namespace": ["r"]}, token="reader-token"), 403,
+                      "ForbiddenException")
+    reader = rest_catalog(server, token="reader-token")
+    with pytest.raises(ForbiddenError):
+        reader.create_namespace("r")
+    # write and admin: create, and read too.
+    writer = rest_catalog(server, token="writer-token")
+    writer.create_namespace("w")
+    writer.create_table("w.t", schema=simple_schema()).append(rows([1]))
+    assert reader.load_table("w.t").scan().to_arrow().num_rows == 1
+    admin = rest_catalog(server, token="admin-token")
+    admin.drop_table("w.t")
+    assert writer.list_tables("w") == []
+    with pytest.raises(ForbiddenError):
+        reader.drop_namespace("w")
+
+
+def test_no_tokens_serves_bearer_none(floe_server):
+    # PyIceberg without a token sends `Authorization: Bearer None` in some versions.
+    assert api(floe_server, "GET", "/namespaces", token="None").status == 200
+    assert api(floe_server, "POST", "/namespaces", {"namespace": ["n"]}, token="None").status == 200
+    assert ("n",) in rest_catalog(floe_server).list_namespaces()
