@@ -98,7 +98,7 @@ def test_config_names_prefix_and_every_route(floe_server):
     assert api(floe_server, "GET", "/namespaces").json() == api(floe_server, "GET", "/namespaces", prefixed=False).json()
     assert_rest_error(http_request("GET", f"{floe_server.url}/iceberg/v1/other/namespaces"), 404, "NotFoundException")
     assert_rest_error(
-        http_request("GET", f"{floe_server.url}/iceberg/v1/config?warehouse=elsewhere"), 404, "NoSuchWarehouseException"
+        http_request("GET", f"{floe_server.url}/iceberg/v1/config?warehouse=elsewhere"), 400, "BadRequestException"
     )
 
 
@@ -397,3 +397,32 @@ def test_no_tokens_serves_bearer_none(floe_server):
     assert api(floe_server, "GET", "/namespaces", token="None").status == 200
     assert api(floe_server, "POST", "/namespaces", {"namespace": ["n"]}, token="None").status == 200
     assert ("n",) in rest_catalog(floe_server).list_namespaces()
+
+
+# --- floe catalog -------------------------------------------------------------------------------
+
+
+def test_floe_catalog_prints_snippets_that_work(floe_server, duckdb_con):
+    import re
+
+    from conftest import run_floe
+
+    events = make_events("cli", 5)
+    assert_accepted(floe_server.post_events(events), 5)
+    wait_for_rows(floe_server, 5)
+    out = run_floe("catalog", "--config", floe_server.config_path, cwd=floe_server.workdir)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    uri = f"{floe_server.url}/iceberg"
+    assert f"Iceberg REST catalog:         {uri}" in text, text
+    assert f"spark.sql.catalog.{CATALOG_NAME}.type=rest" in text and f".uri={uri}" in text, text
+    assert "SqlCatalog(" in text and "JdbcCatalog" in text, text  # the SQLite-file way is still there
+    # The PyIceberg snippet, as printed, connects.
+    (snippet_uri,) = re.findall(r'RestCatalog\("floe", uri="([^"]+)"\)', text)
+    from pyiceberg.catalog.rest import RestCatalog
+
+    assert ("analytics", "events") in RestCatalog(CATALOG_NAME, uri=snippet_uri).list_tables("analytics")
+    # The DuckDB ATTACH line, as printed, reads the table.
+    (attach,) = [line.strip() for line in text.splitlines() if line.strip().startswith("ATTACH ")]
+    duckdb_con.execute(attach)
+    assert duckdb_con.execute(f"SELECT count(*) FROM {CATALOG_NAME}.analytics.events").fetchone()[0] == 5

@@ -88,15 +88,12 @@ pub async fn config(State(app): State<Arc<App>>, headers: HeaderMap, query: Quer
         && w != &app.config.catalog.name
         && w.trim_end_matches('/') != catalog(&app).warehouse()
     {
-        return Err(RestError::new(
-            StatusCode::NOT_FOUND,
-            "NoSuchWarehouseException",
-            format!(
-                "unknown warehouse {w:?}: this catalog serves {:?} (or {:?})",
-                app.config.catalog.name,
-                catalog(&app).warehouse()
-            ),
-        ));
+        // 400: the status the spec documents for getConfig (it has no 404).
+        return Err(RestError::bad_request(format!(
+            "unknown warehouse {w:?}: this catalog serves {:?} (or {:?})",
+            app.config.catalog.name,
+            catalog(&app).warehouse()
+        )));
     }
     Ok(axum::Json(json!({
         "defaults": {},
