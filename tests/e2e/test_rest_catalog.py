@@ -126,15 +126,29 @@ def test_pyiceberg_reads_floe_rows_appends_and_sees_the_same_catalog(floe_server
     ids_exactly_once(wait_for_rows(floe_server, len(want), settle=1.5), want)
     ids_exactly_once(cat.load_table("analytics.events").scan().to_arrow(), want)
     # floe's sink position is untouched by the outside commit.
-    positions = sql_catalog(floe_server).engine
+    assert sink_position(floe_server) == 20
+
+    # An outside commit cannot move floe's position by carrying floe's snapshot-summary keys.
+    from pyiceberg.exceptions import BadRequestError
+
+    forged = {"floe.pipeline": "events_to_table", "floe.sink": "events_table",
+              "floe.position.from": "20", "floe.position.to": "1000"}
+    with pytest.raises(BadRequestError, match="floe"):
+        cat.load_table("analytics.events").append(_outside_batch(table, 2), snapshot_properties=forged)
+    assert sink_position(floe_server) == 20
+    ids_exactly_once(cat.load_table("analytics.events").scan().to_arrow(), want)
+
+
+def sink_position(server) -> int:
+    engine = sql_catalog(server).engine
     try:
-        with positions.connect() as c:
+        with engine.connect() as c:
             from sqlalchemy import text
 
             (pos,) = c.execute(text("SELECT position FROM floe_sink_positions")).one()
     finally:
-        positions.dispose()
-    assert pos == 20
+        engine.dispose()
+    return pos
 
 
 def test_pyiceberg_namespaces_and_tables_lifecycle(floe_server):

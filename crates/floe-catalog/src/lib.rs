@@ -44,5 +44,6 @@ mod positions;
 
 pub use catalog::{CommittedTable, SqliteCatalog, TableChange, file_io_for, sync_local_file};
 pub use positions::{
-    PROP_ATTEMPT, PROP_PIPELINE, PROP_POSITION_FROM, PROP_POSITION_TO, PROP_SINK, SinkPosition, position_summary,
+    PROP_ATTEMPT, PROP_PIPELINE, PROP_POSITION_FROM, PROP_POSITION_TO, PROP_SINK, SinkPosition, carries_sink_keys,
+    position_summary,
 };

@@ -58,6 +58,26 @@ pub fn position_summary(
     ])
 }
 
+/// Whether a snapshot added by `updates` carries any of floe's sink keys (`floe.pipeline`,
+/// `floe.sink`, `floe.position.*`, `floe.attempt`) in its summary. Only floe's own sinks may
+/// commit such a snapshot: from anyone else (the REST API) it would move a sink's position.
+pub fn carries_sink_keys(updates: &[TableUpdate]) -> bool {
+    const KEYS: [&str; 5] = [
+        PROP_PIPELINE,
+        PROP_SINK,
+        PROP_POSITION_FROM,
+        PROP_POSITION_TO,
+        PROP_ATTEMPT,
+    ];
+    updates.iter().any(|u| match u {
+        TableUpdate::AddSnapshot { snapshot } => {
+            let props = &snapshot.summary().additional_properties;
+            KEYS.iter().any(|k| props.contains_key(*k))
+        }
+        _ => false,
+    })
+}
+
 /// A position move found in a commit's updates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PositionMove {

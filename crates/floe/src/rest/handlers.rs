@@ -8,7 +8,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use floe_catalog::{SqliteCatalog, TableChange};
+use floe_catalog::{SqliteCatalog, TableChange, carries_sink_keys};
 use iceberg::spec::{FormatVersion, Schema, SortOrder, TableMetadata, UnboundPartitionSpec};
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent, TableRequirement, TableUpdate};
 use serde::{Deserialize, Serialize};
@@ -391,6 +391,18 @@ pub struct CommitTableRequest {
     updates: Vec<TableUpdate>,
 }
 
+/// An outside commit must not carry floe's sink keys: they would move a sink's position (only
+/// floe's sinks commit those, through the same catalog but not over REST).
+fn refuse_sink_keys(ident: &TableIdent, updates: &[TableUpdate]) -> RestResult<()> {
+    if carries_sink_keys(updates) {
+        return Err(RestError::bad_request(format!(
+            "commit to {ident}: the snapshot summary keys floe.pipeline, floe.sink, floe.position.* and floe.attempt \
+             are reserved for floe's own sinks"
+        )));
+    }
+    Ok(())
+}
+
 /// `POST /v1/{prefix}/namespaces/{namespace}/tables/{table}`: requirements and updates, one
 /// compare-and-swap ([`SqliteCatalog::commit_changes`]).
 pub async fn commit_table(
@@ -412,6 +424,7 @@ pub async fn commit_table(
             id.name
         )));
     }
+    refuse_sink_keys(&ident, &req.updates)?;
     let committed = catalog(&app)
         .commit_changes(vec![TableChange {
             ident,
@@ -579,8 +592,10 @@ pub async fn commit_transaction(
                 "every entry of table-changes needs an identifier",
             ));
         };
+        let ident = id.to_ident()?;
+        refuse_sink_keys(&ident, &change.updates)?;
         changes.push(TableChange {
-            ident: id.to_ident()?,
+            ident,
             requirements: change.requirements,
             updates: change.updates,
         });
