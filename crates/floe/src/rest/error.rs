@@ -104,3 +104,55 @@ impl IntoResponse for RestError {
         (self.status, axum::Json(body)).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(kind: ErrorKind) -> (u16, &'static str) {
+        let e = RestError::from(iceberg::Error::new(kind, "x"));
+        (e.status.as_u16(), e.kind)
+    }
+
+    #[test]
+    fn iceberg_errors_map_to_the_spec_exceptions() {
+        assert_eq!(mapped(ErrorKind::TableNotFound), (404, "NoSuchTableException"));
+        assert_eq!(mapped(ErrorKind::NamespaceNotFound), (404, "NoSuchNamespaceException"));
+        assert_eq!(mapped(ErrorKind::TableAlreadyExists), (409, "AlreadyExistsException"));
+        assert_eq!(
+            mapped(ErrorKind::NamespaceAlreadyExists),
+            (409, "AlreadyExistsException")
+        );
+        assert_eq!(
+            mapped(ErrorKind::CatalogCommitConflicts),
+            (409, "CommitFailedException")
+        );
+        assert_eq!(mapped(ErrorKind::PreconditionFailed), (409, "CommitFailedException"));
+        assert_eq!(mapped(ErrorKind::DataInvalid), (400, "BadRequestException"));
+        assert_eq!(mapped(ErrorKind::Unexpected), (500, "ServerErrorException"));
+        let busy = RestError::from(iceberg::Error::new(ErrorKind::Unexpected, "busy").with_retryable(true));
+        assert_eq!((busy.status.as_u16(), busy.kind), (503, "ServiceUnavailableException"));
+    }
+
+    #[tokio::test]
+    async fn the_body_has_the_spec_shape() {
+        let resp = RestError::bad_request("no").into_response();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({"error": {"message": "no", "type": "BadRequestException", "code": 400}})
+        );
+        let auth = RestError::from(crate::error::Error::Auth {
+            status: StatusCode::FORBIDDEN,
+            message: "scope".into(),
+        });
+        assert_eq!((auth.status.as_u16(), auth.kind), (403, "ForbiddenException"));
+        let auth = RestError::from(crate::error::Error::Auth {
+            status: StatusCode::UNAUTHORIZED,
+            message: "token".into(),
+        });
+        assert_eq!((auth.status.as_u16(), auth.kind), (401, "NotAuthorizedException"));
+    }
+}
