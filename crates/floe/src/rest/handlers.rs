@@ -497,22 +497,17 @@ pub async fn register_table(
             format!("namespace {} does not exist", ident.namespace().join(".")),
         )));
     }
-    if !cat.file_io().exists(&req.metadata_location).await.unwrap_or(false) {
+    // A file that is missing or not table metadata is the caller's mistake (400); failures after
+    // that (the catalog database) keep their own status.
+    if let Err(e) = TableMetadata::read_from(cat.file_io(), &req.metadata_location).await {
         return Err(RestError::bad_request(format!(
-            "metadata-location {:?} does not exist",
+            "metadata-location {:?} is not readable table metadata: {e}",
             req.metadata_location
         )));
     }
     let table = cat
         .register_table_at(&ident, &req.metadata_location, req.overwrite)
-        .await
-        .map_err(|e| match e.kind() {
-            iceberg::ErrorKind::DataInvalid | iceberg::ErrorKind::Unexpected => RestError::bad_request(format!(
-                "metadata-location {:?} is not readable table metadata: {e}",
-                req.metadata_location
-            )),
-            _ => RestError::from(e),
-        })?;
+        .await?;
     Ok(load_table_result(table.metadata_location(), table.metadata()))
 }
 
