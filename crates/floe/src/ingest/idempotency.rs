@@ -43,6 +43,9 @@ pub struct Answer {
     pub next_offset: u64,
     /// When it was acknowledged (Unix millis).
     pub at_ms: i64,
+    /// Rows stored as dead letters (`on_invalid = "dead_letter"`).
+    #[serde(default)]
+    pub dead_lettered: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -112,6 +115,13 @@ impl IdempotencyStore {
                         first_offset: r.offset,
                         next_offset: r.end(),
                         at_ms: r.appended_at_ms,
+                        dead_lettered: r
+                            .batch
+                            .schema()
+                            .metadata()
+                            .get(super::dead_letter::RECORD_DEAD_LETTERED_METADATA)
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0),
                     };
                     entries.entry(key.clone()).or_insert(answer);
                 }
