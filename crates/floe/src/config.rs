@@ -630,7 +630,10 @@ impl Config {
             if s.on_invalid != OnInvalid::DeadLetter {
                 continue;
             }
-            for reserved in [format!("{}_dead_letter", s.name), format!("{}_dead_letter_table", s.name)] {
+            for reserved in [
+                format!("{}_dead_letter", s.name),
+                format!("{}_dead_letter_table", s.name),
+            ] {
                 if names.contains(&reserved) || pipelines.contains(&reserved) {
                     return invalid(
                         format!("streams[{i}].on_invalid"),

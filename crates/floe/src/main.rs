@@ -160,7 +160,11 @@ async fn validate(config: &Config, sql: &str, json: bool) -> std::process::ExitC
                 let table = v.table.as_deref().unwrap_or("?");
                 println!("INSERT INTO {} (table {table}) FROM {}:", v.sink, v.stream);
                 for c in columns_json(&v.output).as_array().into_iter().flatten() {
-                    let required = if c["required"].as_bool() == Some(true) { "required" } else { "" };
+                    let required = if c["required"].as_bool() == Some(true) {
+                        "required"
+                    } else {
+                        ""
+                    };
                     println!(
                         "  {:<24} {:<32} {required}",
                         c["name"].as_str().unwrap_or(""),

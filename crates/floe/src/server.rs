@@ -116,16 +116,20 @@ impl App {
         }
         for s in &dead_letter_streams {
             // The namespace and roll interval of the first Iceberg sink the stream feeds.
-            let fed = transforms
-                .iter()
-                .filter(|t| t.stream == *s)
-                .find_map(|t| config.sink(&t.sink).and_then(|c| c.table.clone().map(|tb| (tb, c.rolling.interval_seconds))));
+            let fed = transforms.iter().filter(|t| t.stream == *s).find_map(|t| {
+                config
+                    .sink(&t.sink)
+                    .and_then(|c| c.table.clone().map(|tb| (tb, c.rolling.interval_seconds)))
+            });
             let (namespace, interval) = match fed {
                 Some((table, interval)) => (
                     table.rsplit_once('.').map(|(ns, _)| ns.to_string()).unwrap_or_default(),
                     interval,
                 ),
-                None => (dead_letter::DEFAULT_NAMESPACE.to_string(), crate::config::DEFAULT_ROLL_INTERVAL_SECONDS),
+                None => (
+                    dead_letter::DEFAULT_NAMESPACE.to_string(),
+                    crate::config::DEFAULT_ROLL_INTERVAL_SECONDS,
+                ),
             };
             config.sinks.push(dead_letter::sink_config(s, &namespace, interval));
             let name = dead_letter::stream_name(s);

@@ -115,7 +115,11 @@ impl FloeDb {
     /// Every pipeline statement reads its stream to the end and commits.
     async fn catch_up(&mut self, pipeline: Option<&str>) -> Result<(), SltError> {
         let app = self.app().await?;
-        for t in app.transforms.iter().filter(|t| pipeline.is_none_or(|p| t.pipeline == p)) {
+        for t in app
+            .transforms
+            .iter()
+            .filter(|t| pipeline.is_none_or(|p| t.pipeline == p))
+        {
             floe::pipeline::runner::catch_up(&app, t).await.map_err(err)?;
         }
         Ok(())
@@ -287,9 +291,7 @@ fn sink_toml(rest: &str) -> Result<String, SltError> {
     let [name, table, opts @ ..] = parts.as_slice() else {
         return Err(err("sink NAME NS.TABLE [partition_by=…]"));
     };
-    let mut out = format!(
-        "[[sinks]]\nname = {name:?}\ntype = \"iceberg\"\ntable = {table:?}\n"
-    );
+    let mut out = format!("[[sinks]]\nname = {name:?}\ntype = \"iceberg\"\ntable = {table:?}\n");
     for o in opts {
         match o.split_once('=') {
             Some(("partition_by", v)) => {
@@ -353,11 +355,22 @@ impl AsyncDB for FloeDb {
                     .as_array()
                     .map(|l| {
                         l.iter()
-                            .map(|e| format!("{}:{}:{}", e["row"], e["field"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
+                            .map(|e| {
+                                format!(
+                                    "{}:{}:{}",
+                                    e["row"],
+                                    e["field"].as_str().unwrap_or(""),
+                                    e["message"].as_str().unwrap_or("")
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
-                let errors = if errors.is_empty() { "(empty)".to_string() } else { errors.join(" | ") };
+                let errors = if errors.is_empty() {
+                    "(empty)".to_string()
+                } else {
+                    errors.join(" | ")
+                };
                 Ok(DBOutput::Rows {
                     types: vec![DefaultColumnType::Any; 3],
                     rows: vec![vec![a["accepted"].to_string(), a["dead_lettered"].to_string(), errors]],
@@ -369,7 +382,9 @@ impl AsyncDB for FloeDb {
             }
             "validate" => {
                 let config = self.config()?;
-                let validated = floe::pipeline::validate::validate_sql(&config, body).await.map_err(err)?;
+                let validated = floe::pipeline::validate::validate_sql(&config, body)
+                    .await
+                    .map_err(err)?;
                 let mut rows = Vec::new();
                 for v in validated {
                     let cols = floe::pipeline::validate::columns_json(&v.output);
@@ -436,4 +451,14 @@ macro_rules! slt_files {
     };
 }
 
-slt_files!(select, functions, json, unnest, fanout, refused, schemas, dead_letter, validate);
+slt_files!(
+    select,
+    functions,
+    json,
+    unnest,
+    fanout,
+    refused,
+    schemas,
+    dead_letter,
+    validate
+);

@@ -103,7 +103,11 @@ pub fn sink_config(stream: &str, namespace: &str, interval_seconds: u64) -> Sink
 
 /// The built-in pipeline's SQL.
 pub fn pipeline_sql(stream: &str) -> String {
-    format!("INSERT INTO {} SELECT * FROM {}", sink_name(stream), stream_name(stream))
+    format!(
+        "INSERT INTO {} SELECT * FROM {}",
+        sink_name(stream),
+        stream_name(stream)
+    )
 }
 
 /// One record of dead letters: `invalid` rows of one request to `stream`, received at `now_us`.
@@ -119,8 +123,12 @@ pub fn batch(stream: &str, invalid: &[(RowError, String)], now_us: i64, key: Opt
                 Some(e.field.as_str())
             }
         }))),
-        Arc::new(StringArray::from_iter_values(invalid.iter().map(|(e, _)| e.message.as_str()))),
-        Arc::new(StringArray::from_iter_values(invalid.iter().map(|(_, raw)| raw.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            invalid.iter().map(|(e, _)| e.message.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            invalid.iter().map(|(_, raw)| raw.as_str()),
+        )),
         Arc::new(TimestampMicrosecondArray::from(vec![now_us; n]).with_timezone("UTC")),
     ];
     let mut schema = arrow_schema(&fields()).as_ref().clone();

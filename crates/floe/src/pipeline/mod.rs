@@ -256,23 +256,23 @@ fn check_stateless(plan: &LogicalPlan) -> std::result::Result<(), SqlError> {
     let mut refused: Option<&'static str> = None;
     plan.apply_with_subqueries(|node| {
         refused = match node {
-            LogicalPlan::Aggregate(_) => Some(
-                "aggregations (GROUP BY, count, sum, …) are not supported: they need state across micro-batches",
-            ),
+            LogicalPlan::Aggregate(_) => {
+                Some("aggregations (GROUP BY, count, sum, …) are not supported: they need state across micro-batches")
+            }
             LogicalPlan::Join(_) => Some("joins are not supported: they need state across micro-batches"),
             LogicalPlan::Window(_) => {
                 Some("window functions (… OVER …) are not supported: they need state across micro-batches")
             }
-            LogicalPlan::Sort(_) => Some(
-                "ORDER BY is not supported: a stream is unbounded, so a pipeline could only sort each micro-batch",
-            ),
+            LogicalPlan::Sort(_) => {
+                Some("ORDER BY is not supported: a stream is unbounded, so a pipeline could only sort each micro-batch")
+            }
             LogicalPlan::Limit(_) => Some(
                 "LIMIT/OFFSET is not supported: a stream is unbounded, so a pipeline could only limit each micro-batch",
             ),
             LogicalPlan::Distinct(_) => Some("DISTINCT is not supported: it needs state across micro-batches"),
-            LogicalPlan::Union(_) => Some(
-                "UNION/INTERSECT/EXCEPT are not supported: write one INSERT per stream instead",
-            ),
+            LogicalPlan::Union(_) => {
+                Some("UNION/INTERSECT/EXCEPT are not supported: write one INSERT per stream instead")
+            }
             LogicalPlan::Subquery(_) => Some(
                 "subquery expressions (IN/EXISTS/scalar subqueries) are not supported: they compare rows across \
                  the stream; subqueries in FROM are fine",
@@ -315,7 +315,9 @@ fn hoist_with(statement: Statement) -> std::result::Result<Statement, SqlError> 
     };
     if let (Some(with), Some(source)) = (with, insert.source.as_mut()) {
         if source.with.is_some() {
-            return Err(SqlError::new("WITH given both before INSERT and inside its SELECT; use one"));
+            return Err(SqlError::new(
+                "WITH given both before INSERT and inside its SELECT; use one",
+            ));
         }
         source.with = Some(with);
     }
@@ -341,7 +343,9 @@ fn storable_schema(planned: &SchemaRef) -> std::result::Result<SchemaRef, SqlErr
 fn storable_type(t: &DataType) -> std::result::Result<DataType, String> {
     use arrow::datatypes::{Field, TimeUnit};
     let child = |f: &Arc<Field>| -> std::result::Result<Arc<Field>, String> {
-        Ok(Arc::new(f.as_ref().clone().with_data_type(storable_type(f.data_type())?)))
+        Ok(Arc::new(
+            f.as_ref().clone().with_data_type(storable_type(f.data_type())?),
+        ))
     };
     Ok(match t {
         DataType::Int8 | DataType::Int16 | DataType::UInt8 | DataType::UInt16 => DataType::Int32,
@@ -357,17 +361,16 @@ fn storable_type(t: &DataType) -> std::result::Result<DataType, String> {
             DataType::List(child(f)?)
         }
         DataType::FixedSizeList(f, _) => DataType::List(child(f)?),
-        DataType::Struct(fs) => DataType::Struct(
-            fs.iter()
-                .map(child)
-                .collect::<std::result::Result<Vec<_>, _>>()?
-                .into(),
-        ),
+        DataType::Struct(fs) => {
+            DataType::Struct(fs.iter().map(child).collect::<std::result::Result<Vec<_>, _>>()?.into())
+        }
         DataType::Map(f, sorted) => DataType::Map(child(f)?, *sorted),
         DataType::Union(..) => {
-            return Err("has a JSON union type (the result of json_get or ->), which no table can store; \
+            return Err(
+                "has a JSON union type (the result of json_get or ->), which no table can store; \
                  use ->> or json_get_str/json_get_int/…, or cast it (e.g. (data->'a')::bigint)"
-                .to_string());
+                    .to_string(),
+            );
         }
         DataType::Null => return Err("has no type (a bare NULL); give it one, e.g. CAST(NULL AS VARCHAR)".to_string()),
         DataType::Duration(_) | DataType::Interval(_) => {
@@ -380,7 +383,9 @@ fn storable_type(t: &DataType) -> std::result::Result<DataType, String> {
             _ => unreachable!(),
         },
         DataType::Decimal256(..) => {
-            return Err("is a 256-bit decimal; Iceberg decimals hold at most 38 digits (cast to DECIMAL(38, s))".into());
+            return Err(
+                "is a 256-bit decimal; Iceberg decimals hold at most 38 digits (cast to DECIMAL(38, s))".into(),
+            );
         }
         DataType::RunEndEncoded(_, v) => storable_type(v.data_type())?,
         other => other.clone(),
@@ -493,7 +498,10 @@ mod tests {
             ("INSERT INTO events SELECT * FROM events", "is a stream"),
             ("INSERT INTO nope SELECT * FROM events", "no sink"),
             ("SELECT * FROM events", "not INSERT"),
-            ("INSERT INTO t SELECT * FROM events WHERE n IN (SELECT n FROM events)", "subquery"),
+            (
+                "INSERT INTO t SELECT * FROM events WHERE n IN (SELECT n FROM events)",
+                "subquery",
+            ),
         ] {
             let err = plan_pipeline("p", sql, &streams(), &["t".into()])
                 .await

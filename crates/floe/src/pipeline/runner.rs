@@ -54,7 +54,8 @@ pub async fn run(app: Arc<App>, t: Transform, mut shutdown: watch::Receiver<bool
 pub async fn catch_up(app: &App, t: &Transform) -> Result<()> {
     let (tx, mut rx) = watch::channel(false);
     // The receiver has not seen `true` yet, so the runner stops as soon as it has caught up.
-    tx.send(true).map_err(|_| Error::Config("shutdown channel closed".into()))?;
+    tx.send(true)
+        .map_err(|_| Error::Config("shutdown channel closed".into()))?;
     run_once(app, t, &mut rx).await
 }
 

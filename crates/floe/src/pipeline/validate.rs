@@ -114,7 +114,10 @@ pub fn iceberg_type_name(t: &iceberg::spec::Type) -> String {
             let req = if l.element_field.required { " required" } else { "" };
             format!("list<{}{req}>", iceberg_type_name(&l.element_field.field_type))
         }
-        Type::Struct(s) => format!("struct<{}>", s.fields().iter().map(field).collect::<Vec<_>>().join(", ")),
+        Type::Struct(s) => format!(
+            "struct<{}>",
+            s.fields().iter().map(field).collect::<Vec<_>>().join(", ")
+        ),
         Type::Map(m) => format!(
             "map<{}, {}>",
             iceberg_type_name(&m.key_field.field_type),

@@ -93,6 +93,9 @@ impl IcebergSink {
             match catalog.create_namespace(&namespace, Default::default()).await {
                 Ok(_) => {}
                 Err(e) if e.kind() == iceberg::ErrorKind::NamespaceAlreadyExists => {}
+                // Another sink of the same namespace created it in between (the catalog may
+                // report that as a unique-constraint error rather than NamespaceAlreadyExists).
+                Err(_) if catalog.namespace_exists(&namespace).await? => {}
                 Err(e) => return Err(e.into()),
             }
         }
