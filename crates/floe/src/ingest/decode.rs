@@ -863,6 +863,42 @@ mod tests {
     }
 
     #[test]
+    fn epoch_integers_are_millis_below_1e14_and_micros_from_it() {
+        let body = br#"[{"id":"a","ts":1767225600123},{"id":"b","ts":1767225600123456},{"id":"c","ts":-1000},{"id":"d","ts":99999999999999}]"#;
+        let b = decoder().decode(body, Framing::Auto).unwrap();
+        let ts = b.column(2).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(ts.value(0), 1_767_225_600_123_000);
+        assert_eq!(ts.value(1), 1_767_225_600_123_456);
+        assert_eq!(ts.value(2), -1_000_000);
+        assert_eq!(ts.value(3), 99_999_999_999_999_000);
+    }
+
+    #[test]
+    fn lenient_decode_keeps_valid_rows_and_returns_invalid_ones_raw() {
+        // Row 1 fails after its first field was appended: the second pass must not keep it.
+        let body = b"{\"id\":\"a\",\"n\":1}\n{\"id\":\"b\",\"n\":\"x\"}\n{\"id\":\"c\"}\n{bad\n";
+        let l = decoder().decode_lenient(body, Framing::Ndjson).unwrap();
+        assert_eq!(l.rows, 4);
+        let b = l.batch.unwrap();
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!(b.column(0).as_string::<i32>().value(1), "c");
+        assert!(b.column(1).is_null(1));
+        let bad: Vec<(usize, &str, &str)> = l
+            .invalid
+            .iter()
+            .map(|(e, raw)| (e.row, e.field.as_str(), raw.as_str()))
+            .collect();
+        assert_eq!(bad, vec![(1, "n", r#"{"id":"b","n":"x"}"#), (3, "", "{bad")]);
+        let none = decoder().decode_lenient(b"{\"n\":1}", Framing::Ndjson).unwrap();
+        assert!(none.batch.is_none());
+        assert_eq!(none.invalid.len(), 1);
+        assert!(matches!(
+            decoder().decode_lenient(b"[{", Framing::Auto),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
     fn malformed_and_empty_bodies() {
         assert!(matches!(
             decoder().decode(b"[{", Framing::Auto),
