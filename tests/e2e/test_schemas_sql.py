@@ -166,6 +166,25 @@ def test_dead_letters_land_exactly_once(floe_server_factory):
     assert sorted(rows.column("id").to_pylist()) == [1, 3, 5, 7]
     assert letters.num_rows == 5
 
+    # Idempotency keys cover dead letters: a keyed request whose rows are all invalid, and a mixed
+    # one, replayed after a kill -9 store nothing new and answer the same counts.
+    all_bad = post_events(server.url, [{"id": "k"}], stream="orders", headers={"Idempotency-Key": "all-bad"})
+    mixed = post_events(server.url, [{"id": 8, "amount": 1.0}, {"id": None}], stream="orders",
+                        headers={"Idempotency-Key": "mixed"})
+    assert all_bad.status == 200 and all_bad.json()["accepted"] == 0 and all_bad.json()["dead_lettered"] == 1
+    assert mixed.status == 200 and mixed.json()["accepted"] == 1 and mixed.json()["dead_lettered"] == 1
+    server.kill9()
+    server.start()
+    for key, rows_, accepted in (("all-bad", [{"id": "k"}], 0), ("mixed", [{"id": 8, "amount": 1.0}, {"id": None}], 1)):
+        again = post_events(server.url, rows_, stream="orders", headers={"Idempotency-Key": key})
+        assert again.status == 200, again.body
+        assert again.header("Idempotent-Replayed") == "true", (key, again.headers)
+        assert (again.json()["accepted"], again.json()["dead_lettered"]) == (accepted, 1), again.json()
+    rows = wait_for_rows(server, 5, table="shop.orders", settle=2.5)
+    letters = wait_for_rows(server, 7, table="shop.orders_dead_letter", settle=0.5)
+    assert sorted(rows.column("id").to_pylist()) == [1, 3, 5, 7, 8]
+    assert letters.num_rows == 7
+
 
 def test_every_type_round_trips_through_parquet(floe_server_factory):
     server = _server(floe_server_factory)

@@ -76,11 +76,21 @@ impl App {
         for s in &dead_letter_streams {
             config.streams.push(dead_letter::stream_config(s));
         }
+        let mut logs = HashMap::new();
+        for s in &config.streams {
+            logs.insert(
+                s.name.clone(),
+                StreamLog::open(&config.stream_dir(&s.name), LogOptions::default())?,
+            );
+        }
         let mut streams = HashMap::new();
         let mut schemas = Vec::new();
         for s in &config.streams {
             let fields = stream_fields(s.fields.as_ref());
-            let log = StreamLog::open(&config.stream_dir(&s.name), LogOptions::default())?;
+            let log = logs[&s.name].clone();
+            let dead_letters = (s.on_invalid == OnInvalid::DeadLetter)
+                .then(|| logs.get(&dead_letter::stream_name(&s.name)))
+                .flatten();
             let decoder = RowDecoder::new(
                 &fields,
                 s.unknown_fields,
@@ -94,6 +104,7 @@ impl App {
             let idempotency = IdempotencyStore::open(
                 &config.stream_dir(&s.name),
                 &log,
+                dead_letters.map(|l| l.as_ref()),
                 config.limits.idempotency_window_seconds,
             )?;
             schemas.push((s.name.clone(), arrow_schema(&fields)));
@@ -176,6 +187,12 @@ impl App {
     /// The 429 to answer instead of ingesting into `stream`, if a limit is hit.
     pub fn backpressure(&self, stream: &str) -> Option<Error> {
         let s = self.streams.get(stream)?;
+        // A stream's dead letters are part of its ingest: their log's limits apply too.
+        if s.config.on_invalid == OnInvalid::DeadLetter
+            && let Some(e) = self.backpressure(&dead_letter::stream_name(stream))
+        {
+            return Some(e);
+        }
         let limits = &self.config.limits;
         let disk = s.log.disk_bytes();
         if disk > limits.stream_max_disk_bytes {
@@ -296,7 +313,20 @@ async fn truncate_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         for (name, s) in &app.streams {
             s.idempotency.expire();
             if let Some(min) = app.min_position(name) {
-                // Keys must be durable in the keys file before their records leave the log.
+                // Keys must be durable in the keys file before their records leave the log —
+                // for a dead-letter log, the keys file of the stream it belongs to as well.
+                let owner = app
+                    .config
+                    .streams
+                    .iter()
+                    .find(|o| o.on_invalid == OnInvalid::DeadLetter && dead_letter::stream_name(&o.name) == *name)
+                    .and_then(|o| app.streams.get(&o.name));
+                if let Some(o) = owner
+                    && let Err(e) = o.idempotency.sync()
+                {
+                    tracing::warn!(stream = %name, error = %e, "could not sync idempotency keys; not truncating");
+                    continue;
+                }
                 if let Err(e) = s.idempotency.sync() {
                     tracing::warn!(stream = %name, error = %e, "could not sync idempotency keys; not truncating");
                     continue;

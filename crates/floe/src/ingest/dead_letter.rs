@@ -19,6 +19,8 @@
 //! Order of the two appends: the dead letters first, then the valid rows. The request's
 //! idempotency key rides on the last record written (the valid rows', or the dead letters' when
 //! every row is invalid), so a key is only remembered once everything of the request is durable.
+//! At start-up a stream's keys are rebuilt from both logs; before the dead-letter log is
+//! truncated, the stream's keys file is synced (as before its own log is truncated).
 //!
 //! The table's namespace is that of the first Iceberg sink a pipeline reading the stream writes
 //! to (in pipeline order), else [`DEFAULT_NAMESPACE`].
@@ -41,6 +43,10 @@ pub const DEFAULT_NAMESPACE: &str = "floe";
 
 /// Schema-metadata key of a record: how many rows of its request were dead-lettered.
 pub const RECORD_DEAD_LETTERED_METADATA: &str = "floe.dead_lettered";
+
+/// Schema-metadata key of a keyed dead-letter record: the stream's end offset when it was written
+/// (the `first_offset`/`next_offset` of a replayed answer).
+pub const RECORD_STREAM_OFFSET_METADATA: &str = "floe.stream_offset";
 
 /// The internal stream (and built-in pipeline) holding the dead letters of `stream`.
 pub fn stream_name(stream: &str) -> String {
@@ -111,7 +117,8 @@ pub fn pipeline_sql(stream: &str) -> String {
 }
 
 /// One record of dead letters: `invalid` rows of one request to `stream`, received at `now_us`.
-pub fn batch(stream: &str, invalid: &[(RowError, String)], now_us: i64, key: Option<&str>) -> RecordBatch {
+/// `key` is `(idempotency key, the stream's end offset)` when this record carries the request's key.
+pub fn batch(stream: &str, invalid: &[(RowError, String)], now_us: i64, key: Option<(&str, u64)>) -> RecordBatch {
     let n = invalid.len();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![stream; n])),
@@ -132,10 +139,11 @@ pub fn batch(stream: &str, invalid: &[(RowError, String)], now_us: i64, key: Opt
         Arc::new(TimestampMicrosecondArray::from(vec![now_us; n]).with_timezone("UTC")),
     ];
     let mut schema = arrow_schema(&fields()).as_ref().clone();
-    if let Some(k) = key {
+    if let Some((k, offset)) = key {
         schema.metadata = HashMap::from([
             (super::idempotency::RECORD_KEY_METADATA.to_string(), k.to_string()),
             (RECORD_DEAD_LETTERED_METADATA.to_string(), n.to_string()),
+            (RECORD_STREAM_OFFSET_METADATA.to_string(), offset.to_string()),
         ]);
     }
     RecordBatch::try_new(Arc::new(schema), columns).expect("dead-letter columns match their schema")
@@ -168,12 +176,13 @@ mod tests {
                 "{oops".to_string(),
             ),
         ];
-        let b = batch("events", &invalid, 7, Some("k1"));
+        let b = batch("events", &invalid, 7, Some(("k1", 12)));
         assert_eq!(b.num_rows(), 2);
         assert_eq!(b.column(1).as_primitive::<Int64Type>().value(1), 5);
         assert_eq!(b.column(2).as_string::<i32>().value(0), "n");
         assert!(b.column(2).is_null(1));
         assert_eq!(b.column(4).as_string::<i32>().value(1), "{oops");
         assert_eq!(b.schema().metadata()[RECORD_DEAD_LETTERED_METADATA], "2");
+        assert_eq!(b.schema().metadata()[RECORD_STREAM_OFFSET_METADATA], "12");
     }
 }

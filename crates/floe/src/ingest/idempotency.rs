@@ -87,8 +87,15 @@ pub struct IdempotencyStore {
 
 impl IdempotencyStore {
     /// Opens the store of the stream whose log lives in `dir`, rebuilding it from the keys file
-    /// and the log's records.
-    pub fn open(dir: &Path, log: &StreamLog, window_seconds: u64) -> std::io::Result<Self> {
+    /// and the log's records — and, for a stream with `on_invalid = "dead_letter"`, from the keys
+    /// of its dead-letter log's records (requests whose rows were all invalid, see
+    /// [`super::dead_letter`]).
+    pub fn open(
+        dir: &Path,
+        log: &StreamLog,
+        dead_letters: Option<&StreamLog>,
+        window_seconds: u64,
+    ) -> std::io::Result<Self> {
         let path = dir.join("idempotency.jsonl");
         let window_ms = (window_seconds as i64).saturating_mul(1000);
         let now = chrono::Utc::now().timestamp_millis();
@@ -124,6 +131,31 @@ impl IdempotencyStore {
                             .unwrap_or(0),
                     };
                     entries.entry(key.clone()).or_insert(answer);
+                }
+            }
+        }
+        if let Some(dl) = dead_letters {
+            let mut offset = dl.start_offset();
+            while offset < dl.end_offset() {
+                let records = dl.read(offset, RECOVERY_READ_BYTES).map_err(std::io::Error::other)?;
+                let Some(last) = records.last() else { break };
+                offset = last.end();
+                for r in &records {
+                    let meta = r.batch.schema().metadata().clone();
+                    if let Some(key) = meta.get(RECORD_KEY_METADATA) {
+                        let at: u64 = meta
+                            .get(super::dead_letter::RECORD_STREAM_OFFSET_METADATA)
+                            .and_then(|o| o.parse().ok())
+                            .unwrap_or(0);
+                        let answer = Answer {
+                            accepted: 0,
+                            first_offset: at,
+                            next_offset: at,
+                            at_ms: r.appended_at_ms,
+                            dead_lettered: r.batch.num_rows() as u64,
+                        };
+                        entries.entry(key.clone()).or_insert(answer);
+                    }
                 }
             }
         }

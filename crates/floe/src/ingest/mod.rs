@@ -151,7 +151,11 @@ pub async fn post_events(
         .collect();
     // The idempotency key rides on the last record of the request (see `dead_letter`).
     let letters = (!decoded.invalid.is_empty()).then(|| {
-        let key_here = if decoded.batch.is_none() { key.as_deref() } else { None };
+        let key_here = if decoded.batch.is_none() {
+            key.as_deref().map(|k| (k, state.log.end_offset()))
+        } else {
+            None
+        };
         dead_letter::batch(
             &stream,
             &decoded.invalid,
