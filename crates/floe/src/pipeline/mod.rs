@@ -202,6 +202,11 @@ pub async fn plan_statements(
             .ok_or_else(|| at(SqlError::new(format!("{stream:?} is not a stream"))))?;
         let planned: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let output = storable_schema(&planned).map_err(at)?;
+        if let Err(e) = iceberg::arrow::arrow_schema_to_schema_auto_assign_ids(&output) {
+            return Err(at(SqlError::new(format!(
+                "the SELECT's output cannot be an Iceberg table schema: {e}"
+            ))));
+        }
         out.push(Transform {
             pipeline: pipeline.to_string(),
             sink,
