@@ -275,3 +275,45 @@ pub fn valid_key(key: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use floe_stream::LogOptions;
+
+    use super::*;
+    use crate::ingest::dead_letter;
+    use crate::ingest::decode::RowError;
+
+    #[tokio::test]
+    async fn keys_of_all_invalid_requests_are_rebuilt_from_the_dead_letter_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = StreamLog::open(&dir.path().join("s"), LogOptions::default()).unwrap();
+        let dl = StreamLog::open(&dir.path().join("s_dead_letter"), LogOptions::default()).unwrap();
+        let invalid = vec![(
+            RowError {
+                row: 0,
+                field: "id".into(),
+                message: "expected int64".into(),
+            },
+            r#"{"id":"x"}"#.to_string(),
+        )];
+        dl.append(dead_letter::batch("s", &invalid, 0, Some(("k1", 7))))
+            .await
+            .unwrap();
+        // Without the keys file (e.g. lost with the page cache), only the log knows the key:
+        // a store that does not read the dead-letter log does not know it.
+        let without = IdempotencyStore::open(&dir.path().join("s"), &main, None, 3600).unwrap();
+        assert!(matches!(without.begin("k1").await, Begin::Process(_)));
+        drop(without);
+        let store = IdempotencyStore::open(&dir.path().join("s"), &main, Some(&dl), 3600).unwrap();
+        match store.begin("k1").await {
+            Begin::Replay(a) => {
+                assert_eq!(
+                    (a.accepted, a.dead_lettered, a.first_offset, a.next_offset),
+                    (0, 1, 7, 7)
+                );
+            }
+            Begin::Process(_) => panic!("the key was not rebuilt from the dead-letter log"),
+        }
+    }
+}

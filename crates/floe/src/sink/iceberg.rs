@@ -451,13 +451,23 @@ fn check_schema(sink: &str, table: &IcebergSchema, wanted: &IcebergSchema) -> Re
         .as_struct()
         .fields()
         .iter()
-        .map(|f| (f.name.clone(), crate::pipeline::validate::iceberg_type_name(&f.field_type)))
+        .map(|f| {
+            (
+                f.name.clone(),
+                crate::pipeline::validate::iceberg_type_name(&f.field_type),
+            )
+        })
         .collect();
     let w: Vec<(String, String)> = wanted
         .as_struct()
         .fields()
         .iter()
-        .map(|f| (f.name.clone(), crate::pipeline::validate::iceberg_type_name(&f.field_type)))
+        .map(|f| {
+            (
+                f.name.clone(),
+                crate::pipeline::validate::iceberg_type_name(&f.field_type),
+            )
+        })
         .collect();
     if t == w {
         return Ok(());
