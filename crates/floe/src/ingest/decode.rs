@@ -178,7 +178,7 @@ impl RowDecoder {
         let rows = split_rows(body, framing)?;
         let mut errors = Vec::new();
         let mut total_errors = 0usize;
-        let (batch, _) = self.decode_rows(&rows, |e, _| {
+        let batch = self.decode_rows(&rows, |e, _| {
             total_errors += 1;
             if errors.len() < self.max_errors {
                 errors.push(e);
@@ -201,7 +201,7 @@ impl RowDecoder {
     pub fn decode_lenient(&self, body: &[u8], framing: Framing) -> Result<Lenient, DecodeError> {
         let rows = split_rows(body, framing)?;
         let mut invalid: Vec<(RowError, String)> = Vec::new();
-        let (batch, _) = self.decode_rows(&rows, |e, raw| invalid.push((e, raw.to_string())));
+        let batch = self.decode_rows(&rows, |e, raw| invalid.push((e, raw.to_string())));
         if invalid.is_empty() {
             return Ok(Lenient {
                 rows: rows.len(),
@@ -220,7 +220,7 @@ impl RowDecoder {
             None
         } else {
             let mut again = 0usize;
-            let (b, _) = self.decode_rows(&valid, |_, _| again += 1);
+            let b = self.decode_rows(&valid, |_, _| again += 1);
             if again > 0 {
                 return Err(DecodeError::Malformed(
                     "a row decoded differently on the second pass (a bug in floe)".into(),
@@ -235,11 +235,14 @@ impl RowDecoder {
         })
     }
 
+    /// Decodes `rows`, calling `on_error` for each invalid one. With any invalid row the
+    /// builders are discarded and the result is a `Rows` error without details (the caller
+    /// collected them).
     fn decode_rows<'r>(
         &self,
         rows: &[&'r str],
         mut on_error: impl FnMut(RowError, &'r str),
-    ) -> (Result<RecordBatch, DecodeError>, usize) {
+    ) -> Result<RecordBatch, DecodeError> {
         let mut cols: Vec<Col> = self.fields.iter().map(|s| Col::new(s, rows.len())).collect();
         let mut seen = vec![false; self.fields.len()];
         let mut failed = 0usize;
@@ -265,14 +268,18 @@ impl RowDecoder {
             }
         }
         if failed > 0 {
-            return (Err(DecodeError::Empty), failed);
+            return Err(DecodeError::Rows {
+                count: rows.len(),
+                total: failed,
+                rows: vec![],
+            });
         }
         let arrays: Vec<ArrayRef> = cols
             .into_iter()
             .zip(self.fields.iter())
             .map(|(c, s)| c.finish(s))
             .collect();
-        let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| DecodeError::Rows {
+        RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| DecodeError::Rows {
             count: rows.len(),
             total: rows.len(),
             rows: vec![RowError {
@@ -280,8 +287,7 @@ impl RowDecoder {
                 field: String::new(),
                 message: e.to_string(),
             }],
-        });
-        (batch, 0)
+        })
     }
 
     fn decode_raw(&self, row: &str, i: usize, cols: &mut [Col]) -> Result<(), RowError> {
