@@ -285,7 +285,8 @@ pub enum FieldType {
     Float64,
     /// Boolean.
     Bool,
-    /// RFC 3339 string or epoch milliseconds; stored as UTC microseconds.
+    /// RFC 3339 string with offset, or epoch milliseconds / microseconds (told apart by
+    /// magnitude, see `ingest::decode::TIMESTAMP_MICROS_FROM`); stored as UTC microseconds.
     Timestamp,
     /// Base64 text; stored as bytes.
     Binary,
@@ -573,12 +574,6 @@ impl Config {
             if let Some(fields) = &s.fields {
                 check_fields(&format!("streams[{i}].fields"), fields)?;
             }
-            if s.on_invalid == OnInvalid::DeadLetter {
-                return invalid(
-                    format!("streams[{i}].on_invalid"),
-                    "dead_letter is not supported yet; use reject".into(),
-                );
-            }
         }
         for (i, s) in self.sinks.iter().enumerate() {
             check_name(&format!("sinks[{i}].name"), &s.name)?;
@@ -627,6 +622,26 @@ impl Config {
             check_name(&format!("pipelines[{i}].name"), &p.name)?;
             if !pipelines.insert(p.name.clone()) {
                 return invalid(format!("pipelines[{i}].name"), format!("{:?} is used twice", p.name));
+            }
+        }
+        // The dead letters of stream `s` use the names `s_dead_letter` (internal stream and
+        // pipeline) and `s_dead_letter_table` (sink).
+        for (i, s) in self.streams.iter().enumerate() {
+            if s.on_invalid != OnInvalid::DeadLetter {
+                continue;
+            }
+            for reserved in [
+                format!("{}_dead_letter", s.name),
+                format!("{}_dead_letter_table", s.name),
+            ] {
+                if names.contains(&reserved) || pipelines.contains(&reserved) {
+                    return invalid(
+                        format!("streams[{i}].on_invalid"),
+                        format!(
+                            "dead_letter needs the name {reserved:?} for the stream's dead letters, but a stream, sink or pipeline already has it"
+                        ),
+                    );
+                }
             }
         }
         if self.limits.max_body_bytes == 0 || self.limits.max_row_bytes == 0 {

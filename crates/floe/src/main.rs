@@ -53,11 +53,33 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Pipelines: `floe pipelines validate --sql "…"`.
+    Pipelines {
+        #[command(subcommand)]
+        command: PipelinesCommand,
+    },
     /// Print how to connect to the catalog from other engines.
     Catalog {
         /// Config file.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PipelinesCommand {
+    /// Plan pipeline SQL against the config's streams and sinks (offline: no server, no catalog)
+    /// and print each INSERT's output schema, or the error with its line and column.
+    Validate {
+        /// The pipeline SQL: one or more `INSERT INTO <sink> SELECT … FROM <stream>`.
+        #[arg(long)]
+        sql: String,
+        /// Config file; default ./floe.toml when present, else built-in defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the answer as JSON (the body `POST /v1/validate_sql` answers).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -111,12 +133,56 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             };
             std::io::stdout().write_all(&out)?;
         }
+        Command::Pipelines {
+            command: PipelinesCommand::Validate { sql, config, json },
+        } => {
+            let config = Config::load(config.as_deref())?;
+            return Ok(validate(&config, &sql, json).await);
+        }
         Command::Catalog { config } => {
             let config = Config::load(config.as_deref())?;
             print_catalog(&config);
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `floe pipelines validate`: exit 0 and the schemas, or exit 1 and the error.
+async fn validate(config: &Config, sql: &str, json: bool) -> std::process::ExitCode {
+    use floe::pipeline::validate::{answer_json, columns_json, error_json, validate_sql};
+    match validate_sql(config, sql).await {
+        Ok(statements) if json => {
+            println!("{}", answer_json(&statements));
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(statements) => {
+            for v in &statements {
+                let table = v.table.as_deref().unwrap_or("?");
+                println!("INSERT INTO {} (table {table}) FROM {}:", v.sink, v.stream);
+                for c in columns_json(&v.output).as_array().into_iter().flatten() {
+                    let required = if c["required"].as_bool() == Some(true) {
+                        "required"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "  {:<24} {:<32} {required}",
+                        c["name"].as_str().unwrap_or(""),
+                        c["type"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) if json => {
+            println!("{}", error_json(&e));
+            std::process::ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("invalid pipeline SQL: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
 }
 
 async fn open_catalog(config: &Config) -> anyhow::Result<SqliteCatalog> {

@@ -20,6 +20,8 @@ pub struct StreamMetrics {
     pub rows_accepted: AtomicU64,
     /// Rows rejected (in 4xx answers).
     pub rows_rejected: AtomicU64,
+    /// Rows stored as dead letters (accepted, but invalid).
+    pub rows_dead_lettered: AtomicU64,
     /// Requests acknowledged.
     pub requests_accepted: AtomicU64,
     /// Requests rejected.
@@ -102,7 +104,13 @@ impl Metrics {
         let sinks = self.sinks.lock().expect("metrics lock").clone();
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         type StreamGetter = fn(&StreamMetrics) -> &AtomicU64;
-        let stream_series: [(&str, &str, &str, StreamGetter); 7] = [
+        let stream_series: [(&str, &str, &str, StreamGetter); 8] = [
+            (
+                "floe_stream_rows_dead_lettered_total",
+                "counter",
+                "Invalid rows stored in the stream's dead-letter table (on_invalid = \"dead_letter\").",
+                |m| &m.rows_dead_lettered,
+            ),
             (
                 "floe_stream_rows_accepted_total",
                 "counter",

@@ -17,8 +17,9 @@ use floe_stream::{LogOptions, StreamLog};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::config::{Config, StreamConfig};
+use crate::config::{Config, OnInvalid, StreamConfig};
 use crate::error::{Error, Result};
+use crate::ingest::dead_letter;
 use crate::ingest::decode::RowDecoder;
 use crate::ingest::idempotency::IdempotencyStore;
 use crate::ingest::schema::{arrow_schema, stream_fields};
@@ -61,15 +62,35 @@ pub struct App {
 
 impl App {
     /// Builds the app: catalog, logs (with recovery), pipeline plans.
-    pub async fn open(config: Config) -> Result<Arc<App>> {
+    pub async fn open(mut config: Config) -> Result<Arc<App>> {
         std::fs::create_dir_all(config.data_dir())?;
         let catalog = SqliteCatalog::open(&config.catalog_db(), &config.catalog.name, &config.warehouse_uri()).await?;
         let metrics = Arc::new(Metrics::default());
+        // Streams with on_invalid = "dead_letter" get an internal stream for their dead letters.
+        let dead_letter_streams: Vec<String> = config
+            .streams
+            .iter()
+            .filter(|s| s.on_invalid == OnInvalid::DeadLetter)
+            .map(|s| s.name.clone())
+            .collect();
+        for s in &dead_letter_streams {
+            config.streams.push(dead_letter::stream_config(s));
+        }
+        let mut logs = HashMap::new();
+        for s in &config.streams {
+            logs.insert(
+                s.name.clone(),
+                StreamLog::open(&config.stream_dir(&s.name), LogOptions::default())?,
+            );
+        }
         let mut streams = HashMap::new();
         let mut schemas = Vec::new();
         for s in &config.streams {
             let fields = stream_fields(s.fields.as_ref());
-            let log = StreamLog::open(&config.stream_dir(&s.name), LogOptions::default())?;
+            let log = logs[&s.name].clone();
+            let dead_letters = (s.on_invalid == OnInvalid::DeadLetter)
+                .then(|| logs.get(&dead_letter::stream_name(&s.name)))
+                .flatten();
             let decoder = RowDecoder::new(
                 &fields,
                 s.unknown_fields,
@@ -83,6 +104,7 @@ impl App {
             let idempotency = IdempotencyStore::open(
                 &config.stream_dir(&s.name),
                 &log,
+                dead_letters.map(|l| l.as_ref()),
                 config.limits.idempotency_window_seconds,
             )?;
             schemas.push((s.name.clone(), arrow_schema(&fields)));
@@ -97,10 +119,32 @@ impl App {
                 },
             );
         }
-        let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+        let mut sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+        sink_names.extend(dead_letter_streams.iter().map(|s| dead_letter::sink_name(s)));
         let mut transforms = Vec::new();
         for p in &config.pipelines {
             transforms.extend(plan_pipeline(&p.name, &p.sql, &schemas, &sink_names).await?);
+        }
+        for s in &dead_letter_streams {
+            // The namespace and roll interval of the first Iceberg sink the stream feeds.
+            let fed = transforms.iter().filter(|t| t.stream == *s).find_map(|t| {
+                config
+                    .sink(&t.sink)
+                    .and_then(|c| c.table.clone().map(|tb| (tb, c.rolling.interval_seconds)))
+            });
+            let (namespace, interval) = match fed {
+                Some((table, interval)) => (
+                    table.rsplit_once('.').map(|(ns, _)| ns.to_string()).unwrap_or_default(),
+                    interval,
+                ),
+                None => (
+                    dead_letter::DEFAULT_NAMESPACE.to_string(),
+                    crate::config::DEFAULT_ROLL_INTERVAL_SECONDS,
+                ),
+            };
+            config.sinks.push(dead_letter::sink_config(s, &namespace, interval));
+            let name = dead_letter::stream_name(s);
+            transforms.extend(plan_pipeline(&name, &dead_letter::pipeline_sql(s), &schemas, &sink_names).await?);
         }
         let mut seen = std::collections::HashSet::new();
         for t in &transforms {
@@ -143,6 +187,12 @@ impl App {
     /// The 429 to answer instead of ingesting into `stream`, if a limit is hit.
     pub fn backpressure(&self, stream: &str) -> Option<Error> {
         let s = self.streams.get(stream)?;
+        // A stream's dead letters are part of its ingest: their log's limits apply too.
+        if s.config.on_invalid == OnInvalid::DeadLetter
+            && let Some(e) = self.backpressure(&dead_letter::stream_name(stream))
+        {
+            return Some(e);
+        }
         let limits = &self.config.limits;
         let disk = s.log.disk_bytes();
         if disk > limits.stream_max_disk_bytes {
@@ -182,6 +232,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/streams/{stream}/events", post(crate::ingest::post_events))
         .route("/v1/query", post(crate::query::post_query))
+        .route("/v1/validate_sql", post(crate::pipeline::validate::post_validate_sql))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .nest("/iceberg", crate::rest::router())
@@ -263,7 +314,20 @@ async fn truncate_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         for (name, s) in &app.streams {
             s.idempotency.expire();
             if let Some(min) = app.min_position(name) {
-                // Keys must be durable in the keys file before their records leave the log.
+                // Keys must be durable in the keys file before their records leave the log —
+                // for a dead-letter log, the keys file of the stream it belongs to as well.
+                let owner = app
+                    .config
+                    .streams
+                    .iter()
+                    .find(|o| o.on_invalid == OnInvalid::DeadLetter && dead_letter::stream_name(&o.name) == *name)
+                    .and_then(|o| app.streams.get(&o.name));
+                if let Some(o) = owner
+                    && let Err(e) = o.idempotency.sync()
+                {
+                    tracing::warn!(stream = %name, error = %e, "could not sync idempotency keys; not truncating");
+                    continue;
+                }
                 if let Err(e) = s.idempotency.sync() {
                     tracing::warn!(stream = %name, error = %e, "could not sync idempotency keys; not truncating");
                     continue;

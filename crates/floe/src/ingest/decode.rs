@@ -67,6 +67,44 @@ pub enum Framing {
     Ndjson,
 }
 
+/// The outcome of [`RowDecoder::decode_lenient`].
+#[derive(Debug)]
+pub struct Lenient {
+    /// Rows in the request.
+    pub rows: usize,
+    /// The valid rows, if any.
+    pub batch: Option<RecordBatch>,
+    /// Every invalid row: its error and its raw JSON text.
+    pub invalid: Vec<(RowError, String)>,
+}
+
+/// Splits a body into rows without copying: a JSON array's elements, or NDJSON lines.
+fn split_rows(body: &[u8], framing: Framing) -> Result<Vec<&str>, DecodeError> {
+    let text = std::str::from_utf8(body).map_err(|e| DecodeError::Malformed(format!("body is not UTF-8: {e}")))?;
+    let first = text.bytes().find(|b| !b.is_ascii_whitespace());
+    let rows: Vec<&str> = match (framing, first) {
+        (_, None) => return Err(DecodeError::Empty),
+        (Framing::Auto, Some(b'[')) => {
+            let raw: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+            raw.into_iter().map(RawValue::get).collect()
+        }
+        _ => text
+            .split('\n')
+            .map(|l| l.trim_end_matches('\r'))
+            .filter(|l| !l.trim().is_empty())
+            .collect(),
+    };
+    if rows.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    Ok(rows)
+}
+
+/// Integers with an absolute value below this are epoch **milliseconds**; from it on, epoch
+/// **microseconds**. 10^14 ms is the year 5138; 10^14 µs is 1973-03-03: so millisecond values
+/// of any real date, and microsecond values from March 1973 on, are told apart unambiguously.
+pub const TIMESTAMP_MICROS_FROM: i64 = 100_000_000_000_000;
+
 /// A reusable decoder for one stream schema.
 #[derive(Debug)]
 pub struct RowDecoder {
@@ -137,28 +175,77 @@ impl RowDecoder {
 
     /// Decodes a whole body into one batch, or says exactly what is wrong.
     pub fn decode(&self, body: &[u8], framing: Framing) -> Result<RecordBatch, DecodeError> {
-        let text = std::str::from_utf8(body).map_err(|e| DecodeError::Malformed(format!("body is not UTF-8: {e}")))?;
-        let first = text.bytes().find(|b| !b.is_ascii_whitespace());
+        let rows = split_rows(body, framing)?;
         let mut errors = Vec::new();
         let mut total_errors = 0usize;
-        let rows: Vec<&str> = match (framing, first) {
-            (_, None) => return Err(DecodeError::Empty),
-            (Framing::Auto, Some(b'[')) => {
-                let raw: Vec<&RawValue> =
-                    serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-                raw.into_iter().map(RawValue::get).collect()
+        let batch = self.decode_rows(&rows, |e, _| {
+            total_errors += 1;
+            if errors.len() < self.max_errors {
+                errors.push(e);
             }
-            _ => text
-                .split('\n')
-                .map(|l| l.trim_end_matches('\r'))
-                .filter(|l| !l.trim().is_empty())
-                .collect(),
-        };
-        if rows.is_empty() {
-            return Err(DecodeError::Empty);
+        });
+        if total_errors > 0 {
+            return Err(DecodeError::Rows {
+                count: rows.len(),
+                total: total_errors,
+                rows: errors,
+            });
         }
+        batch
+    }
+
+    /// Decodes the valid rows of a body and returns the invalid ones apart, each with its raw
+    /// text (for `on_invalid = "dead_letter"`). Only a body that is not JSON at all, or holds no
+    /// rows, is an error. Invalid rows cost a second pass over the valid ones (a failed row may
+    /// have filled some columns before its error).
+    pub fn decode_lenient(&self, body: &[u8], framing: Framing) -> Result<Lenient, DecodeError> {
+        let rows = split_rows(body, framing)?;
+        let mut invalid: Vec<(RowError, String)> = Vec::new();
+        let batch = self.decode_rows(&rows, |e, raw| invalid.push((e, raw.to_string())));
+        if invalid.is_empty() {
+            return Ok(Lenient {
+                rows: rows.len(),
+                batch: Some(batch?),
+                invalid,
+            });
+        }
+        let bad: std::collections::HashSet<usize> = invalid.iter().map(|(e, _)| e.row).collect();
+        let valid: Vec<&str> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !bad.contains(i))
+            .map(|(_, r)| *r)
+            .collect();
+        let batch = if valid.is_empty() {
+            None
+        } else {
+            let mut again = 0usize;
+            let b = self.decode_rows(&valid, |_, _| again += 1);
+            if again > 0 {
+                return Err(DecodeError::Malformed(
+                    "a row decoded differently on the second pass (a bug in floe)".into(),
+                ));
+            }
+            Some(b?)
+        };
+        Ok(Lenient {
+            rows: rows.len(),
+            batch,
+            invalid,
+        })
+    }
+
+    /// Decodes `rows`, calling `on_error` for each invalid one. With any invalid row the
+    /// builders are discarded and the result is a `Rows` error without details (the caller
+    /// collected them).
+    fn decode_rows<'r>(
+        &self,
+        rows: &[&'r str],
+        mut on_error: impl FnMut(RowError, &'r str),
+    ) -> Result<RecordBatch, DecodeError> {
         let mut cols: Vec<Col> = self.fields.iter().map(|s| Col::new(s, rows.len())).collect();
         let mut seen = vec![false; self.fields.len()];
+        let mut failed = 0usize;
         for (i, row) in rows.iter().enumerate() {
             let result = if row.len() > self.max_row_bytes {
                 Err(RowError {
@@ -176,17 +263,15 @@ impl RowDecoder {
                 self.decode_row(row, i, &mut cols, &mut seen)
             };
             if let Err(e) = result {
-                total_errors += 1;
-                if errors.len() < self.max_errors {
-                    errors.push(e);
-                }
+                failed += 1;
+                on_error(e, row);
             }
         }
-        if total_errors > 0 {
+        if failed > 0 {
             return Err(DecodeError::Rows {
                 count: rows.len(),
-                total: total_errors,
-                rows: errors,
+                total: failed,
+                rows: vec![],
             });
         }
         let arrays: Vec<ArrayRef> = cols
@@ -574,10 +659,8 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
             },
             Col::F64(b) => b.append_value(v as f64),
             Col::F32(b) => b.append_value(v as f32),
-            Col::Ts(b) => match v.checked_mul(1000) {
-                Some(us) => b.append_value(us),
-                None => return Err(E::custom(format!("timestamp {v} (epoch millis) is out of range"))),
-            },
+            Col::Ts(b) if v.unsigned_abs() >= TIMESTAMP_MICROS_FROM as u64 => b.append_value(v),
+            Col::Ts(b) => b.append_value(v * 1000),
             _ => return Err(found(self.spec, format_args!("number {v}"))),
         }
         Ok(())
@@ -615,7 +698,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
                 Ok(t) => b.append_value(t.timestamp_micros()),
                 Err(e) => {
                     return Err(E::custom(format!(
-                        "expected timestamp (RFC 3339 with offset, e.g. 2026-01-31T12:00:00Z, or epoch millis), found {v:?}: {e}"
+                        "expected timestamp (RFC 3339 with offset, e.g. 2026-01-31T12:00:00Z, or epoch millis/micros), found {v:?}: {e}"
                     )));
                 }
             },
@@ -783,6 +866,42 @@ mod tests {
         let b = d.decode(br#"[{"a":1}, 5, "x"]"#, Framing::Auto).unwrap();
         assert_eq!(b.column(0).as_string::<i32>().value(0), r#"{"a":1}"#);
         assert_eq!(b.column(0).as_string::<i32>().value(2), r#""x""#);
+    }
+
+    #[test]
+    fn epoch_integers_are_millis_below_1e14_and_micros_from_it() {
+        let body = br#"[{"id":"a","ts":1767225600123},{"id":"b","ts":1767225600123456},{"id":"c","ts":-1000},{"id":"d","ts":99999999999999}]"#;
+        let b = decoder().decode(body, Framing::Auto).unwrap();
+        let ts = b.column(2).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(ts.value(0), 1_767_225_600_123_000);
+        assert_eq!(ts.value(1), 1_767_225_600_123_456);
+        assert_eq!(ts.value(2), -1_000_000);
+        assert_eq!(ts.value(3), 99_999_999_999_999_000);
+    }
+
+    #[test]
+    fn lenient_decode_keeps_valid_rows_and_returns_invalid_ones_raw() {
+        // Row 1 fails after its first field was appended: the second pass must not keep it.
+        let body = b"{\"id\":\"a\",\"n\":1}\n{\"id\":\"b\",\"n\":\"x\"}\n{\"id\":\"c\"}\n{bad\n";
+        let l = decoder().decode_lenient(body, Framing::Ndjson).unwrap();
+        assert_eq!(l.rows, 4);
+        let b = l.batch.unwrap();
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!(b.column(0).as_string::<i32>().value(1), "c");
+        assert!(b.column(1).is_null(1));
+        let bad: Vec<(usize, &str, &str)> = l
+            .invalid
+            .iter()
+            .map(|(e, raw)| (e.row, e.field.as_str(), raw.as_str()))
+            .collect();
+        assert_eq!(bad, vec![(1, "n", r#"{"id":"b","n":"x"}"#), (3, "", "{bad")]);
+        let none = decoder().decode_lenient(b"{\"n\":1}", Framing::Ndjson).unwrap();
+        assert!(none.batch.is_none());
+        assert_eq!(none.invalid.len(), 1);
+        assert!(matches!(
+            decoder().decode_lenient(b"[{", Framing::Auto),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct Answer {
     pub next_offset: u64,
     /// When it was acknowledged (Unix millis).
     pub at_ms: i64,
+    /// Rows stored as dead letters (`on_invalid = "dead_letter"`).
+    #[serde(default)]
+    pub dead_lettered: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -84,8 +87,15 @@ pub struct IdempotencyStore {
 
 impl IdempotencyStore {
     /// Opens the store of the stream whose log lives in `dir`, rebuilding it from the keys file
-    /// and the log's records.
-    pub fn open(dir: &Path, log: &StreamLog, window_seconds: u64) -> std::io::Result<Self> {
+    /// and the log's records — and, for a stream with `on_invalid = "dead_letter"`, from the keys
+    /// of its dead-letter log's records (requests whose rows were all invalid, see
+    /// [`super::dead_letter`]).
+    pub fn open(
+        dir: &Path,
+        log: &StreamLog,
+        dead_letters: Option<&StreamLog>,
+        window_seconds: u64,
+    ) -> std::io::Result<Self> {
         let path = dir.join("idempotency.jsonl");
         let window_ms = (window_seconds as i64).saturating_mul(1000);
         let now = chrono::Utc::now().timestamp_millis();
@@ -112,8 +122,40 @@ impl IdempotencyStore {
                         first_offset: r.offset,
                         next_offset: r.end(),
                         at_ms: r.appended_at_ms,
+                        dead_lettered: r
+                            .batch
+                            .schema()
+                            .metadata()
+                            .get(super::dead_letter::RECORD_DEAD_LETTERED_METADATA)
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0),
                     };
                     entries.entry(key.clone()).or_insert(answer);
+                }
+            }
+        }
+        if let Some(dl) = dead_letters {
+            let mut offset = dl.start_offset();
+            while offset < dl.end_offset() {
+                let records = dl.read(offset, RECOVERY_READ_BYTES).map_err(std::io::Error::other)?;
+                let Some(last) = records.last() else { break };
+                offset = last.end();
+                for r in &records {
+                    let meta = r.batch.schema().metadata().clone();
+                    if let Some(key) = meta.get(RECORD_KEY_METADATA) {
+                        let at: u64 = meta
+                            .get(super::dead_letter::RECORD_STREAM_OFFSET_METADATA)
+                            .and_then(|o| o.parse().ok())
+                            .unwrap_or(0);
+                        let answer = Answer {
+                            accepted: 0,
+                            first_offset: at,
+                            next_offset: at,
+                            at_ms: r.appended_at_ms,
+                            dead_lettered: r.batch.num_rows() as u64,
+                        };
+                        entries.entry(key.clone()).or_insert(answer);
+                    }
                 }
             }
         }
@@ -232,4 +274,46 @@ pub fn valid_key(key: &str) -> Result<(), String> {
         return Err("Idempotency-Key must be printable ASCII".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use floe_stream::LogOptions;
+
+    use super::*;
+    use crate::ingest::dead_letter;
+    use crate::ingest::decode::RowError;
+
+    #[tokio::test]
+    async fn keys_of_all_invalid_requests_are_rebuilt_from_the_dead_letter_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = StreamLog::open(&dir.path().join("s"), LogOptions::default()).unwrap();
+        let dl = StreamLog::open(&dir.path().join("s_dead_letter"), LogOptions::default()).unwrap();
+        let invalid = vec![(
+            RowError {
+                row: 0,
+                field: "id".into(),
+                message: "expected int64".into(),
+            },
+            r#"{"id":"x"}"#.to_string(),
+        )];
+        dl.append(dead_letter::batch("s", &invalid, 0, Some(("k1", 7))))
+            .await
+            .unwrap();
+        // Without the keys file (e.g. lost with the page cache), only the log knows the key:
+        // a store that does not read the dead-letter log does not know it.
+        let without = IdempotencyStore::open(&dir.path().join("s"), &main, None, 3600).unwrap();
+        assert!(matches!(without.begin("k1").await, Begin::Process(_)));
+        drop(without);
+        let store = IdempotencyStore::open(&dir.path().join("s"), &main, Some(&dl), 3600).unwrap();
+        match store.begin("k1").await {
+            Begin::Replay(a) => {
+                assert_eq!(
+                    (a.accepted, a.dead_lettered, a.first_offset, a.next_offset),
+                    (0, 1, 7, 7)
+                );
+            }
+            Begin::Process(_) => panic!("the key was not rebuilt from the dead-letter log"),
+        }
+    }
 }

@@ -4,7 +4,12 @@
 //! and validate every row against the stream's schema (any invalid row rejects the whole request
 //! with the list of `{row, field, message}`), append the batch to the stream's log, and answer
 //! 200 only once the log has fsynced it. Nothing of a rejected request reaches the log.
+//!
+//! With `on_invalid = "dead_letter"` the valid rows are accepted and the invalid ones are appended
+//! to the stream's dead-letter log (see [`dead_letter`]) before the 200, which then says
+//! `{"accepted": N, "dead_lettered": M, "errors": [{row, field, message}, …]}`.
 
+pub mod dead_letter;
 pub mod decode;
 pub mod idempotency;
 pub mod schema;
@@ -20,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use self::decode::{DecodeError, Framing};
+use crate::config::OnInvalid;
 use crate::error::Error;
 use crate::server::App;
 
@@ -104,7 +110,20 @@ pub async fn post_events(
     };
     let len = body.len();
     let decoder = state.decoder.clone();
-    let decoded = match tokio::task::spawn_blocking(move || decoder.decode(&body, framing)).await {
+    let lenient = state.config.on_invalid == OnInvalid::DeadLetter;
+    let decoded = tokio::task::spawn_blocking(move || {
+        if lenient {
+            decoder.decode_lenient(&body, framing)
+        } else {
+            decoder.decode(&body, framing).map(|b| decode::Lenient {
+                rows: b.num_rows(),
+                batch: Some(b),
+                invalid: vec![],
+            })
+        }
+    })
+    .await;
+    let decoded = match decoded {
         Ok(d) => d,
         Err(e) => {
             return fail(
@@ -113,8 +132,8 @@ pub async fn post_events(
             );
         }
     };
-    let batch = match decoded {
-        Ok(batch) => batch,
+    let decoded = match decoded {
+        Ok(d) => d,
         Err(e) => {
             if let DecodeError::Rows { count, .. } = &e {
                 metrics.rows_rejected.fetch_add(*count as u64, Ordering::Relaxed);
@@ -122,39 +141,92 @@ pub async fn post_events(
             return fail(guard, decode_error_response(e));
         }
     };
-    let rows = batch.num_rows() as u64;
-    let batch = match &key {
-        Some(k) => {
+    let rows = decoded.batch.as_ref().map_or(0, |b| b.num_rows() as u64);
+    let dead_lettered = decoded.invalid.len() as u64;
+    let errors: Vec<decode::RowError> = decoded
+        .invalid
+        .iter()
+        .take(app.config.limits.max_errors_reported)
+        .map(|(e, _)| e.clone())
+        .collect();
+    // The idempotency key rides on the last record of the request (see `dead_letter`).
+    let letters = (!decoded.invalid.is_empty()).then(|| {
+        let key_here = if decoded.batch.is_none() {
+            key.as_deref().map(|k| (k, state.log.end_offset()))
+        } else {
+            None
+        };
+        dead_letter::batch(
+            &stream,
+            &decoded.invalid,
+            chrono::Utc::now().timestamp_micros(),
+            key_here,
+        )
+    });
+    let batch = match decoded.batch {
+        Some(batch) if key.is_some() || dead_lettered > 0 => {
             let mut schema = batch.schema().as_ref().clone();
-            schema
-                .metadata
-                .insert(idempotency::RECORD_KEY_METADATA.to_string(), k.clone());
+            if let Some(k) = &key {
+                schema
+                    .metadata
+                    .insert(idempotency::RECORD_KEY_METADATA.to_string(), k.clone());
+            }
+            if dead_lettered > 0 {
+                schema.metadata.insert(
+                    dead_letter::RECORD_DEAD_LETTERED_METADATA.to_string(),
+                    dead_lettered.to_string(),
+                );
+            }
             match batch.with_schema(Arc::new(schema)) {
-                Ok(b) => b,
+                Ok(b) => Some(b),
                 Err(e) => return fail(guard, Error::Arrow(e).into_response()),
             }
         }
-        None => batch,
+        other => other,
     };
-    // The append and its bookkeeping run in their own task: if the client goes away mid-way,
+    // The appends and their bookkeeping run in their own task: if the client goes away mid-way,
     // the outcome is still recorded (a record that became durable must keep its key).
     let task_app = app.clone();
     let task_stream = stream.clone();
     let outcome = tokio::spawn(async move {
         let state = &task_app.streams[&task_stream];
-        match state.log.append(batch).await {
+        let appended = async {
+            if let Some(letters) = letters {
+                let dl = task_app
+                    .streams
+                    .get(&dead_letter::stream_name(&task_stream))
+                    .ok_or_else(|| Error::Config(format!("stream {task_stream:?} has no dead-letter stream")))?;
+                let ack = dl.log.append(letters).await?;
+                dl.metrics.rows_accepted.fetch_add(dead_lettered, Ordering::Relaxed);
+                dl.metrics.log_end_offset.fetch_max(ack.next_offset, Ordering::Relaxed);
+            }
+            match batch {
+                Some(batch) => Ok::<_, Error>(state.log.append(batch).await?),
+                None => {
+                    let end = state.log.end_offset();
+                    Ok(floe_stream::AppendAck {
+                        first_offset: end,
+                        next_offset: end,
+                    })
+                }
+            }
+        }
+        .await;
+        match appended {
             Ok(ack) => {
                 let answer = idempotency::Answer {
                     accepted: rows,
                     first_offset: ack.first_offset,
                     next_offset: ack.next_offset,
                     at_ms: chrono::Utc::now().timestamp_millis(),
+                    dead_lettered,
                 };
                 if let Some(g) = guard {
                     state.idempotency.done(g, answer);
                 }
                 let m = &state.metrics;
                 m.rows_accepted.fetch_add(rows, Ordering::Relaxed);
+                m.rows_dead_lettered.fetch_add(dead_lettered, Ordering::Relaxed);
                 m.requests_accepted.fetch_add(1, Ordering::Relaxed);
                 m.bytes_accepted.fetch_add(len as u64, Ordering::Relaxed);
                 m.log_end_offset.fetch_max(ack.next_offset, Ordering::Relaxed);
@@ -165,13 +237,28 @@ pub async fn post_events(
                     state.idempotency.failed(g);
                 }
                 state.metrics.requests_rejected.fetch_add(1, Ordering::Relaxed);
-                Err(Error::Log(e))
+                Err(e)
             }
         }
     })
     .await;
     match outcome {
-        Ok(Ok(answer)) => accepted_response(answer),
+        Ok(Ok(answer)) => {
+            let mut resp = accepted_response(answer);
+            if !errors.is_empty() {
+                let body = json!({
+                    "accepted": answer.accepted,
+                    "dead_lettered": answer.dead_lettered,
+                    "rejected": 0,
+                    "first_offset": answer.first_offset,
+                    "next_offset": answer.next_offset,
+                    "dead_letter_stream": dead_letter::stream_name(&stream),
+                    "errors": errors,
+                });
+                resp = (StatusCode::OK, axum::Json(body)).into_response();
+            }
+            resp
+        }
         Ok(Err(e)) => e.into_response(),
         Err(e) => Error::Config(format!("append task failed: {e}")).into_response(),
     }
@@ -180,6 +267,7 @@ pub async fn post_events(
 fn accepted_response(a: idempotency::Answer) -> Response {
     let body = json!({
         "accepted": a.accepted,
+        "dead_lettered": a.dead_lettered,
         "rejected": 0,
         "first_offset": a.first_offset,
         "next_offset": a.next_offset,

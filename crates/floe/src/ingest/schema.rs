@@ -92,7 +92,7 @@ pub fn type_name(t: FieldType) -> &'static str {
         FieldType::Float32 => "float32",
         FieldType::Float64 => "float64",
         FieldType::Bool => "bool",
-        FieldType::Timestamp => "timestamp (RFC 3339 string or epoch milliseconds)",
+        FieldType::Timestamp => "timestamp (RFC 3339 string with offset, or epoch millis/micros)",
         FieldType::Binary => "binary (base64 string)",
         FieldType::Json => "json",
         FieldType::List => "list (JSON array)",

@@ -48,6 +48,17 @@ pub async fn run(app: Arc<App>, t: Transform, mut shutdown: watch::Receiver<bool
     }
 }
 
+/// Runs `t` once up to the current end of its stream's log, commits, and returns — or returns
+/// the first error (a sink that cannot open, a schema mismatch, a failed commit) instead of
+/// retrying. Used by tests and tools that need "everything durable so far is committed".
+pub async fn catch_up(app: &App, t: &Transform) -> Result<()> {
+    let (tx, mut rx) = watch::channel(false);
+    // The receiver has not seen `true` yet, so the runner stops as soon as it has caught up.
+    tx.send(true)
+        .map_err(|_| Error::Config("shutdown channel closed".into()))?;
+    run_once(app, t, &mut rx).await
+}
+
 async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>) -> Result<()> {
     let cfg = app.config.sink(&t.sink).expect("planned against config sinks");
     let stream = app.streams.get(&t.stream).expect("planned against config streams");

@@ -93,6 +93,9 @@ impl IcebergSink {
             match catalog.create_namespace(&namespace, Default::default()).await {
                 Ok(_) => {}
                 Err(e) if e.kind() == iceberg::ErrorKind::NamespaceAlreadyExists => {}
+                // Another sink of the same namespace created it in between (the catalog may
+                // report that as a unique-constraint error rather than NamespaceAlreadyExists).
+                Err(_) if catalog.namespace_exists(&namespace).await? => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -448,13 +451,23 @@ fn check_schema(sink: &str, table: &IcebergSchema, wanted: &IcebergSchema) -> Re
         .as_struct()
         .fields()
         .iter()
-        .map(|f| (f.name.clone(), f.field_type.to_string()))
+        .map(|f| {
+            (
+                f.name.clone(),
+                crate::pipeline::validate::iceberg_type_name(&f.field_type),
+            )
+        })
         .collect();
     let w: Vec<(String, String)> = wanted
         .as_struct()
         .fields()
         .iter()
-        .map(|f| (f.name.clone(), f.field_type.to_string()))
+        .map(|f| {
+            (
+                f.name.clone(),
+                crate::pipeline::validate::iceberg_type_name(&f.field_type),
+            )
+        })
         .collect();
     if t == w {
         return Ok(());
