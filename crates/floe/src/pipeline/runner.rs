@@ -88,6 +88,10 @@ async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>
     metrics.position.store(offset, Ordering::Relaxed);
     let mut durable = log.subscribe();
     let mut newest_appended_ms = 0i64;
+    // Set once shutdown is asked for: read on to the end of the log, commit, return. (Committing
+    // straight from the select would miss records made durable after the last read, e.g. by
+    // requests that finished while HTTP was shutting down.)
+    let mut stopping = false;
     loop {
         durable.borrow_and_update();
         let records = log.read(offset, app.config.limits.batch_bytes)?;
@@ -112,6 +116,12 @@ async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>
         if offset < log.end_offset() {
             continue;
         }
+        if stopping {
+            if sink.through() > sink.committed() {
+                commit(app, t, &mut sink, newest_appended_ms).await?;
+            }
+            return Ok(());
+        }
         let deadline = sink.roll_deadline().map(tokio::time::Instant::from_std);
         tokio::select! {
             changed = durable.changed() => {
@@ -120,12 +130,7 @@ async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>
                 }
             }
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {}
-            _ = shutdown.changed() => {
-                if sink.through() > sink.committed() {
-                    commit(app, t, &mut sink, newest_appended_ms).await?;
-                }
-                return Ok(());
-            }
+            _ = shutdown.changed() => stopping = true,
         }
     }
 }
