@@ -41,30 +41,35 @@ def _outside_batch(table, k: int) -> pa.Table:
     return pa.Table.from_pydict(rows, schema=schema)
 
 
-def test_pyiceberg_appends_while_floe_ingests(floe_server):
+def race_with_floe(floe_server, load, appends: int, retry_on=Exception, tries: int = 10, pause: float = 0.3):
+    """Appends `appends` batches through `load()` (a function returning the table) from a thread
+    while floe ingests FLOE_REQUESTS requests; each lost swap (`retry_on`) is retried on fresh
+    metadata, up to `tries` times. Returns (floe ids, outside ids, lost swaps), all acknowledged."""
     # The table exists once floe's first commit lands.
     first = make_events("floe", 10)
     assert_accepted(floe_server.post_events(first), 10)
     wait_for_rows(floe_server, 10)
 
     outside_ids: list[str] = []
+    conflicts = [0]
     errors: list[BaseException] = []
 
     def outside_writer():
         try:
-            for k in range(OUTSIDE_APPENDS):
-                for attempt in range(10):  # PyIceberg raises on a lost swap; retry on fresh metadata
-                    table = load_table(floe_server)
+            for k in range(appends):
+                for attempt in range(tries):
+                    table = load()
                     batch = _outside_batch(table, k)
                     try:
                         table.append(batch)
                         break
-                    except Exception as e:  # CommitFailedException and friends
-                        if attempt == 9:
+                    except retry_on:
+                        conflicts[0] += 1
+                        if attempt == tries - 1:
                             raise
-                        time.sleep(0.1)
+                        time.sleep(0.05)
                 outside_ids.extend(batch.column("id").to_pylist())
-                time.sleep(0.3)
+                time.sleep(pause)
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -79,6 +84,12 @@ def test_pyiceberg_appends_while_floe_ingests(floe_server):
     t.join(timeout=120)
     assert not t.is_alive(), "the outside writer did not finish"
     assert not errors, f"the outside writer failed: {errors[0]!r}"
+    assert len(outside_ids) == appends * 5
+    return floe_ids, outside_ids, conflicts[0]
 
+
+def test_pyiceberg_appends_while_floe_ingests(floe_server):
+    # PyIceberg's SqlCatalog raises CommitFailedException (and friends) on a lost swap.
+    floe_ids, outside_ids, _ = race_with_floe(floe_server, lambda: load_table(floe_server), OUTSIDE_APPENDS)
     table = wait_for_rows(floe_server, len(floe_ids) + len(outside_ids), settle=2.0)
     ids_exactly_once(table, floe_ids + outside_ids)

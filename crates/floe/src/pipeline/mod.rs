@@ -432,22 +432,7 @@ impl Transform {
 
     /// Casts a batch of the SELECT to the storable output schema (see [`storable_schema`]).
     fn to_output(&self, batch: RecordBatch) -> Result<RecordBatch> {
-        if batch.schema().fields() == self.output.fields() {
-            return Ok(batch);
-        }
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(self.output.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c.clone())
-                } else {
-                    arrow::compute::cast(c, f.data_type())
-                }
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(RecordBatch::try_new(self.output.clone(), columns)?)
+        crate::sink::iceberg::conform(&batch, &self.output)
     }
 }
 

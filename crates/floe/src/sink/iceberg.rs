@@ -424,9 +424,9 @@ fn writer_properties(c: Compression) -> WriterProperties {
     WriterProperties::builder().set_compression(compression).build()
 }
 
-/// Recasts `batch` to the table's Arrow schema (same columns by position; the table's schema
-/// carries the Iceberg field ids the Parquet writer needs).
-fn conform(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
+/// Recasts `batch` to `target` (same columns by position): to the table's Arrow schema, which
+/// carries the Iceberg field ids the Parquet writer needs, or to a pipeline's storable output.
+pub(crate) fn conform(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
     if batch.schema().as_ref() == target.as_ref() {
         return Ok(batch.clone());
     }
