@@ -4,7 +4,7 @@
 //!
 //! | name | rows |
 //! |---|---|
-//! | `ns."t$snapshots"`, `ns."t$manifests"` | iceberg-rust's inspect tables |
+//! | `ns."t$snapshots"`, `ns."t$manifests"` | iceberg-rust's inspect tables (materialized) |
 //! | `ns."t$files"` | live data files of the current snapshot |
 //! | `ns."t$partitions"` | per partition: rows, files, bytes of the current snapshot |
 //! | `ns."t$history"` | the snapshot log: when each snapshot became current |
@@ -24,6 +24,7 @@ use floe_catalog::SqliteCatalog;
 use iceberg::spec::{DataContentType, Literal};
 use iceberg::table::Table;
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
+use futures::TryStreamExt;
 use iceberg_datafusion::IcebergStaticTableProvider;
 
 /// Wraps iceberg-datafusion's catalog provider; every schema gains the `$` tables.
@@ -68,6 +69,8 @@ struct FloeSchemaProvider {
 
 /// What a `$` suffix asks for.
 enum Special {
+    Snapshots,
+    Manifests,
     Files,
     Partitions,
     History,
@@ -77,6 +80,8 @@ enum Special {
 
 fn special(suffix: &str) -> Option<Special> {
     match suffix {
+        "snapshots" => Some(Special::Snapshots),
+        "manifests" => Some(Special::Manifests),
         "files" => Some(Special::Files),
         "partitions" => Some(Special::Partitions),
         "history" => Some(Special::History),
@@ -103,10 +108,15 @@ impl SchemaProvider for FloeSchemaProvider {
     }
 
     fn table_names(&self) -> Vec<String> {
-        let mut names = self.inner.table_names();
-        let base: Vec<String> = names.iter().filter(|n| !n.contains('$')).cloned().collect();
+        let base: Vec<String> = self
+            .inner
+            .table_names()
+            .into_iter()
+            .filter(|n| !n.contains('$'))
+            .collect();
+        let mut names = base.clone();
         for t in base {
-            for s in ["files", "partitions", "history"] {
+            for s in ["snapshots", "manifests", "files", "partitions", "history"] {
                 names.push(format!("{t}${s}"));
             }
         }
@@ -147,6 +157,18 @@ impl SchemaProvider for FloeSchemaProvider {
                         .await
                         .map_err(ext)?,
                 )
+            }
+            // iceberg-datafusion's own providers for these ignore the projection (`count(*)`
+            // fails), so they are materialized here: they are small.
+            Special::Snapshots => {
+                let batches: Vec<RecordBatch> = table.inspect().snapshots().scan().await.map_err(ext)?.try_collect().await.map_err(ext)?;
+                let schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(&table.inspect().snapshots().schema()).map_err(ext)?);
+                Arc::new(MemTable::try_new(schema, vec![batches])?)
+            }
+            Special::Manifests => {
+                let batches: Vec<RecordBatch> = table.inspect().manifests().scan().await.map_err(ext)?.try_collect().await.map_err(ext)?;
+                let schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(&table.inspect().manifests().schema()).map_err(ext)?);
+                Arc::new(MemTable::try_new(schema, vec![batches])?)
             }
             Special::Files => mem(files_batch(&table).await.map_err(ext)?)?,
             Special::Partitions => mem(partitions_batch(&table).await.map_err(ext)?)?,
