@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod loadgen;
 pub mod lookup;
 pub mod metrics;
 pub mod pipeline;
