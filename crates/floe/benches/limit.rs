@@ -17,10 +17,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 const FILE_ROWS: usize = 1_000_000;
 
 fn main() {
-    let seconds: f64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(5.0);
+    let seconds: f64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5.0);
     let bodies: Vec<String> = (0..64).map(|i| floe::loadgen::request_body(1000, i)).collect();
     let decoder = RowDecoder::new(&floe::loadgen::fields(), UnknownFields::Reject, 1 << 20, 100, false);
     let props = WriterProperties::builder()
@@ -65,8 +62,14 @@ fn main() {
         "limit: {rows} events, {mb:.0} MB of JSON → {:.1} MB of Parquet (zstd) on one core",
         out_bytes as f64 / 1e6
     );
-    println!("BENCH limit_decode_mb_per_s={:.2} unit=MB/s", mb / decode_t.as_secs_f64());
-    println!("BENCH limit_encode_mb_per_s={:.2} unit=MB/s", mb / encode_t.as_secs_f64());
+    println!(
+        "BENCH limit_decode_mb_per_s={:.2} unit=MB/s",
+        mb / decode_t.as_secs_f64()
+    );
+    println!(
+        "BENCH limit_encode_mb_per_s={:.2} unit=MB/s",
+        mb / encode_t.as_secs_f64()
+    );
     println!("BENCH limit_mb_per_s={:.2} unit=MB/s", mb / total);
     println!("BENCH limit_rows_per_s={:.2} unit=rows/s", rows as f64 / total);
 }

@@ -28,7 +28,11 @@ fn schema() -> Arc<Schema> {
         Field::new("ns", DataType::Utf8, false),
         Field::new("type", DataType::Utf8, false),
         Field::new("id", DataType::Utf8, false),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            false,
+        ),
         Field::new("data", DataType::Utf8, true),
         Field::new("visibility", DataType::Utf8, true),
     ]))
@@ -53,10 +57,12 @@ fn chunk(from: usize, to: usize, rows: usize) -> RecordBatch {
                 TimestampMicrosecondArray::from_iter_values(r.clone().map(|n| 1_795_000_000_000_000 + n as i64 * 1000))
                     .with_timezone("+00:00"),
             ),
+            Arc::new(StringArray::from_iter_values(r.clone().map(|n| {
+                format!(r#"{{"size":{},"region":"eu-west-{}"}}"#, n % 10_000, n % 3)
+            }))),
             Arc::new(StringArray::from_iter_values(
-                r.clone().map(|n| format!(r#"{{"size":{},"region":"eu-west-{}"}}"#, n % 10_000, n % 3)),
+                r.map(|n| VISIBILITY[n % VISIBILITY.len()]),
             )),
-            Arc::new(StringArray::from_iter_values(r.map(|n| VISIBILITY[n % VISIBILITY.len()]))),
         ],
     )
     .expect("batch")
@@ -131,7 +137,9 @@ bloom_filter_columns = ["id"]
     let url = format!("http://{addr}/v1/tables/analytics.events/rows");
     let mut state = 12345usize;
     let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) % rows
     };
     let mut run = |keys: &'static str, count: usize| {

@@ -112,9 +112,13 @@ async fn lookups_prune_cache_and_follow_commits() {
 
     // One row by its full key: only the (ns, type) partition's files are candidates, and of
     // those only the commit holding the id is read (bloom filters skip the other four).
-    let r = lookup(&engine, &ident, &[("ns", "beta.io"), ("type", "table"), ("id", "k00017c3")])
-        .await
-        .unwrap();
+    let r = lookup(
+        &engine,
+        &ident,
+        &[("ns", "beta.io"), ("type", "table"), ("id", "k00017c3")],
+    )
+    .await
+    .unwrap();
     assert_eq!(column(&r, "n"), vec!["3017"]);
     assert_eq!(r.stats.files_total, 30, "{:?}", r.stats);
     assert_eq!(r.stats.files_pruned_by_partition, 25, "{:?}", r.stats);
@@ -136,9 +140,13 @@ async fn lookups_prune_cache_and_follow_commits() {
     assert_eq!(first.1, 5, "one manifest per commit");
 
     // Warm: the same lookup reads no metadata, manifest or footer again.
-    let r2 = lookup(&engine, &ident, &[("ns", "beta.io"), ("type", "table"), ("id", "k00017c3")])
-        .await
-        .unwrap();
+    let r2 = lookup(
+        &engine,
+        &ident,
+        &[("ns", "beta.io"), ("type", "table"), ("id", "k00017c3")],
+    )
+    .await
+    .unwrap();
     assert_eq!(column(&r2, "n"), vec!["3017"]);
     assert_eq!(loads(&engine), first);
 
@@ -151,17 +159,25 @@ async fn lookups_prune_cache_and_follow_commits() {
     assert_eq!(column(&r, "id"), vec!["k00039c2"; 6]);
     assert_eq!(r.stats.files_pruned_by_bounds, 24, "{:?}", r.stats);
     // A whole partition, every row exactly once.
-    let r = lookup(&engine, &ident, &[("ns", "corp.net"), ("type", "function"), ("limit", "1000")])
-        .await
-        .unwrap();
+    let r = lookup(
+        &engine,
+        &ident,
+        &[("ns", "corp.net"), ("type", "function"), ("limit", "1000")],
+    )
+    .await
+    .unwrap();
     let mut want: Vec<String> = (0..5).flat_map(|c| (0..ROWS_PER_PART).map(move |i| id(i, c))).collect();
     want.sort();
     assert_eq!(column(&r, "id"), want);
     // limit
-    let r = lookup(&engine, &ident, &[("ns", "corp.net"), ("limit", "7")]).await.unwrap();
+    let r = lookup(&engine, &ident, &[("ns", "corp.net"), ("limit", "7")])
+        .await
+        .unwrap();
     assert_eq!(r.num_rows(), 7);
     // No match.
-    let r = lookup(&engine, &ident, &[("ns", "acme.com"), ("id", "nope")]).await.unwrap();
+    let r = lookup(&engine, &ident, &[("ns", "acme.com"), ("id", "nope")])
+        .await
+        .unwrap();
     assert_eq!(r.num_rows(), 0);
     let before = r.snapshot_id.unwrap();
     let before_ms = chrono::Utc::now().timestamp_millis();
@@ -171,9 +187,13 @@ async fn lookups_prune_cache_and_follow_commits() {
     // new manifest is read.
     commit(&mut sink, 5).await;
     let mid = loads(&engine);
-    let r = lookup(&engine, &ident, &[("ns", "acme.com"), ("type", "function"), ("id", "k00001c5")])
-        .await
-        .unwrap();
+    let r = lookup(
+        &engine,
+        &ident,
+        &[("ns", "acme.com"), ("type", "function"), ("id", "k00001c5")],
+    )
+    .await
+    .unwrap();
     assert_eq!(column(&r, "n"), vec!["5001"]);
     let after = loads(&engine);
     assert_eq!(after.0, mid.0 + 1, "metadata reloaded once");
@@ -185,7 +205,9 @@ async fn lookups_prune_cache_and_follow_commits() {
         .await
         .unwrap();
     commit(&mut outside, 6).await;
-    let r = lookup(&engine, &ident, &[("id", "k00002c6"), ("type", "table")]).await.unwrap();
+    let r = lookup(&engine, &ident, &[("id", "k00002c6"), ("type", "table")])
+        .await
+        .unwrap();
     assert_eq!(column(&r, "n"), vec!["6002"; 3]);
     assert_eq!(loads(&engine).0, after.0 + 1);
 
@@ -196,14 +218,22 @@ async fn lookups_prune_cache_and_follow_commits() {
         .unwrap();
     assert_eq!(r.num_rows(), 0);
     assert_eq!(r.snapshot_id, Some(before));
-    let r = lookup(&engine, &ident, &[("id", "k00001c5"), ("as_of", &before_ms.to_string())])
-        .await
-        .unwrap();
+    let r = lookup(
+        &engine,
+        &ident,
+        &[("id", "k00001c5"), ("as_of", &before_ms.to_string())],
+    )
+    .await
+    .unwrap();
     assert_eq!(r.num_rows(), 0);
     assert_eq!(r.snapshot_id, Some(before));
-    let r = lookup(&engine, &ident, &[("id", "k00001c4"), ("as_of", &before_ms.to_string())])
-        .await
-        .unwrap();
+    let r = lookup(
+        &engine,
+        &ident,
+        &[("id", "k00001c4"), ("as_of", &before_ms.to_string())],
+    )
+    .await
+    .unwrap();
     assert_eq!(r.num_rows(), 6);
 
     // Errors name what is wrong.

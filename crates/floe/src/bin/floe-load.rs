@@ -93,6 +93,7 @@ async fn freshness(
     tag: &'static str,
 ) -> Vec<Duration> {
     let mut out = Vec::new();
+    let mut polls = Vec::new();
     let mut k = 0u64;
     while Instant::now() < until {
         let next = Instant::now() + every;
@@ -114,23 +115,32 @@ async fn freshness(
             continue;
         }
         let acked = Instant::now();
-        let give_up = acked + Duration::from_secs(60);
-        while Instant::now() < give_up {
-            let r = client
-                .get(format!("{url}/v1/tables/{table}/rows"))
-                .query(&[("ns", "probe.example.com"), ("type", "probe"), ("id", id.as_str())])
-                .send()
-                .await;
-            if let Ok(r) = r
-                && let Ok(v) = r.json::<serde_json::Value>().await
-                && v["count"].as_u64().unwrap_or(0) >= 1
-            {
-                out.push(acked.elapsed());
-                break;
+        let (client, url, table) = (client.clone(), url.clone(), table.clone());
+        // Each probe polls on its own, so a slow one does not delay the next probe.
+        polls.push(tokio::spawn(async move {
+            let give_up = acked + Duration::from_secs(60);
+            while Instant::now() < give_up {
+                let r = client
+                    .get(format!("{url}/v1/tables/{table}/rows"))
+                    .query(&[("ns", "probe.example.com"), ("type", "probe"), ("id", id.as_str())])
+                    .send()
+                    .await;
+                if let Ok(r) = r
+                    && let Ok(v) = r.json::<serde_json::Value>().await
+                    && v["count"].as_u64().unwrap_or(0) >= 1
+                {
+                    return Some(acked.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            None
+        }));
         tokio::time::sleep_until(next.into()).await;
+    }
+    for p in polls {
+        if let Ok(Some(d)) = p.await {
+            out.push(d);
+        }
     }
     out
 }

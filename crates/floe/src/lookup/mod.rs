@@ -28,14 +28,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::array::{
-    ArrayRef, BinaryArray, BooleanArray, Date32Array, Float32Array, Float64Array, Int32Array, Int64Array,
-    RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, BinaryArray, BooleanArray, Date32Array, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray, TimestampMicrosecondArray,
 };
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use floe_catalog::SqliteCatalog;
 use futures::StreamExt;
-use iceberg::spec::{DataContentType, DataFile, Datum, Literal, ManifestContentType, PrimitiveLiteral, PrimitiveType, Type};
+use iceberg::spec::{
+    DataContentType, DataFile, Datum, Literal, ManifestContentType, PrimitiveLiteral, PrimitiveType, Type,
+};
 use iceberg::table::Table;
 use iceberg::transform::create_transform_function;
 use iceberg::{Catalog, TableIdent};
@@ -266,15 +268,33 @@ impl LookupEngine {
 
     /// Runs a lookup.
     pub async fn lookup(&self, ident: &TableIdent, req: &LookupRequest) -> Result<LookupResult> {
-        self.counters.lookups.fetch_add(1, Ordering::Relaxed);
         let cached = self.cached_table(ident).await?;
+        self.lookup_in(ident, &cached, req).await
+    }
+
+    /// Parses `params` and runs the lookup with one catalog query (the HTTP path).
+    pub async fn lookup_params(
+        &self,
+        ident: &TableIdent,
+        params: &[(String, String)],
+        max_rows: usize,
+    ) -> Result<LookupResult> {
+        let cached = self.cached_table(ident).await?;
+        let req = parse_request(&cached.table, params, max_rows)?;
+        self.lookup_in(ident, &cached, &req).await
+    }
+
+    async fn lookup_in(&self, ident: &TableIdent, cached: &CachedTable, req: &LookupRequest) -> Result<LookupResult> {
+        self.counters.lookups.fetch_add(1, Ordering::Relaxed);
         let metadata = cached.table.metadata();
         let snapshot = match req.snapshot {
             SnapshotSelector::Current => metadata.current_snapshot().cloned(),
-            SnapshotSelector::Id(id) => Some(metadata.snapshot_by_id(id).cloned().ok_or_else(|| Error::BadRequest {
-                code: "unknown_snapshot",
-                message: format!("table {ident} has no snapshot_id {id}"),
-            })?),
+            SnapshotSelector::Id(id) => {
+                Some(metadata.snapshot_by_id(id).cloned().ok_or_else(|| Error::BadRequest {
+                    code: "unknown_snapshot",
+                    message: format!("table {ident} has no snapshot_id {id}"),
+                })?)
+            }
             SnapshotSelector::AsOf(ms) => {
                 let id = snapshot_as_of(&cached.table, ms).ok_or_else(|| Error::BadRequest {
                     code: "unknown_snapshot",
@@ -295,7 +315,7 @@ impl LookupEngine {
                 stats: LookupStats::default(),
             });
         };
-        let files = self.snapshot_files(&cached, &snapshot).await?;
+        let files = self.snapshot_files(cached, &snapshot).await?;
         let mut stats = LookupStats {
             files_total: files.len() as u64,
             ..Default::default()
@@ -515,7 +535,10 @@ pub fn parse_request(table: &Table, params: &[(String, String)], max_rows: usize
                 let Type::Primitive(ty) = field.field_type.as_ref() else {
                     return Err(bad(
                         "bad_column",
-                        format!("column {column:?} is {}, lookups compare primitive columns only", field.field_type),
+                        format!(
+                            "column {column:?} is {}, lookups compare primitive columns only",
+                            field.field_type
+                        ),
                     ));
                 };
                 let value = parse_value(ty, v).map_err(|why| {
@@ -615,18 +638,22 @@ pub fn parse_table_ident(s: &str) -> Result<TableIdent> {
     TableIdent::from_strs(parts).map_err(Error::from)
 }
 
-/// Runs a parsed lookup under the `[limits]` time limit.
+/// Parses and runs a lookup under the `[limits]` time limit.
 pub async fn lookup_with_limits(
     engine: &LookupEngine,
     ident: &TableIdent,
-    req: &LookupRequest,
-    timeout: Duration,
+    params: &[(String, String)],
+    limits: &crate::config::Limits,
 ) -> Result<LookupResult> {
-    match tokio::time::timeout(timeout, engine.lookup(ident, req)).await {
+    let timeout = Duration::from_secs_f64(limits.query_timeout_seconds);
+    match tokio::time::timeout(timeout, engine.lookup_params(ident, params, limits.query_max_rows)).await {
         Ok(r) => r,
         Err(_) => Err(Error::Limit {
             limit: "limits.query_timeout_seconds",
-            message: format!("the lookup ran longer than {} s and was cancelled", timeout.as_secs_f64()),
+            message: format!(
+                "the lookup ran longer than {} s and was cancelled",
+                timeout.as_secs_f64()
+            ),
             status: axum::http::StatusCode::BAD_REQUEST,
         }),
     }
@@ -642,13 +669,7 @@ pub async fn get_rows(
     let result = async {
         crate::auth::require(&app.config.auth, &headers, "read")?;
         let ident = parse_table_ident(&table)?;
-        let limits = &app.config.limits;
-        let req = app
-            .lookup
-            .parse_request(&ident, &params, limits.query_max_rows)
-            .await?;
-        let timeout = Duration::from_secs_f64(limits.query_timeout_seconds);
-        let res = lookup_with_limits(&app.lookup, &ident, &req, timeout).await?;
+        let res = lookup_with_limits(&app.lookup, &ident, &params, &app.config.limits).await?;
         let rows = crate::query::to_json(&res.batches)?;
         let mut out = Vec::with_capacity(rows.len() + 512);
         out.extend_from_slice(b"{\"table\":");

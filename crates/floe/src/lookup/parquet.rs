@@ -123,8 +123,8 @@ impl FileCache {
         stats.row_groups_total = n_rg as u64;
         let mut keep: Vec<bool> = vec![true; n_rg];
         for b in &bound {
-            let conv = StatisticsConverter::try_new(schema.field(b.root).name(), &schema, &descr)
-                .map_err(parquet_err)?;
+            let conv =
+                StatisticsConverter::try_new(schema.field(b.root).name(), &schema, &descr).map_err(parquet_err)?;
             let mins = conv.row_group_mins(pq.row_groups()).map_err(parquet_err)?;
             let maxes = conv.row_group_maxes(pq.row_groups()).map_err(parquet_err)?;
             let outside = outside_range(&b.scalar, &mins, &maxes)?;
@@ -174,10 +174,7 @@ impl FileCache {
         if row_groups.is_empty() {
             return Ok((vec![], stats));
         }
-        stats.rows_in_row_groups_read = row_groups
-            .iter()
-            .map(|rg| pq.row_group(*rg).num_rows() as u64)
-            .sum();
+        stats.rows_in_row_groups_read = row_groups.iter().map(|rg| pq.row_group(*rg).num_rows() as u64).sum();
 
         // Pages: select only pages whose min/max can hold every value.
         let selection = match (pq.column_index(), pq.offset_index()) {
@@ -258,12 +255,10 @@ fn local_path(location: &str) -> Result<String> {
 
 /// The file's root column for `p`: by Iceberg field id when the file records ids, else by name.
 fn find_column(schema: &SchemaRef, p: &Predicate) -> Option<usize> {
-    let by_id = schema.fields().iter().position(|f| {
-        f.metadata()
-            .get("PARQUET:field_id")
-            .and_then(|v| v.parse::<i32>().ok())
-            == Some(p.field_id)
-    });
+    let by_id = schema
+        .fields()
+        .iter()
+        .position(|f| f.metadata().get("PARQUET:field_id").and_then(|v| v.parse::<i32>().ok()) == Some(p.field_id));
     by_id.or_else(|| schema.index_of(&p.column).ok())
 }
 

@@ -21,10 +21,10 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider};
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use floe_catalog::SqliteCatalog;
+use futures::TryStreamExt;
 use iceberg::spec::{DataContentType, Literal};
 use iceberg::table::Table;
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
-use futures::TryStreamExt;
 use iceberg_datafusion::IcebergStaticTableProvider;
 
 /// Wraps iceberg-datafusion's catalog provider; every schema gains the `$` tables.
@@ -161,13 +161,33 @@ impl SchemaProvider for FloeSchemaProvider {
             // iceberg-datafusion's own providers for these ignore the projection (`count(*)`
             // fails), so they are materialized here: they are small.
             Special::Snapshots => {
-                let batches: Vec<RecordBatch> = table.inspect().snapshots().scan().await.map_err(ext)?.try_collect().await.map_err(ext)?;
-                let schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(&table.inspect().snapshots().schema()).map_err(ext)?);
+                let batches: Vec<RecordBatch> = table
+                    .inspect()
+                    .snapshots()
+                    .scan()
+                    .await
+                    .map_err(ext)?
+                    .try_collect()
+                    .await
+                    .map_err(ext)?;
+                let schema = Arc::new(
+                    iceberg::arrow::schema_to_arrow_schema(&table.inspect().snapshots().schema()).map_err(ext)?,
+                );
                 Arc::new(MemTable::try_new(schema, vec![batches])?)
             }
             Special::Manifests => {
-                let batches: Vec<RecordBatch> = table.inspect().manifests().scan().await.map_err(ext)?.try_collect().await.map_err(ext)?;
-                let schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(&table.inspect().manifests().schema()).map_err(ext)?);
+                let batches: Vec<RecordBatch> = table
+                    .inspect()
+                    .manifests()
+                    .scan()
+                    .await
+                    .map_err(ext)?
+                    .try_collect()
+                    .await
+                    .map_err(ext)?;
+                let schema = Arc::new(
+                    iceberg::arrow::schema_to_arrow_schema(&table.inspect().manifests().schema()).map_err(ext)?,
+                );
                 Arc::new(MemTable::try_new(schema, vec![batches])?)
             }
             Special::Files => mem(files_batch(&table).await.map_err(ext)?)?,
@@ -329,11 +349,12 @@ fn history_batch(table: &Table) -> DFResult<RecordBatch> {
     Ok(RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(TimestampMillisecondArray::from_iter_values(log.iter().map(|l| l.timestamp_ms)).with_timezone("+00:00")),
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(log.iter().map(|l| l.timestamp_ms)).with_timezone("+00:00"),
+            ),
             Arc::new(Int64Array::from_iter_values(log.iter().map(|l| l.snapshot_id))),
             Arc::new(Int64Array::from_iter(log.iter().map(|l| {
-                md.snapshot_by_id(l.snapshot_id)
-                    .and_then(|s| s.parent_snapshot_id())
+                md.snapshot_by_id(l.snapshot_id).and_then(|s| s.parent_snapshot_id())
             }))),
             Arc::new(BooleanArray::from_iter(
                 log.iter().map(|l| Some(ancestors.contains(&l.snapshot_id))),
