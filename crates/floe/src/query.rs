@@ -2,12 +2,12 @@
 //!
 //! Each query gets a fresh DataFusion session whose default catalog is floe's Iceberg catalog,
 //! so `namespace.table` resolves and every query sees the latest committed snapshot. Filters and
-//! projections are pushed into the Iceberg scan (iceberg-datafusion's `IcebergTableScan`: file
-//! and row-group pruning by partition values and statistics); the plan is repartitioned over
-//! `target_partitions` (the machine's cores). [`tables`] adds metadata tables and time travel.
+//! projections are pushed into the Iceberg scan (file and row-group pruning by partition values
+//! and statistics), whose files [`scan`] spreads over `target_partitions` (the machine's cores). [`tables`] adds metadata tables and time travel.
 //! Results are bounded by `[limits] query_max_rows` and `query_timeout_seconds`; both errors
 //! name the limit. Output: table, JSON, CSV, Arrow IPC (file format) or Parquet.
 
+pub mod scan;
 pub mod tables;
 
 use std::sync::Arc;

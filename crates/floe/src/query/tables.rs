@@ -125,7 +125,11 @@ impl SchemaProvider for FloeSchemaProvider {
 
     async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
         let Some((base, suffix)) = name.split_once('$') else {
-            return self.inner.table(name).await;
+            return Ok(self
+                .inner
+                .table(name)
+                .await?
+                .map(|t| Arc::new(super::scan::ParallelTable::new(t)) as Arc<dyn TableProvider>));
         };
         let Some(kind) = special(suffix) else {
             return match self.inner.table(name).await {
@@ -144,19 +148,19 @@ impl SchemaProvider for FloeSchemaProvider {
         };
         let ext = |e: iceberg::Error| DataFusionError::External(Box::new(e));
         let provider: Arc<dyn TableProvider> = match kind {
-            Special::Snapshot(id) => Arc::new(
+            Special::Snapshot(id) => Arc::new(super::scan::ParallelTable::new(Arc::new(
                 IcebergStaticTableProvider::try_new_from_table_snapshot(table, id)
                     .await
                     .map_err(|e| plan_err(format!("{name:?}: {e}")))?,
-            ),
+            ))),
             Special::AsOf(ms) => {
                 let id = crate::lookup::snapshot_as_of(&table, ms)
                     .ok_or_else(|| plan_err(format!("{name:?}: no snapshot was committed at or before {ms} ms")))?;
-                Arc::new(
+                Arc::new(super::scan::ParallelTable::new(Arc::new(
                     IcebergStaticTableProvider::try_new_from_table_snapshot(table, id)
                         .await
                         .map_err(ext)?,
-                )
+                )))
             }
             // iceberg-datafusion's own providers for these ignore the projection (`count(*)`
             // fails), so they are materialized here: they are small.
