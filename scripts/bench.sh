@@ -1,16 +1,37 @@
 #!/usr/bin/env bash
-# Ingest benchmark: starts a release `floe serve` on a fresh temp dir (loopback, 1 s roll),
-# drives it with `floe-load`, and prints the hardware and one line per figure.
+# floe's benchmark suite, in one run (BENCHMARKS.md has the latest figures). Every figure is one
+# line `BENCH name=value unit=…`; `grep '^BENCH'` gives them all.
 #
-#   scripts/bench.sh [seconds] [connections] [batch]
+#   scripts/bench.sh [seconds] [connections] [batch]      default 20 4 1000
+#   FLOE_BENCH_ROWS=10000000 FLOE_BENCH_PEER_SECONDS=20    lookup table size, PyIceberg run time
+#
+# 1. ingest: a release `floe serve` on a fresh temp dir (loopback, 1 s roll, zstd, table
+#    partitioned by ns) driven by `floe-load`: durable acks/s, MB/s, ack p50/p99, end-to-end
+#    committed rows/s and MB/s, freshness (ack → visible to a point lookup) under the full load
+#    and at a light steady load.
+# 2. the in-process limit on the same events: floe's JSON → Arrow decoder + Parquet zstd encode
+#    on one core (benches/limit.rs), and the ratios floe reaches against it.
+# 3. the peer: the same events appended by a plain PyIceberg script (benches/pyiceberg_append.py),
+#    same batch size, and floe's ratio against it.
+# 4. lookups and SQL: point-lookup p50/p99 over HTTP and a GROUP BY over a 10 M-row, 500-file table
+#    partitioned by ns, type (benches/lookup.rs).
+#
+# Only 127.0.0.1 is used. Needs the venv of scripts/setup-venv.sh for step 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/floe-target}"
 SECONDS_RUN="${1:-20}"; CONNS="${2:-4}"; BATCH="${3:-1000}"
+ROWS="${FLOE_BENCH_ROWS:-10000000}"; PEER_SECONDS="${FLOE_BENCH_PEER_SECONDS:-20}"
 cargo build --release -p floe --bins --locked >&2
+cargo bench -p floe --locked --no-run >&2
 BIN="$CARGO_TARGET_DIR/release"
+OUT="$(mktemp)"
 DIR="$(mktemp -d)"; PORT="${FLOE_BENCH_PORT:-18080}"
-trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
+PID=""
+cleanup() { [ -n "$PID" ] && { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }; rm -rf "$DIR" "$OUT"; }
+trap cleanup EXIT
+
+echo "== 1. ingest, end to end, freshness (floe serve + floe-load, ${SECONDS_RUN}s, ${CONNS} connections, ${BATCH}/request)"
 cat > "$DIR/floe.toml" <<TOML
 [server]
 listen = "127.0.0.1:$PORT"
@@ -39,4 +60,23 @@ TOML
 PID=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 echo "disk: $(df -h "$DIR" | awk 'NR==2{print $1}')"
-"$BIN/floe-load" --url "http://127.0.0.1:$PORT" --seconds "$SECONDS_RUN" --connections "$CONNS" --batch "$BATCH"
+"$BIN/floe-load" --url "http://127.0.0.1:$PORT" --seconds "$SECONDS_RUN" --connections "$CONNS" --batch "$BATCH" | tee -a "$OUT"
+kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+rm -rf "$DIR/data"
+
+echo "== 2. in-process limit (one core: decode + Parquet zstd encode of the same events)"
+cargo bench -p floe --locked --bench limit -- 10 2>/dev/null | tee -a "$OUT"
+
+echo "== 3. peer: PyIceberg append of the same events, ${BATCH}/append, ${PEER_SECONDS}s"
+VENV="$(scripts/setup-venv.sh | tail -n 1)"
+"$VENV/bin/python" crates/floe/benches/pyiceberg_append.py "$PEER_SECONDS" "$BATCH" | tee -a "$OUT"
+
+echo "== 4. lookups and a SQL aggregate on ${ROWS} rows"
+cargo bench -p floe --locked --bench lookup -- "$ROWS" 2000 2>/dev/null | tee -a "$OUT"
+
+echo "== ratios"
+val() { awk -v k="BENCH $1=" 'index($0, k) == 1 { split($2, a, "="); print a[2] }' "$OUT" | tail -n 1; }
+ratio() { awk -v a="$(val "$1")" -v b="$(val "$2")" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
+echo "BENCH ingest_vs_limit=$(ratio ingest_mb_per_s limit_mb_per_s) unit=x"
+echo "BENCH e2e_vs_limit=$(ratio e2e_mb_per_s limit_mb_per_s) unit=x"
+echo "BENCH e2e_vs_pyiceberg=$(ratio e2e_mb_per_s pyiceberg_mb_per_s) unit=x"

@@ -329,6 +329,13 @@ impl SqliteCatalog {
             .build()
     }
 
+    /// The table's current metadata location as the catalog row has it (one SQLite query, no
+    /// file read): `None` when the table does not exist. Readers that cache a table compare it
+    /// with the location they loaded to notice commits made by anyone.
+    pub async fn current_metadata_location(&self, ident: &TableIdent) -> Result<Option<String>> {
+        self.metadata_location(ident).await
+    }
+
     async fn metadata_location(&self, ident: &TableIdent) -> Result<Option<String>> {
         let row = sqlx::query(
             "SELECT metadata_location FROM iceberg_tables

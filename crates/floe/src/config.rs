@@ -134,6 +134,20 @@ pub struct Limits {
     /// `limits.idempotency_window_seconds`: how long an `Idempotency-Key` is remembered.
     #[serde(default = "default_idempotency_window")]
     pub idempotency_window_seconds: u64,
+    /// `limits.query_max_rows`: most rows a SQL query or a lookup returns; beyond it the query
+    /// fails naming this limit.
+    #[serde(default = "default_query_max_rows")]
+    pub query_max_rows: usize,
+    /// `limits.query_timeout_seconds`: longest a SQL query or a lookup may run.
+    #[serde(default = "default_query_timeout")]
+    pub query_timeout_seconds: f64,
+}
+
+fn default_query_max_rows() -> usize {
+    100_000
+}
+fn default_query_timeout() -> f64 {
+    60.0
 }
 
 fn default_stream_max_disk() -> u64 {
@@ -173,6 +187,8 @@ impl Default for Limits {
             stream_max_disk_bytes: default_stream_max_disk(),
             max_uncommitted_rows: default_max_uncommitted(),
             idempotency_window_seconds: default_idempotency_window(),
+            query_max_rows: default_query_max_rows(),
+            query_timeout_seconds: default_query_timeout(),
         }
     }
 }
@@ -320,6 +336,10 @@ pub struct SinkConfig {
     /// When files roll and commit.
     #[serde(default)]
     pub rolling: Rolling,
+    /// Columns whose Parquet column chunks get a bloom filter (point lookups on them skip row
+    /// groups that cannot hold the value). Empty: none.
+    #[serde(default)]
+    pub bloom_filter_columns: Vec<String>,
 }
 
 /// Sink types.

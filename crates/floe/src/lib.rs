@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!  ingest (HTTP, JSON → Arrow) ─► floe_stream (durable log) ─► pipeline (DataFusion SQL)
-//!        ─► sink (Parquet + Iceberg commit) ─► floe_catalog (SQLite, JDBC layout) ─► query
+//!        ─► sink (Parquet + Iceberg commit) ─► floe_catalog (SQLite, JDBC layout) ─► query, lookup
 //! ```
 //!
 //! [`server`] wires them together for `floe serve`; [`config`] is the `floe.toml` contract;
@@ -15,6 +15,8 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod loadgen;
+pub mod lookup;
 pub mod metrics;
 pub mod pipeline;
 pub mod query;

@@ -1,4 +1,4 @@
-//! The `floe` command line: `serve`, `send`, `sql`, `catalog` (DESIGN.md §5).
+//! The `floe` command line: `serve`, `send`, `sql`, `get`, `catalog` (DESIGN.md §5).
 
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use floe::config::Config;
+use floe::query::OutputFormat;
 use floe_catalog::SqliteCatalog;
 
 /// Rows per request that `floe send` packs (DESIGN.md: "in batches").
@@ -49,9 +50,36 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
-        /// Config file (to find the catalog).
+        /// Config file (to find the catalog and `[limits]`).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Write the result to this file instead of standard output (needed for arrow/parquet
+        /// on a terminal).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Point lookup: rows of NS.TABLE where every `column=value` holds (via the server).
+    Get {
+        /// `namespace.table`.
+        table: String,
+        /// `column=value` predicates (values typed by the column).
+        #[arg(value_name = "COLUMN=VALUE")]
+        predicates: Vec<String>,
+        /// Most rows returned.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Read this snapshot instead of the current one.
+        #[arg(long)]
+        snapshot_id: Option<i64>,
+        /// Read the snapshot current at this time (RFC 3339 or epoch milliseconds).
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Server URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Bearer token (scope `read`); default `$FLOE_TOKEN`.
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Pipelines: `floe pipelines validate --sql "…"`.
     Pipelines {
@@ -88,6 +116,8 @@ enum Format {
     Table,
     Json,
     Csv,
+    Arrow,
+    Parquet,
 }
 
 fn main() -> std::process::ExitCode {
@@ -118,20 +148,49 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             floe::server::serve(config).await?;
         }
         Command::Send { stream, file, url } => return send(&stream, file, &url).await,
-        Command::Sql { query, format, config } => {
+        Command::Sql {
+            query,
+            format,
+            config,
+            output,
+        } => {
             let config = Config::load(config.as_deref())?;
             let catalog = open_catalog(&config).await?;
-            let batches = floe::query::run_sql(&catalog, &query).await?;
-            let out = match format {
-                Format::Table => format!("{}\n", arrow::util::pretty::pretty_format_batches(&batches)?).into_bytes(),
-                Format::Json => {
-                    let mut v = floe::query::to_json(&batches)?;
-                    v.push(b'\n');
-                    v
-                }
-                Format::Csv => floe::query::to_csv(&batches)?,
+            let result = floe::query::run_sql(&catalog, &query, &config.limits).await?;
+            let format = match format {
+                Format::Table => OutputFormat::Table,
+                Format::Json => OutputFormat::Json,
+                Format::Csv => OutputFormat::Csv,
+                Format::Arrow => OutputFormat::Arrow,
+                Format::Parquet => OutputFormat::Parquet,
             };
-            std::io::stdout().write_all(&out)?;
+            let mut out = floe::query::render(&result, format)?;
+            if format == OutputFormat::Json {
+                out.push(b'\n');
+            }
+            match output {
+                Some(path) => std::fs::write(&path, &out).with_context(|| format!("write {}", path.display()))?,
+                None => {
+                    if matches!(format, OutputFormat::Arrow | OutputFormat::Parquet)
+                        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+                    {
+                        bail!("--format arrow|parquet writes binary: pass --output FILE or redirect stdout");
+                    }
+                    std::io::stdout().write_all(&out)?;
+                }
+            }
+        }
+        Command::Get {
+            table,
+            predicates,
+            limit,
+            snapshot_id,
+            as_of,
+            url,
+            token,
+        } => {
+            let token = token.or_else(|| std::env::var("FLOE_TOKEN").ok());
+            return get(&table, &predicates, limit, snapshot_id, as_of, &url, token).await;
         }
         Command::Pipelines {
             command: PipelinesCommand::Validate { sql, config, json },
@@ -326,4 +385,52 @@ async fn send(stream: &str, file: Option<PathBuf>, url: &str) -> anyhow::Result<
     } else {
         std::process::ExitCode::from(1)
     })
+}
+
+/// `floe get`: `GET /v1/tables/{table}/rows` and prints the rows, one JSON object per line.
+async fn get(
+    table: &str,
+    predicates: &[String],
+    limit: Option<usize>,
+    snapshot_id: Option<i64>,
+    as_of: Option<String>,
+    url: &str,
+    token: Option<String>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let mut query: Vec<(String, String)> = Vec::new();
+    for p in predicates {
+        let Some((k, v)) = p.split_once('=') else {
+            bail!("{p:?} is not COLUMN=VALUE");
+        };
+        query.push((k.to_string(), v.to_string()));
+    }
+    if let Some(n) = limit {
+        query.push(("limit".into(), n.to_string()));
+    }
+    if let Some(id) = snapshot_id {
+        query.push(("snapshot_id".into(), id.to_string()));
+    }
+    if let Some(t) = as_of {
+        query.push(("as_of".into(), t));
+    }
+    let endpoint = format!("{}/v1/tables/{table}/rows", url.trim_end_matches('/'));
+    let mut req = reqwest::Client::new().get(&endpoint).query(&query);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.with_context(|| format!("GET {endpoint}"))?;
+    let status = resp.status();
+    let answer: serde_json::Value = resp.json().await.context("the server's answer is not JSON")?;
+    if !status.is_success() {
+        eprintln!(
+            "error: {status}: {}",
+            answer["error"]["message"].as_str().unwrap_or("(no message)")
+        );
+        return Ok(std::process::ExitCode::from(1));
+    }
+    let mut out = std::io::stdout().lock();
+    for row in answer["rows"].as_array().into_iter().flatten() {
+        writeln!(out, "{row}")?;
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }

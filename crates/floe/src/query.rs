@@ -1,44 +1,144 @@
-//! SQL over the catalog's tables: `floe sql` and `POST /v1/query`.
+//! SQL over the catalog's tables: `floe sql` and `POST /v1/query` (docs/query.md).
 //!
 //! Each query gets a fresh DataFusion session whose default catalog is floe's Iceberg catalog,
-//! so `namespace.table` resolves and every query sees the latest committed snapshot.
+//! so `namespace.table` resolves and every query sees the latest committed snapshot. Filters and
+//! projections are pushed into the Iceberg scan (file and row-group pruning by partition values
+//! and statistics), whose files [`scan`] spreads over `target_partitions` (the machine's cores). [`tables`] adds metadata tables and time travel.
+//! Results are bounded by `[limits] query_max_rows` and `query_timeout_seconds`; both errors
+//! name the limit. Output: table, JSON, CSV, Arrow IPC (file format) or Parquet.
+
+pub mod scan;
+pub mod tables;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use floe_catalog::SqliteCatalog;
+use futures::StreamExt;
 use iceberg_datafusion::IcebergCatalogProvider;
 use serde::Deserialize;
 
+use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::server::App;
 
-/// Most rows a query returns over HTTP or prints; beyond it the query fails naming the limit.
-pub const MAX_RESULT_ROWS: usize = 100_000;
+/// A query's rows and their schema (kept for empty results: Arrow and Parquet need it).
+#[derive(Debug, Clone)]
+pub struct QueryOutput {
+    /// The result schema.
+    pub schema: SchemaRef,
+    /// The rows.
+    pub batches: Vec<RecordBatch>,
+}
 
-/// Runs `sql` over every table of `catalog`.
-pub async fn run_sql(catalog: &SqliteCatalog, sql: &str) -> Result<Vec<RecordBatch>> {
+/// Output formats of `floe sql` and `POST /v1/query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// An aligned text table.
+    Table,
+    /// JSON (HTTP: `{"columns", "rows"}`; CLI: an array of objects).
+    Json,
+    /// CSV with a header.
+    Csv,
+    /// Arrow IPC file format.
+    Arrow,
+    /// A Parquet file.
+    Parquet,
+}
+
+impl OutputFormat {
+    /// The format an `Accept` header asks for, if it names one.
+    pub fn from_accept(accept: &str) -> Option<Self> {
+        let a = accept.to_ascii_lowercase();
+        if a.contains("application/vnd.apache.arrow") {
+            Some(Self::Arrow)
+        } else if a.contains("application/vnd.apache.parquet") || a.contains("application/x-parquet") {
+            Some(Self::Parquet)
+        } else if a.contains("text/csv") {
+            Some(Self::Csv)
+        } else if a.contains("text/plain") {
+            Some(Self::Table)
+        } else {
+            None
+        }
+    }
+
+    /// The `Content-Type` of the format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Table => "text/plain; charset=utf-8",
+            Self::Json => "application/json",
+            Self::Csv => "text/csv; charset=utf-8",
+            Self::Arrow => "application/vnd.apache.arrow.file",
+            Self::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+}
+
+/// Runs `sql` over every table of `catalog`, within `limits` (rows and time).
+pub async fn run_sql(catalog: &SqliteCatalog, sql: &str, limits: &Limits) -> Result<QueryOutput> {
+    let timeout = Duration::from_secs_f64(limits.query_timeout_seconds);
+    match tokio::time::timeout(timeout, run_sql_unbounded(catalog, sql, limits.query_max_rows)).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Limit {
+            limit: "limits.query_timeout_seconds",
+            message: format!(
+                "the query ran longer than {} s and was cancelled",
+                limits.query_timeout_seconds
+            ),
+            status: StatusCode::BAD_REQUEST,
+        }),
+    }
+}
+
+/// A session over `catalog`: default catalog floe's, `information_schema` on, one partition per
+/// core, and the same SQL surface as pipelines: PostgreSQL's dialect (so `data->'a'` is the JSON
+/// operator) and the JSON functions of `datafusion-functions-json`.
+pub async fn session(catalog: &SqliteCatalog) -> Result<SessionContext> {
     let name = catalog.name().to_string();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(&name, "default")
-        .with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
-    let provider = IcebergCatalogProvider::try_new(Arc::new(catalog.clone())).await?;
-    ctx.register_catalog(&name, Arc::new(provider));
+        .with_information_schema(true)
+        .with_target_partitions(cores)
+        .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
+    let mut ctx = SessionContext::new_with_config(config);
+    datafusion_functions_json::register_all(&mut ctx)?;
+    let inner = IcebergCatalogProvider::try_new(Arc::new(catalog.clone())).await?;
+    ctx.register_catalog(
+        &name,
+        Arc::new(tables::FloeCatalogProvider::new(Arc::new(inner), catalog.clone())),
+    );
+    Ok(ctx)
+}
+
+async fn run_sql_unbounded(catalog: &SqliteCatalog, sql: &str, max_rows: usize) -> Result<QueryOutput> {
+    let ctx = session(catalog).await?;
     let df = ctx.sql(sql).await?;
-    let batches = df.collect().await?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    if rows > MAX_RESULT_ROWS {
-        return Err(Error::Limit {
-            limit: "query.max_result_rows",
-            message: format!("the query returned {rows} rows, over {MAX_RESULT_ROWS}; add a LIMIT or aggregate"),
-            status: axum::http::StatusCode::BAD_REQUEST,
-        });
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df.execute_stream().await?;
+    let mut batches = Vec::new();
+    let mut rows = 0usize;
+    while let Some(b) = stream.next().await {
+        let b = b?;
+        rows += b.num_rows();
+        if rows > max_rows {
+            return Err(Error::Limit {
+                limit: "limits.query_max_rows",
+                message: format!("the query returns more than {max_rows} rows; add a LIMIT or aggregate"),
+                status: StatusCode::BAD_REQUEST,
+            });
+        }
+        batches.push(b);
     }
-    Ok(batches)
+    Ok(QueryOutput { schema, batches })
 }
 
 /// Rows as a JSON array of objects.
@@ -60,43 +160,95 @@ pub fn to_csv(batches: &[RecordBatch]) -> Result<Vec<u8>> {
     Ok(writer.into_inner())
 }
 
+/// Rows as an Arrow IPC file.
+pub fn to_arrow_ipc(out: &QueryOutput) -> Result<Vec<u8>> {
+    let mut w = arrow::ipc::writer::FileWriter::try_new(Vec::new(), &out.schema)?;
+    for b in &out.batches {
+        w.write(b)?;
+    }
+    w.finish()?;
+    Ok(w.into_inner()?)
+}
+
+/// Rows as a Parquet file (zstd).
+pub fn to_parquet(out: &QueryOutput) -> Result<Vec<u8>> {
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .build();
+    let pq = |e: parquet::errors::ParquetError| Error::Io(std::io::Error::other(format!("parquet: {e}")));
+    let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), out.schema.clone(), Some(props)).map_err(pq)?;
+    for b in &out.batches {
+        w.write(b).map_err(pq)?;
+    }
+    w.into_inner().map_err(pq)
+}
+
+/// Rows as an aligned text table.
+pub fn to_table(batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    Ok(format!("{}\n", arrow::util::pretty::pretty_format_batches(batches)?).into_bytes())
+}
+
+/// Renders `out` in `format` (JSON here is the array of row objects).
+pub fn render(out: &QueryOutput, format: OutputFormat) -> Result<Vec<u8>> {
+    match format {
+        OutputFormat::Table => to_table(&out.batches),
+        OutputFormat::Json => to_json(&out.batches),
+        OutputFormat::Csv => to_csv(&out.batches),
+        OutputFormat::Arrow => to_arrow_ipc(out),
+        OutputFormat::Parquet => to_parquet(out),
+    }
+}
+
 /// `POST /v1/query` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
     /// The SQL.
     pub sql: String,
+    /// Output format; default JSON unless the `Accept` header names another.
+    #[serde(default)]
+    pub format: Option<OutputFormat>,
 }
 
-/// `POST /v1/query` → `{"columns": [...], "rows": [...]}`.
-pub async fn post_query(
-    State(app): State<Arc<App>>,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
+/// `POST /v1/query` → `{"columns": [...], "rows": [...]}`, or CSV / table text / Arrow IPC /
+/// Parquet bytes when `format` (or `Accept`) asks for them.
+pub async fn post_query(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let result = async {
         crate::auth::require(&app.config.auth, &headers, "read")?;
         let req: QueryRequest = serde_json::from_slice(&body).map_err(|e| Error::BadRequest {
             code: "bad_request",
-            message: format!("body must be {{\"sql\": \"…\"}}: {e}"),
+            message: format!(
+                "body must be {{\"sql\": \"…\", \"format\": \"json|csv|table|arrow|parquet\" (optional)}}: {e}"
+            ),
         })?;
-        let batches = run_sql(&app.catalog, &req.sql).await?;
-        let columns: Vec<String> = batches
-            .first()
-            .map(|b| b.schema().fields().iter().map(|f| f.name().clone()).collect())
-            .unwrap_or_default();
-        let rows = to_json(&batches)?;
-        let mut out = Vec::with_capacity(rows.len() + 64);
-        out.extend_from_slice(b"{\"columns\":");
-        out.extend_from_slice(&serde_json::to_vec(&columns).expect("strings serialize"));
-        out.extend_from_slice(b",\"rows\":");
-        out.extend_from_slice(&rows);
-        out.push(b'}');
-        Ok::<_, Error>(out)
+        let format = req
+            .format
+            .or_else(|| {
+                headers
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(OutputFormat::from_accept)
+            })
+            .unwrap_or(OutputFormat::Json);
+        let out = run_sql(&app.catalog, &req.sql, &app.config.limits).await?;
+        let bytes = if format == OutputFormat::Json {
+            let columns: Vec<String> = out.schema.fields().iter().map(|f| f.name().clone()).collect();
+            let rows = to_json(&out.batches)?;
+            let mut v = Vec::with_capacity(rows.len() + 64);
+            v.extend_from_slice(b"{\"columns\":");
+            v.extend_from_slice(&serde_json::to_vec(&columns).expect("strings serialize"));
+            v.extend_from_slice(b",\"rows\":");
+            v.extend_from_slice(&rows);
+            v.push(b'}');
+            v
+        } else {
+            render(&out, format)?
+        };
+        Ok::<_, Error>((format, bytes))
     }
     .await;
     match result {
-        Ok(body) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok((format, body)) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -57,6 +57,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Planned pipeline statements.
     pub transforms: Vec<Transform>,
+    /// Point lookups and their caches.
+    pub lookup: crate::lookup::LookupEngine,
     positions: Mutex<HashMap<(String, String), (String, u64)>>,
 }
 
@@ -157,6 +159,7 @@ impl App {
         }
         Ok(Arc::new(App {
             config,
+            lookup: crate::lookup::LookupEngine::new(catalog.clone()),
             catalog,
             streams,
             metrics,
@@ -233,6 +236,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/streams/{stream}/events", post(crate::ingest::post_events))
         .route("/v1/query", post(crate::query::post_query))
         .route("/v1/validate_sql", post(crate::pipeline::validate::post_validate_sql))
+        .route("/v1/tables/{table}/rows", get(crate::lookup::get_rows))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .nest("/iceberg", crate::rest::router())

@@ -154,8 +154,10 @@ impl FloeDb {
     async fn query(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
         self.catch_up(None).await?;
         let app = self.app().await?;
-        let batches = floe::query::run_sql(&app.catalog, sql).await.map_err(err)?;
-        rows_output(&batches)
+        let out = floe::query::run_sql(&app.catalog, sql, &app.config.limits)
+            .await
+            .map_err(err)?;
+        rows_output(&out.batches)
     }
 }
 

@@ -5,12 +5,17 @@
 //! has committed every acknowledged row. Prints the hardware and one line per figure:
 //!
 //! ```text
-//! ingest_events_per_s=…  ingest_mb_per_s=…  ack_p50_ms=…  ack_p99_ms=…
-//! e2e_rows_per_s=…  e2e_mb_per_s=…
+//! BENCH ingest_events_per_s=… unit=events/s   BENCH ingest_mb_per_s=…   BENCH ack_p50_ms=… / ack_p99_ms=…
+//! BENCH e2e_rows_per_s=…   BENCH e2e_mb_per_s=…
+//! BENCH freshness_saturated_p50_ms / _p99_ms   (probes sent during the full load)
+//! BENCH freshness_p50_ms / _p99_ms             (probes at 10 requests/s of background load)
 //! ```
 //!
+//! Freshness: a probe event is sent, and from its 200 the generator polls
+//! `GET /v1/tables/{table}/rows?ns=…&type=…&id=…` every 10 ms until the row is there.
+//!
 //! Usage: `floe-load [--url http://127.0.0.1:8080] [--stream events] [--connections 4]
-//! [--batch 1000] [--seconds 20] [--sink-metric events_table]`
+//! [--batch 1000] [--seconds 20] [--table analytics.events] [--light-seconds 10]`
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +32,8 @@ struct Args {
     connections: usize,
     batch: usize,
     seconds: u64,
+    table: String,
+    light_seconds: u64,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -36,6 +43,8 @@ fn parse_args() -> anyhow::Result<Args> {
         connections: 4,
         batch: 1000,
         seconds: 20,
+        table: "analytics.events".into(),
+        light_seconds: 10,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,6 +55,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--connections" => a.connections = val()?.parse()?,
             "--batch" => a.batch = val()?.parse()?,
             "--seconds" => a.seconds = val()?.parse()?,
+            "--table" => a.table = val()?,
+            "--light-seconds" => a.light_seconds = val()?.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -62,29 +73,83 @@ fn parse_args() -> anyhow::Result<Args> {
 }
 
 fn body(batch: usize, seed: usize) -> String {
-    let types = ["function", "bucket", "database", "queue", "topic"];
-    let vis = ["public", "private", "team"];
-    let mut out = String::with_capacity(batch * 170);
-    out.push('[');
-    for i in 0..batch {
-        let n = seed * batch + i;
-        if i > 0 {
-            out.push(',');
+    floe::loadgen::request_body(batch, seed)
+}
+
+/// One summary line a script can read: `BENCH name=value unit=…`.
+fn bench(name: &str, value: f64, unit: &str) {
+    println!("BENCH {name}={value:.2} unit={unit}");
+}
+
+/// Sends one probe event per `every` until `until`, and measures, for each, the time from its
+/// 200 to the row being visible through a point lookup (the sink committed it).
+async fn freshness(
+    client: reqwest::Client,
+    url: String,
+    stream: String,
+    table: String,
+    every: Duration,
+    until: Instant,
+    tag: &'static str,
+) -> Vec<Duration> {
+    let mut out = Vec::new();
+    let mut polls = Vec::new();
+    let mut k = 0u64;
+    while Instant::now() < until {
+        let next = Instant::now() + every;
+        k += 1;
+        let id = format!("probe-{tag}-{k}-{}", std::process::id());
+        let event = serde_json::json!([{
+            "ns": "probe.example.com", "type": "probe", "id": id,
+            "ts": chrono::Utc::now().to_rfc3339(), "data": {}, "visibility": "private"
+        }]);
+        let Ok(resp) = client
+            .post(format!("{url}/v1/streams/{stream}/events"))
+            .json(&event)
+            .send()
+            .await
+        else {
+            continue;
+        };
+        if !resp.status().is_success() {
+            continue;
         }
-        out.push_str(&format!(
-            r#"{{"ns":"tenant-{:02}.example.com","type":"{}","id":"res-{n:09}","ts":"2026-11-26T10:{:02}:{:02}.{:06}Z","data":{{"size":{},"region":"eu-west-{}"}},"visibility":"{}"}}"#,
-            n % 50,
-            types[n % types.len()],
-            (n / 60) % 60,
-            n % 60,
-            n % 1_000_000,
-            n % 10_000,
-            n % 3,
-            vis[n % vis.len()],
-        ));
+        let acked = Instant::now();
+        let (client, url, table) = (client.clone(), url.clone(), table.clone());
+        // Each probe polls on its own, so a slow one does not delay the next probe.
+        polls.push(tokio::spawn(async move {
+            let give_up = acked + Duration::from_secs(60);
+            while Instant::now() < give_up {
+                let r = client
+                    .get(format!("{url}/v1/tables/{table}/rows"))
+                    .query(&[("ns", "probe.example.com"), ("type", "probe"), ("id", id.as_str())])
+                    .send()
+                    .await;
+                if let Ok(r) = r
+                    && let Ok(v) = r.json::<serde_json::Value>().await
+                    && v["count"].as_u64().unwrap_or(0) >= 1
+                {
+                    return Some(acked.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            None
+        }));
+        tokio::time::sleep_until(next.into()).await;
     }
-    out.push(']');
+    for p in polls {
+        if let Ok(Some(d)) = p.await {
+            out.push(d);
+        }
+    }
     out
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .map(|d| d.as_secs_f64() * 1e3)
+        .unwrap_or(f64::NAN)
 }
 
 fn hardware() -> String {
@@ -174,6 +239,15 @@ async fn main() -> anyhow::Result<()> {
             (lat, rows, bytes, errors)
         }));
     }
+    let probe = tokio::spawn(freshness(
+        client.clone(),
+        args.url.clone(),
+        args.stream.clone(),
+        args.table.clone(),
+        Duration::from_millis(500),
+        deadline,
+        "full",
+    ));
     let mut lat = Vec::new();
     let (mut rows, mut bytes, mut errors) = (0u64, 0u64, 0u64);
     for t in tasks {
@@ -194,18 +268,18 @@ async fn main() -> anyhow::Result<()> {
         "requests_ok={} requests_failed_or_429={errors} rows_acked={rows}",
         lat.len()
     );
-    println!("ingest_events_per_s={:.0}", rows as f64 / elapsed);
-    println!("ingest_mb_per_s={:.1}", bytes as f64 / elapsed / 1e6);
-    println!("ack_p50_ms={:.2}", pct(0.50));
-    println!("ack_p99_ms={:.2}", pct(0.99));
+    bench("ingest_events_per_s", rows as f64 / elapsed, "events/s");
+    bench("ingest_mb_per_s", bytes as f64 / elapsed / 1e6, "MB/s");
+    bench("ack_p50_ms", pct(0.50), "ms");
+    bench("ack_p99_ms", pct(0.99), "ms");
     let wait_until = Instant::now() + COMMIT_WAIT;
     loop {
         let committed = committed_rows(&client, &args.url).await? - base_committed;
         if committed >= rows {
             let e2e = started.elapsed().as_secs_f64();
-            println!("e2e_rows_per_s={:.0}", rows as f64 / e2e);
-            println!("e2e_mb_per_s={:.1}", bytes as f64 / e2e / 1e6);
-            println!("e2e_seconds={e2e:.1}");
+            bench("e2e_rows_per_s", rows as f64 / e2e, "rows/s");
+            bench("e2e_mb_per_s", bytes as f64 / e2e / 1e6, "MB/s");
+            bench("e2e_seconds", e2e, "s");
             break;
         }
         if Instant::now() > wait_until {
@@ -214,5 +288,46 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut full = probe.await?;
+    full.sort();
+    bench("freshness_saturated_p50_ms", percentile(&full, 0.5), "ms");
+    bench("freshness_saturated_p99_ms", percentile(&full, 0.99), "ms");
+
+    // Freshness at a steady load the sink keeps up with: one connection, 10 requests/s.
+    let until = Instant::now() + Duration::from_secs(args.light_seconds);
+    let light = {
+        let client = client.clone();
+        let endpoint = endpoint.clone();
+        let bodies = bodies.clone();
+        tokio::spawn(async move {
+            let mut i = 0;
+            while Instant::now() < until {
+                let next = Instant::now() + Duration::from_millis(100);
+                let _ = client
+                    .post(&endpoint)
+                    .header("content-type", "application/json")
+                    .body(bodies[i % bodies.len()].clone())
+                    .send()
+                    .await;
+                i += 1;
+                tokio::time::sleep_until(next.into()).await;
+            }
+        })
+    };
+    let mut probes = freshness(
+        client.clone(),
+        args.url.clone(),
+        args.stream.clone(),
+        args.table.clone(),
+        Duration::from_millis(300),
+        until,
+        "light",
+    )
+    .await;
+    light.await?;
+    probes.sort();
+    println!("freshness: {} probes at 10 requests/s of background load", probes.len());
+    bench("freshness_p50_ms", percentile(&probes, 0.5), "ms");
+    bench("freshness_p99_ms", percentile(&probes, 0.99), "ms");
     Ok(())
 }

@@ -104,6 +104,7 @@ pub fn sink_config(stream: &str, namespace: &str, interval_seconds: u64) -> Sink
             interval_seconds,
             ..Rolling::default()
         },
+        bloom_filter_columns: vec![],
     }
 }
 

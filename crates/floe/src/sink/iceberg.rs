@@ -33,13 +33,18 @@ use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::writer::partitioning::unpartitioned_writer::UnpartitionedWriter;
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 use parquet::basic::{Compression as PqCompression, GzipLevel, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::config::{Compression, SinkConfig};
 use crate::error::{Error, Result};
 
 /// Largest Parquet file a sink writes before starting the next one within a commit.
 pub const TARGET_FILE_SIZE_BYTES: usize = 256 * 1024 * 1024;
+/// Rows per Parquet data page at most: small pages let lookups read little of a column chunk.
+pub const DATA_PAGE_ROW_LIMIT: usize = 8 * 1024;
+/// False-positive rate of the bloom filters of `bloom_filter_columns`.
+pub const BLOOM_FILTER_FPP: f64 = 0.01;
 
 type Builder = DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 
@@ -135,6 +140,7 @@ impl IcebergSink {
             .map(|p| p.position)
             .unwrap_or(0);
         let table_arrow = Arc::new(schema_to_arrow_schema(table.metadata().current_schema())?);
+        let props = writer_properties(cfg, &table_arrow)?;
         Ok(IcebergSink {
             pipeline: pipeline.to_string(),
             name: cfg.name.clone(),
@@ -142,7 +148,7 @@ impl IcebergSink {
             ident,
             table,
             table_arrow,
-            props: writer_properties(cfg.compression),
+            props,
             writer: std::sync::Mutex::new(None),
             attempt: uuid::Uuid::now_v7(),
             committed,
@@ -413,15 +419,35 @@ pub struct CommitStats {
     pub elapsed: Duration,
 }
 
-fn writer_properties(c: Compression) -> WriterProperties {
-    let compression = match c {
+/// Parquet writer settings: the sink's codec, page-level statistics (so the column and offset
+/// indexes are written: lookups prune pages with them), and bloom filters on the configured
+/// `bloom_filter_columns`.
+fn writer_properties(cfg: &SinkConfig, table: &SchemaRef) -> Result<WriterProperties> {
+    let compression = match cfg.compression {
         Compression::Zstd => PqCompression::ZSTD(ZstdLevel::try_new(3).expect("valid level")),
         Compression::Snappy => PqCompression::SNAPPY,
         Compression::Gzip => PqCompression::GZIP(GzipLevel::default()),
         Compression::Lz4 => PqCompression::LZ4_RAW,
         Compression::Uncompressed => PqCompression::UNCOMPRESSED,
     };
-    WriterProperties::builder().set_compression(compression).build()
+    let mut props = WriterProperties::builder()
+        .set_compression(compression)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_offset_index_disabled(false)
+        .set_data_page_row_count_limit(DATA_PAGE_ROW_LIMIT);
+    for column in &cfg.bloom_filter_columns {
+        if table.field_with_name(column).is_err() {
+            return Err(Error::Config(format!(
+                "sink {:?}: bloom_filter_columns names {column:?}, which is not a column of the table",
+                cfg.name
+            )));
+        }
+        let path = ColumnPath::from(column.as_str());
+        props = props
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path, BLOOM_FILTER_FPP);
+    }
+    Ok(props.build())
 }
 
 /// Recasts `batch` to `target` (same columns by position): to the table's Arrow schema, which

@@ -120,6 +120,7 @@ pub fn sink_config(partition_by: &[&str]) -> SinkConfig {
             size_mb: 1024,
             inactivity_seconds: None,
         },
+        bloom_filter_columns: vec![],
     }
 }
 
