@@ -119,8 +119,8 @@ pub struct Limits {
     /// `limits.max_errors_reported`: row errors listed in a 400.
     #[serde(default = "default_max_errors")]
     pub max_errors_reported: usize,
-    /// `limits.batch_rows`: most rows a pipeline reads from the log per micro-batch step.
-    #[serde(default = "default_batch_rows")]
+    /// `limits.batch_bytes`: most log bytes a pipeline reads per micro-batch step.
+    #[serde(default = "default_batch_bytes")]
     pub batch_bytes: usize,
     /// `limits.commit_retries`: attempts of one sink commit before it is reported failed.
     #[serde(default = "default_commit_retries")]
@@ -169,7 +169,7 @@ fn default_max_row() -> usize {
 fn default_max_errors() -> usize {
     DEFAULT_MAX_ERRORS_REPORTED
 }
-fn default_batch_rows() -> usize {
+fn default_batch_bytes() -> usize {
     32 * 1024 * 1024
 }
 fn default_commit_retries() -> u32 {
@@ -182,7 +182,7 @@ impl Default for Limits {
             max_body_bytes: default_max_body(),
             max_row_bytes: default_max_row(),
             max_errors_reported: default_max_errors(),
-            batch_bytes: default_batch_rows(),
+            batch_bytes: default_batch_bytes(),
             commit_retries: default_commit_retries(),
             stream_max_disk_bytes: default_stream_max_disk(),
             max_uncommitted_rows: default_max_uncommitted(),
