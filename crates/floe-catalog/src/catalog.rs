@@ -31,6 +31,12 @@ pub const SQLITE_MAX_CONNECTIONS: u32 = 4;
 
 const NAMESPACE_MARKER: &str = "exists";
 
+/// A new table's row (binds: catalog, namespace, name, metadata location); 0 rows changed means
+/// the table exists already.
+const INSERT_TABLE_ROW: &str = "INSERT OR IGNORE INTO iceberg_tables
+     (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type)
+     VALUES (?, ?, ?, ?, NULL, 'TABLE')";
+
 /// The columns [`position_from_row`] reads, filtered to one catalog; callers append conditions.
 const SELECT_POSITIONS: &str = "SELECT pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms
      FROM floe_sink_positions WHERE catalog_name = ?";
@@ -529,15 +535,11 @@ impl SqliteCatalog {
                 .bind(Self::ns_key(ident.namespace()))
                 .bind(ident.name())
                 .bind(base_location),
-                None => sqlx::query(
-                    "INSERT OR IGNORE INTO iceberg_tables
-                     (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type)
-                     VALUES (?, ?, ?, ?, NULL, 'TABLE')",
-                )
-                .bind(&self.name)
-                .bind(Self::ns_key(ident.namespace()))
-                .bind(ident.name())
-                .bind(&p.new_location),
+                None => sqlx::query(INSERT_TABLE_ROW)
+                    .bind(&self.name)
+                    .bind(Self::ns_key(ident.namespace()))
+                    .bind(ident.name())
+                    .bind(&p.new_location),
             }
             .execute(&mut *tx)
             .await
@@ -1052,18 +1054,14 @@ impl Catalog for SqliteCatalog {
         let metadata_location = MetadataLocation::new_with_metadata(&location, &metadata);
         metadata.write_to(&self.file_io, &metadata_location).await?;
         sync_local_file(&metadata_location.to_string())?;
-        let inserted = sqlx::query(
-            "INSERT OR IGNORE INTO iceberg_tables
-             (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type)
-             VALUES (?, ?, ?, ?, NULL, 'TABLE')",
-        )
-        .bind(&self.name)
-        .bind(Self::ns_key(namespace))
-        .bind(ident.name())
-        .bind(metadata_location.to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(sql_err("create table"))?;
+        let inserted = sqlx::query(INSERT_TABLE_ROW)
+            .bind(&self.name)
+            .bind(Self::ns_key(namespace))
+            .bind(ident.name())
+            .bind(metadata_location.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(sql_err("create table"))?;
         if inserted.rows_affected() != 1 {
             let _ = self.file_io.delete(metadata_location.to_string()).await;
             return Err(Error::new(
@@ -1142,18 +1140,14 @@ impl Catalog for SqliteCatalog {
             return Err(Self::no_such_namespace(ident.namespace()));
         }
         let metadata = TableMetadata::read_from(&self.file_io, &metadata_location).await?;
-        let inserted = sqlx::query(
-            "INSERT OR IGNORE INTO iceberg_tables
-             (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type)
-             VALUES (?, ?, ?, ?, NULL, 'TABLE')",
-        )
-        .bind(&self.name)
-        .bind(Self::ns_key(ident.namespace()))
-        .bind(ident.name())
-        .bind(&metadata_location)
-        .execute(&self.pool)
-        .await
-        .map_err(sql_err("register table"))?;
+        let inserted = sqlx::query(INSERT_TABLE_ROW)
+            .bind(&self.name)
+            .bind(Self::ns_key(ident.namespace()))
+            .bind(ident.name())
+            .bind(&metadata_location)
+            .execute(&self.pool)
+            .await
+            .map_err(sql_err("register table"))?;
         if inserted.rows_affected() != 1 {
             return Err(Error::new(
                 ErrorKind::TableAlreadyExists,

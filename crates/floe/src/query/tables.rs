@@ -101,6 +101,17 @@ fn plan_err(m: String) -> DataFusionError {
     DataFusionError::Plan(m)
 }
 
+/// One of iceberg's inspect tables (`snapshots()`, `manifests()`), materialized in memory:
+/// iceberg-datafusion's own providers for these ignore the projection (`count(*)` fails), and
+/// they are small.
+macro_rules! inspected {
+    ($t:expr, $ext:expr) => {{
+        let batches: Vec<RecordBatch> = $t.scan().await.map_err($ext)?.try_collect().await.map_err($ext)?;
+        let schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(&$t.schema()).map_err($ext)?);
+        Arc::new(MemTable::try_new(schema, vec![batches])?)
+    }};
+}
+
 #[async_trait]
 impl SchemaProvider for FloeSchemaProvider {
     fn as_any(&self) -> &dyn Any {
@@ -162,38 +173,8 @@ impl SchemaProvider for FloeSchemaProvider {
                         .map_err(ext)?,
                 )))
             }
-            // iceberg-datafusion's own providers for these ignore the projection (`count(*)`
-            // fails), so they are materialized here: they are small.
-            Special::Snapshots => {
-                let batches: Vec<RecordBatch> = table
-                    .inspect()
-                    .snapshots()
-                    .scan()
-                    .await
-                    .map_err(ext)?
-                    .try_collect()
-                    .await
-                    .map_err(ext)?;
-                let schema = Arc::new(
-                    iceberg::arrow::schema_to_arrow_schema(&table.inspect().snapshots().schema()).map_err(ext)?,
-                );
-                Arc::new(MemTable::try_new(schema, vec![batches])?)
-            }
-            Special::Manifests => {
-                let batches: Vec<RecordBatch> = table
-                    .inspect()
-                    .manifests()
-                    .scan()
-                    .await
-                    .map_err(ext)?
-                    .try_collect()
-                    .await
-                    .map_err(ext)?;
-                let schema = Arc::new(
-                    iceberg::arrow::schema_to_arrow_schema(&table.inspect().manifests().schema()).map_err(ext)?,
-                );
-                Arc::new(MemTable::try_new(schema, vec![batches])?)
-            }
+            Special::Snapshots => inspected!(table.inspect().snapshots(), ext),
+            Special::Manifests => inspected!(table.inspect().manifests(), ext),
             Special::Files => mem(files_batch(&table).await.map_err(ext)?)?,
             Special::Partitions => mem(partitions_batch(&table).await.map_err(ext)?)?,
             Special::History => mem(history_batch(&table)?)?,
