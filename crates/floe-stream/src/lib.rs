@@ -55,10 +55,12 @@
 //!
 //! # Group commit
 //!
-//! [`StreamLog::append`] encodes the batch to Arrow IPC and checksums it in the calling task
-//! (so encoding runs in parallel on all cores), then hands the bytes to the log's single writer
-//! thread over a channel and waits for its answer. The writer takes the first record, drains
-//! everything else already queued (up to [`MAX_GROUP_BYTES`]), assigns offsets, writes all the
+//! [`StreamLog::append`] encodes the batch to Arrow IPC in the calling task (so encoding runs in
+//! parallel on all cores), then hands the bytes to the log's single writer thread over a channel
+//! and waits for its answer. The writer takes the first record, drains everything else already
+//! queued (up to [`MAX_GROUP_BYTES`]), assigns offsets, checksums each record in one pass over
+//! header and payload (one hardware crc32c pass is cheaper than combining a payload checksum
+//! computed elsewhere with `crc32c_combine`: ~3% of the CPU in the profile), writes all the
 //! records, issues **one** `fdatasync`, publishes the new end offset and only then answers every
 //! waiter. Under concurrent load many appends share each fsync ([`StreamLog::fsync_count`]).
 //! The segment is rolled between groups once it holds at least

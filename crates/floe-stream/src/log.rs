@@ -171,7 +171,6 @@ struct Pending {
     /// [`RECORD_HEADER_LEN`] bytes of header space followed by the IPC payload.
     frame: Vec<u8>,
     rows: u32,
-    payload_crc: u32,
     reply: oneshot::Sender<Result<AppendAck>>,
 }
 
@@ -463,7 +462,6 @@ impl StreamLog {
                 limit,
             });
         }
-        let payload_crc = crc32c::crc32c(&frame[RECORD_HEADER_LEN..]);
 
         // Back-pressure: bound the bytes queued for the writer. The permit is held until the
         // writer answered, i.e. until the frame has been freed.
@@ -474,13 +472,7 @@ impl StreamLog {
         {
             let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
             let tx = tx.as_ref().ok_or(Error::Closed)?;
-            tx.send(Pending {
-                frame,
-                rows,
-                payload_crc,
-                reply,
-            })
-            .map_err(|_| Error::Closed)?;
+            tx.send(Pending { frame, rows, reply }).map_err(|_| Error::Closed)?;
         }
         #[cfg(test)]
         self.shared.queued.fetch_add(1, Ordering::SeqCst);
@@ -671,8 +663,7 @@ fn read_record(path: &Path, file: &File, entry: &IndexEntry) -> Result<(i64, Rec
     let mut payload = codec::payload_buffer(entry.len as usize);
     file.read_exact_at(payload.as_slice_mut(), entry.pos + RECORD_HEADER_LEN as u64)
         .map_err(|e| Error::io(path, e))?;
-    let payload_crc = crc32c::crc32c(payload.as_slice());
-    if format::record_crc(&hb, payload_crc, entry.len as usize) != h.crc {
+    if format::record_crc(&hb, payload.as_slice()) != h.crc {
         return Err(corrupt("record checksum mismatch on read"));
     }
     let batch = codec::decode_payload(payload)?;
@@ -753,7 +744,7 @@ impl Writer {
         self.entries.clear();
         let mut outcome = Ok(());
         for p in group.iter_mut() {
-            format::fill_record_header(&mut p.frame, offset, p.rows, appended_at_ms, p.payload_crc);
+            format::fill_record_header(&mut p.frame, offset, p.rows, appended_at_ms);
             if let Err(e) = self
                 .shared
                 .inject(Fault::Write)

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema as ArrowSchema, SchemaRef};
 use floe_catalog::{SqliteCatalog, position_summary};
-use iceberg::arrow::{RecordBatchPartitionSplitter, arrow_schema_to_schema_auto_assign_ids, schema_to_arrow_schema};
+use iceberg::arrow::{arrow_schema_to_schema_auto_assign_ids, schema_to_arrow_schema};
 use iceberg::spec::{DataFile, DataFileFormat, PartitionSpecRef, Schema as IcebergSchema};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
@@ -52,7 +52,7 @@ type Builder = DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenera
 #[allow(clippy::large_enum_variant)]
 enum Writer {
     Unpartitioned(UnpartitionedWriter<Builder>),
-    Partitioned(FanoutWriter<Builder>, RecordBatchPartitionSplitter),
+    Partitioned(FanoutWriter<Builder>, super::split::PartitionSplitter),
 }
 
 /// One (pipeline, sink) writer with its committed position.
@@ -366,7 +366,7 @@ impl IcebergSink {
         Ok(if spec.is_unpartitioned() {
             Writer::Unpartitioned(UnpartitionedWriter::new(builder))
         } else {
-            let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(schema, spec)?;
+            let splitter = super::split::PartitionSplitter::try_new(schema, spec)?;
             Writer::Partitioned(FanoutWriter::new(builder), splitter)
         })
     }
