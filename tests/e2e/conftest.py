@@ -73,6 +73,18 @@ TABLE_COLUMNS = ["ns", "type", "id", "ts", "data", "visibility", "seq", "type_up
 # --- config ----------------------------------------------------------------------------------------
 
 
+#: The `fields` of the test streams (`events`, and `other` of `two_stream_extra`).
+EVENT_FIELDS = """fields = [
+  { name = "ns", type = "string", required = true },
+  { name = "type", type = "string", required = true },
+  { name = "id", type = "string", required = true },
+  { name = "ts", type = "timestamp", required = true },
+  { name = "data", type = "json" },
+  { name = "visibility", type = "string" },
+  { name = "seq", type = "int64" },
+]"""
+
+
 def floe_config(
     port: int,
     *,
@@ -109,15 +121,7 @@ warehouse = {json.dumps(warehouse)}
 {limits_toml}
 [[streams]]
 name = "{STREAM}"
-fields = [
-  {{ name = "ns", type = "string", required = true }},
-  {{ name = "type", type = "string", required = true }},
-  {{ name = "id", type = "string", required = true }},
-  {{ name = "ts", type = "timestamp", required = true }},
-  {{ name = "data", type = "json" }},
-  {{ name = "visibility", type = "string" }},
-  {{ name = "seq", type = "int64" }},
-]
+{EVENT_FIELDS}
 {stream_extra}
 
 [[sinks]]
@@ -159,15 +163,7 @@ def two_stream_extra(interval_seconds: int = 1) -> str:
     return f"""
 [[streams]]
 name = "{OTHER_STREAM}"
-fields = [
-  {{ name = "ns", type = "string", required = true }},
-  {{ name = "type", type = "string", required = true }},
-  {{ name = "id", type = "string", required = true }},
-  {{ name = "ts", type = "timestamp", required = true }},
-  {{ name = "data", type = "json" }},
-  {{ name = "visibility", type = "string" }},
-  {{ name = "seq", type = "int64" }},
-]
+{EVENT_FIELDS}
 
 [[sinks]]
 name = "{OTHER_SINK}"
