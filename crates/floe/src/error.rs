@@ -63,6 +63,9 @@ pub enum Error {
     /// File system error.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// floe's own failure (a task that died, a channel that closed): never the caller's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -83,7 +86,9 @@ impl Error {
             },
             Error::Log(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             Error::Iceberg(e) if e.retryable() => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Iceberg(_) | Error::Log(_) | Error::Arrow(_) | Error::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Iceberg(_) | Error::Log(_) | Error::Arrow(_) | Error::Io(_) | Error::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -101,6 +106,7 @@ impl Error {
             Error::Log(_) => "stream_log_error",
             Error::Arrow(_) => "internal_error",
             Error::Io(_) => "io_error",
+            Error::Internal(_) => "internal",
         }
     }
 

@@ -128,7 +128,7 @@ pub async fn post_events(
         Err(e) => {
             return fail(
                 guard,
-                Error::Config(format!("decoder task failed: {e}")).into_response(),
+                Error::Internal(format!("decoder task failed: {e}")).into_response(),
             );
         }
     };
@@ -195,7 +195,7 @@ pub async fn post_events(
                 let dl = task_app
                     .streams
                     .get(&dead_letter::stream_name(&task_stream))
-                    .ok_or_else(|| Error::Config(format!("stream {task_stream:?} has no dead-letter stream")))?;
+                    .ok_or_else(|| Error::Internal(format!("stream {task_stream:?} has no dead-letter stream")))?;
                 let ack = dl.log.append(letters).await?;
                 dl.metrics.rows_accepted.fetch_add(dead_lettered, Ordering::Relaxed);
                 dl.metrics.log_end_offset.fetch_max(ack.next_offset, Ordering::Relaxed);
@@ -260,7 +260,7 @@ pub async fn post_events(
             resp
         }
         Ok(Err(e)) => e.into_response(),
-        Err(e) => Error::Config(format!("append task failed: {e}")).into_response(),
+        Err(e) => Error::Internal(format!("append task failed: {e}")).into_response(),
     }
 }
 

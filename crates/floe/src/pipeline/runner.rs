@@ -55,7 +55,7 @@ pub async fn catch_up(app: &App, t: &Transform) -> Result<()> {
     let (tx, mut rx) = watch::channel(false);
     // The receiver has not seen `true` yet, so the runner stops as soon as it has caught up.
     tx.send(true)
-        .map_err(|_| Error::Config("shutdown channel closed".into()))?;
+        .map_err(|_| Error::Internal("shutdown channel closed".into()))?;
     run_once(app, t, &mut rx).await
 }
 
@@ -126,7 +126,7 @@ async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>
         tokio::select! {
             changed = durable.changed() => {
                 if changed.is_err() {
-                    return Err(Error::Config(format!("stream {:?} was closed", t.stream)));
+                    return Err(Error::Internal(format!("stream {:?} was closed", t.stream)));
                 }
             }
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {}
