@@ -141,6 +141,28 @@ pub struct Limits {
     /// `limits.query_timeout_seconds`: longest a SQL query or a lookup may run.
     #[serde(default = "default_query_timeout")]
     pub query_timeout_seconds: f64,
+    /// `limits.max_record_bytes`: most Arrow IPC bytes one request's rows may take as one log
+    /// record; a bigger request is a 413 naming this limit (at most 1 GiB, the log's format bound).
+    #[serde(default = "default_max_record")]
+    pub max_record_bytes: usize,
+    /// `limits.idempotency_max_keys`: most `Idempotency-Key`s a stream remembers inside the
+    /// window; a new key beyond it is a 429 naming this limit (no key is forgotten early).
+    #[serde(default = "default_idempotency_max_keys")]
+    pub idempotency_max_keys: usize,
+    /// `limits.idempotency_max_bytes`: most bytes of a stream's keys file
+    /// (`idempotency.jsonl`, live entries); a new key beyond it is a 429 naming this limit.
+    #[serde(default = "default_idempotency_max_bytes")]
+    pub idempotency_max_bytes: u64,
+}
+
+fn default_max_record() -> usize {
+    floe_stream::DEFAULT_MAX_RECORD_BYTES
+}
+fn default_idempotency_max_keys() -> usize {
+    1_000_000
+}
+fn default_idempotency_max_bytes() -> u64 {
+    256 << 20
 }
 
 fn default_query_max_rows() -> usize {
@@ -189,6 +211,9 @@ impl Default for Limits {
             idempotency_window_seconds: default_idempotency_window(),
             query_max_rows: default_query_max_rows(),
             query_timeout_seconds: default_query_timeout(),
+            max_record_bytes: default_max_record(),
+            idempotency_max_keys: default_idempotency_max_keys(),
+            idempotency_max_bytes: default_idempotency_max_bytes(),
         }
     }
 }
@@ -666,6 +691,18 @@ impl Config {
         }
         if self.limits.max_body_bytes == 0 || self.limits.max_row_bytes == 0 {
             return invalid("limits".into(), "body and row limits must be positive".into());
+        }
+        if self.limits.max_record_bytes == 0 || self.limits.max_record_bytes > floe_stream::MAX_PAYLOAD_BYTES {
+            return invalid(
+                "limits.max_record_bytes".into(),
+                format!("must be 1 to {} bytes", floe_stream::MAX_PAYLOAD_BYTES),
+            );
+        }
+        if self.limits.idempotency_max_keys == 0 || self.limits.idempotency_max_bytes == 0 {
+            return invalid(
+                "limits".into(),
+                "idempotency_max_keys and idempotency_max_bytes must be positive".into(),
+            );
         }
         Ok(())
     }

@@ -66,81 +66,259 @@ pub enum Error {
     /// floe's own failure (a task that died, a channel that closed): never the caller's fault.
     #[error("internal error: {0}")]
     Internal(String),
+    /// floe cannot serve the request right now, through no fault of the caller, and the same
+    /// request may succeed later (503 `unavailable`, `Retry-After`).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Whose fault an error is. With [`Class::retryable`] this decides the HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// The caller sent something floe refuses (4xx): fixing the request is the way out.
+    Caller,
+    /// Something floe depends on but does not control failed: a full disk, storage or the
+    /// catalog busy for a moment. Always a 5xx; usually retryable.
+    Outside,
+    /// floe's own failure (a bug, a task that died, an I/O or catalog error it cannot explain):
+    /// a 5xx with code `internal`.
+    Internal,
+}
+
+/// How an [`Error`] answers: decided in one place, [`Error::class`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Class {
+    /// Whose fault it is.
+    pub domain: Domain,
+    /// Whether the same request may succeed later (503 / 429 with `Retry-After`).
+    pub retryable: bool,
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The machine-readable `error.code`.
+    pub code: &'static str,
+    /// The limit's config key, for limit errors.
+    pub limit: Option<&'static str>,
+}
+
+impl Class {
+    fn caller(status: StatusCode, code: &'static str) -> Self {
+        Class {
+            domain: Domain::Caller,
+            retryable: false,
+            status,
+            code,
+            limit: None,
+        }
+    }
+
+    /// floe's own failure: 500 `internal`, or 503 `unavailable` when a retry can help.
+    fn internal(retryable: bool) -> Self {
+        Class {
+            domain: Domain::Internal,
+            retryable,
+            status: if retryable {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            },
+            code: if retryable { "unavailable" } else { "internal" },
+            limit: None,
+        }
+    }
+
+    fn outside() -> Self {
+        Class {
+            domain: Domain::Outside,
+            ..Class::internal(true)
+        }
+    }
+}
+
+/// Limit key of the log's record size (`[limits] max_record_bytes`).
+pub const RECORD_LIMIT: &str = "limits.max_record_bytes";
+
+/// An I/O error whose cause lies outside floe (full disk, quota): retry once space is freed.
+fn io_outside(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded | std::io::ErrorKind::ResourceBusy
+    )
+}
+
+/// Whether a DataFusion error (its root cause) is the query's fault: it does not plan (unknown
+/// table or column, bad syntax, unsupported feature), or fails on the query's own values (a
+/// failed cast, division by zero, overflow). Everything else — reading the tables, the catalog,
+/// memory — is floe's.
+fn sql_class(e: &datafusion::error::DataFusionError) -> Class {
+    use arrow::error::ArrowError as A;
+    use datafusion::error::DataFusionError as D;
+    match e.find_root() {
+        D::Plan(_) | D::SQL(..) | D::SchemaError(..) | D::NotImplemented(_) | D::Configuration(_) => {
+            Class::caller(StatusCode::BAD_REQUEST, "sql_error")
+        }
+        D::Execution(_) => Class::caller(StatusCode::BAD_REQUEST, "sql_error"),
+        D::ArrowError(a, _) => match a.as_ref() {
+            A::IoError(..) | A::ExternalError(_) | A::MemoryError(_) => Class::internal(false),
+            _ => Class::caller(StatusCode::BAD_REQUEST, "sql_error"),
+        },
+        D::ResourcesExhausted(_) => Class::internal(true),
+        D::External(x) => match x.downcast_ref::<iceberg::Error>() {
+            Some(i) => iceberg_class(i),
+            None => Class::internal(false),
+        },
+        _ => Class::internal(false),
+    }
+}
+
+fn iceberg_class(e: &iceberg::Error) -> Class {
+    match e.kind() {
+        iceberg::ErrorKind::TableNotFound | iceberg::ErrorKind::NamespaceNotFound => {
+            Class::caller(StatusCode::NOT_FOUND, "not_found")
+        }
+        _ if e.retryable() => Class::outside(),
+        _ => Class::internal(false),
+    }
 }
 
 impl Error {
+    /// The one place that decides how an error answers.
+    pub fn class(&self) -> Class {
+        match self {
+            // Config errors reach HTTP only from the validate paths (a pipeline definition the
+            // caller sent); runtime failures must use `Internal`.
+            Error::Config(_) => Class::caller(StatusCode::BAD_REQUEST, "invalid_config"),
+            Error::NotFound { .. } => Class::caller(StatusCode::NOT_FOUND, "not_found"),
+            Error::BadRequest { code, .. } => Class::caller(StatusCode::BAD_REQUEST, code),
+            Error::Limit { limit, status, .. } => {
+                let retryable = matches!(*status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE);
+                Class {
+                    domain: Domain::Caller,
+                    retryable,
+                    status: *status,
+                    code: if *status == StatusCode::TOO_MANY_REQUESTS {
+                        "backpressure"
+                    } else {
+                        "limit_exceeded"
+                    },
+                    limit: Some(limit),
+                }
+            }
+            Error::Auth { status, .. } if *status == StatusCode::FORBIDDEN => Class::caller(*status, "forbidden"),
+            Error::Auth { status, .. } => Class::caller(*status, "unauthorized"),
+            Error::Sql(e) => sql_class(e),
+            Error::Iceberg(e) => iceberg_class(e),
+            Error::Log(floe_stream::Error::RecordTooLarge { .. }) => Class {
+                limit: Some(RECORD_LIMIT),
+                ..Class::caller(StatusCode::PAYLOAD_TOO_LARGE, "limit_exceeded")
+            },
+            Error::Log(floe_stream::Error::Io { source, .. }) if io_outside(source) => Class::outside(),
+            Error::Log(e) => Class::internal(e.is_retryable()),
+            Error::Io(e) if io_outside(e) => Class::outside(),
+            Error::Arrow(_) | Error::Io(_) | Error::Internal(_) => Class::internal(false),
+            Error::Unavailable(_) => Class::internal(true),
+        }
+    }
+
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
-        match self {
-            Error::Config(_) => StatusCode::BAD_REQUEST,
-            Error::NotFound { .. } => StatusCode::NOT_FOUND,
-            Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Error::Limit { status, .. } => *status,
-            Error::Auth { status, .. } => *status,
-            Error::Sql(e) => match e.find_root() {
-                datafusion::error::DataFusionError::Plan(_)
-                | datafusion::error::DataFusionError::SQL(..)
-                | datafusion::error::DataFusionError::SchemaError(..)
-                | datafusion::error::DataFusionError::NotImplemented(_) => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            },
-            Error::Log(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Iceberg(e) if e.retryable() => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Iceberg(_) | Error::Log(_) | Error::Arrow(_) | Error::Io(_) | Error::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        }
+        self.class().status
     }
 
     /// A short machine-readable code.
     pub fn code(&self) -> &'static str {
-        match self {
-            Error::Config(_) => "invalid_config",
-            Error::NotFound { .. } => "not_found",
-            Error::BadRequest { code, .. } => code,
-            Error::Limit { .. } => "limit_exceeded",
-            Error::Auth { status, .. } if *status == StatusCode::FORBIDDEN => "forbidden",
-            Error::Auth { .. } => "unauthorized",
-            Error::Sql(_) => "sql_error",
-            Error::Iceberg(_) => "iceberg_error",
-            Error::Log(_) => "stream_log_error",
-            Error::Arrow(_) => "internal_error",
-            Error::Io(_) => "io_error",
-            Error::Internal(_) => "internal",
-        }
+        self.class().code
     }
 
     /// Whether the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.status(),
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
-        )
+        self.class().retryable
     }
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
+        let class = self.class();
+        if class.status.is_server_error() {
+            tracing::error!(error = %self, code = class.code, "request failed");
         }
-        let code = if status == StatusCode::TOO_MANY_REQUESTS {
-            "backpressure"
-        } else {
-            self.code()
-        };
-        let mut body = json!({"error": {"code": code, "message": self.to_string()}});
-        if let Error::Limit { limit, .. } = &self {
+        let mut body = json!({"error": {"code": class.code, "message": self.to_string()}});
+        if let Some(limit) = class.limit {
             body["error"]["limit"] = json!(limit);
         }
-        let mut resp = (status, axum::Json(body)).into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        if class.retryable {
+            body["error"]["retryable"] = json!(true);
+        }
+        let mut resp = (class.status, axum::Json(body)).into_response();
+        if class.retryable {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("1"),
             );
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(e: Error) -> (StatusCode, serde_json::Value) {
+        let resp = e.into_response();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn internal_failures_are_5xx_internal_never_invalid_config() {
+        let io = Error::Io(std::io::Error::other("disk gone"));
+        let arrow = Error::Arrow(arrow::error::ArrowError::ComputeError("x".into()));
+        let log = Error::Log(floe_stream::Error::Failed { reason: "x".into() });
+        let iceberg = Error::Iceberg(iceberg::Error::new(iceberg::ErrorKind::Unexpected, "catalog"));
+        let ext = Error::Sql(datafusion::error::DataFusionError::External(Box::new(
+            iceberg::Error::new(iceberg::ErrorKind::Unexpected, "manifest unreadable"),
+        )));
+        for e in [io, arrow, log, iceberg, ext, Error::Internal("join".into())] {
+            let (status, body) = answer(e).await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+            assert_eq!(body["error"]["code"], "internal", "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn retryable_outside_failures_are_503_with_retry_after() {
+        let full = Error::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        let closed = Error::Log(floe_stream::Error::Closed);
+        for e in [full, closed] {
+            assert!(e.is_retryable());
+            let resp = e.into_response();
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(resp.headers()[axum::http::header::RETRY_AFTER], "1");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_over_large_record_is_a_413_naming_the_limit() {
+        let (status, body) = answer(Error::Log(floe_stream::Error::RecordTooLarge { size: 10, limit: 5 })).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body["error"]["limit"], RECORD_LIMIT);
+    }
+
+    #[test]
+    fn caller_faults_stay_4xx() {
+        use datafusion::error::DataFusionError as D;
+        assert_eq!(Error::Sql(D::Plan("no table".into())).status(), StatusCode::BAD_REQUEST);
+        let cast = D::ArrowError(Box::new(arrow::error::ArrowError::CastError("'x' to int".into())), None);
+        assert_eq!(Error::Sql(cast).status(), StatusCode::BAD_REQUEST);
+        let missing = Error::Iceberg(iceberg::Error::new(iceberg::ErrorKind::TableNotFound, "t"));
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        assert_eq!(Error::Config("x".into()).class().domain, Domain::Caller);
+        let bp = Error::Limit {
+            limit: "limits.max_uncommitted_rows",
+            message: "behind".into(),
+            status: StatusCode::TOO_MANY_REQUESTS,
+        };
+        assert_eq!((bp.code(), bp.is_retryable()), ("backpressure", true));
     }
 }

@@ -6,6 +6,14 @@
 //! and statistics), whose files [`scan`] spreads over `target_partitions` (the machine's cores). [`tables`] adds metadata tables and time travel.
 //! Results are bounded by `[limits] query_max_rows` and `query_timeout_seconds`; both errors
 //! name the limit. Output: table, JSON, CSV, Arrow IPC (file format) or Parquet.
+//!
+//! Queries are **read-only** ([`read_only`]): the statement is parsed with DataFusion's parser
+//! and only `SELECT`/`WITH`/`VALUES`, `EXPLAIN` of those, `SHOW` and `DESCRIBE` pass; the plan is
+//! then checked again with DataFusion's `SQLOptions` (no DDL, no DML, no statements), so
+//! `COPY … TO`, `CREATE [EXTERNAL] TABLE`, `INSERT`, `SET` and the like answer 400 `read_only`
+//! and never run. The session has no URL tables (`SELECT * FROM '/path'` is an unknown table)
+//! and only DataFusion's built-in table functions (`generate_series`, `range`), none of which
+//! reads files.
 
 pub mod scan;
 pub mod tables;
@@ -18,7 +26,10 @@ use arrow::record_batch::RecordBatch;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{self as sql_ast, Visit, Visitor};
 use floe_catalog::SqliteCatalog;
 use futures::StreamExt;
 use iceberg_datafusion::IcebergCatalogProvider;
@@ -119,9 +130,148 @@ pub async fn session(catalog: &SqliteCatalog) -> Result<SessionContext> {
     Ok(ctx)
 }
 
+/// The `error.code` of a refused write.
+pub const READ_ONLY_CODE: &str = "read_only";
+
+fn refused(what: &str) -> Error {
+    Error::BadRequest {
+        code: READ_ONLY_CODE,
+        message: format!(
+            "queries are read-only: {what} is not allowed; use SELECT, WITH, VALUES, EXPLAIN, SHOW or DESCRIBE"
+        ),
+    }
+}
+
+/// Finds the first statement or clause in a parsed query that is not a read: a nested
+/// `INSERT`/`UPDATE`/`DELETE`/`MERGE` (`WITH … INSERT …`) or `SELECT … INTO` (creates a table).
+struct Writes(Option<String>);
+
+impl Visitor for Writes {
+    type Break = ();
+
+    fn pre_visit_statement(&mut self, s: &sql_ast::Statement) -> std::ops::ControlFlow<()> {
+        use sql_ast::Statement as S;
+        match s {
+            S::Query(_)
+            | S::Explain { .. }
+            | S::ExplainTable { .. }
+            | S::ShowTables { .. }
+            | S::ShowColumns { .. }
+            | S::ShowVariable { .. }
+            | S::ShowFunctions { .. }
+            | S::ShowCreate { .. } => std::ops::ControlFlow::Continue(()),
+            other => {
+                self.0 = Some(statement_kind(other));
+                std::ops::ControlFlow::Break(())
+            }
+        }
+    }
+
+    fn pre_visit_query(&mut self, q: &sql_ast::Query) -> std::ops::ControlFlow<()> {
+        fn into(e: &sql_ast::SetExpr) -> bool {
+            match e {
+                sql_ast::SetExpr::Select(s) => s.into.is_some(),
+                sql_ast::SetExpr::SetOperation { left, right, .. } => into(left) || into(right),
+                _ => false,
+            }
+        }
+        if into(&q.body) {
+            self.0 = Some("SELECT … INTO".into());
+            return std::ops::ControlFlow::Break(());
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+/// The statement's leading keywords, for the error message (`CREATE FUNCTION`, `SET`, …).
+fn statement_kind(s: &sql_ast::Statement) -> String {
+    let text = s.to_string();
+    let words: Vec<&str> = text.split_whitespace().take(3).collect();
+    let n = match words.as_slice() {
+        [w, ..] if ["CREATE", "DROP", "ALTER"].contains(&w.to_ascii_uppercase().as_str()) => 2,
+        _ => 1,
+    };
+    words
+        .iter()
+        .take(n)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_uppercase()
+}
+
+/// The leading keyword of `sql` when it is not one a read starts with (comments and opening
+/// parentheses skipped).
+fn leading_write(sql: &str) -> Option<String> {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map_or("", |(_, after)| after).trim_start();
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, after)| after).trim_start();
+        } else if let Some(r) = rest.strip_prefix('(') {
+            rest = r.trim_start();
+        } else {
+            break;
+        }
+    }
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    const READS: [&str; 7] = ["SELECT", "WITH", "VALUES", "EXPLAIN", "SHOW", "DESCRIBE", "DESC"];
+    (!word.is_empty() && !READS.contains(&word.as_str())).then_some(word)
+}
+
+/// Refuses anything but a read: the allow-list of statement kinds over DataFusion's own parse
+/// of `sql` (so what is checked is exactly what would run).
+pub fn read_only(statement: &DfStatement) -> Result<()> {
+    match statement {
+        DfStatement::Statement(s) => {
+            let mut w = Writes(None);
+            let _ = s.visit(&mut w);
+            match w.0 {
+                Some(what) => Err(refused(&what)),
+                None => Ok(()),
+            }
+        }
+        DfStatement::Explain(e) => read_only(&e.statement),
+        DfStatement::CreateExternalTable(_) => Err(refused("CREATE EXTERNAL TABLE")),
+        DfStatement::CopyTo(_) => Err(refused("COPY … TO")),
+        DfStatement::Reset(_) => Err(refused("RESET")),
+    }
+}
+
+/// The plan-level check: DataFusion's own verifier, with every kind of write off.
+fn read_only_options() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Parses, checks (statement allow-list, then `SQLOptions` on the plan) and plans `sql`.
+pub async fn plan_read_only(ctx: &SessionContext, sql: &str) -> Result<datafusion::dataframe::DataFrame> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = match state.sql_to_statement(sql, &dialect) {
+        Ok(s) => s,
+        // Text that does not parse never runs; still, say "read-only" when it is plainly not
+        // a read (e.g. a write in a syntax this dialect lacks) rather than a syntax error.
+        Err(e) => return Err(leading_write(sql).map_or_else(|| Error::from(e), |w| refused(&w))),
+    };
+    read_only(&statement)?;
+    let plan = state.statement_to_plan(statement).await?;
+    read_only_options()
+        .verify_plan(&plan)
+        .map_err(|e| refused(&e.strip_backtrace().replace("Error during planning: ", "")))?;
+    Ok(ctx.execute_logical_plan(plan).await?)
+}
+
 async fn run_sql_unbounded(catalog: &SqliteCatalog, sql: &str, max_rows: usize) -> Result<QueryOutput> {
     let ctx = session(catalog).await?;
-    let df = ctx.sql(sql).await?;
+    let df = plan_read_only(&ctx, sql).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let mut stream = df.execute_stream().await?;
     let mut batches = Vec::new();

@@ -82,7 +82,13 @@ impl App {
         for s in &config.streams {
             logs.insert(
                 s.name.clone(),
-                StreamLog::open(&config.stream_dir(&s.name), LogOptions::default())?,
+                StreamLog::open(
+                    &config.stream_dir(&s.name),
+                    LogOptions {
+                        max_record_bytes: config.limits.max_record_bytes,
+                        ..LogOptions::default()
+                    },
+                )?,
             );
         }
         let mut streams = HashMap::new();
@@ -107,7 +113,7 @@ impl App {
                 &config.stream_dir(&s.name),
                 &log,
                 dead_letters.map(|l| l.as_ref()),
-                config.limits.idempotency_window_seconds,
+                (&config.limits).into(),
             )?;
             schemas.push((s.name.clone(), arrow_schema(&fields)));
             streams.insert(
@@ -197,12 +203,13 @@ impl App {
             return Some(e);
         }
         let limits = &self.config.limits;
-        let disk = s.log.disk_bytes();
+        // The idempotency keys file is part of the stream's disk budget.
+        let disk = s.log.disk_bytes() + s.idempotency.disk_bytes();
         if disk > limits.stream_max_disk_bytes {
             return Some(Error::Limit {
                 limit: "limits.stream_max_disk_bytes",
                 message: format!(
-                    "stream {stream:?} holds {disk} bytes of log not yet committed by every pipeline, over {}; retry later",
+                    "stream {stream:?} holds {disk} bytes of log (not yet committed by every pipeline) and idempotency keys, over {}; retry later",
                     limits.stream_max_disk_bytes
                 ),
                 status: StatusCode::TOO_MANY_REQUESTS,

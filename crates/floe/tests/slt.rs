@@ -462,5 +462,6 @@ slt_files!(
     refused,
     schemas,
     dead_letter,
-    validate
+    validate,
+    read_only
 );

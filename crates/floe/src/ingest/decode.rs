@@ -685,7 +685,14 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
         match self.col {
             Col::F64(b) => b.append_value(v),
-            Col::F32(b) => b.append_value(v as f32),
+            // `as f32` would turn 1e39 into +inf silently: out of range is the row's error.
+            Col::F32(b) if (v as f32).is_finite() => b.append_value(v as f32),
+            Col::F32(_) => {
+                return Err(E::custom(format!(
+                    "expected float32, found {v} (out of range: float32 holds ±{:e})",
+                    f32::MAX
+                )));
+            }
             _ => return Err(found(self.spec, format_args!("number {v}"))),
         }
         Ok(())
@@ -902,6 +909,27 @@ mod tests {
             decoder().decode_lenient(b"[{", Framing::Auto),
             Err(DecodeError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn float32_out_of_range_is_a_row_error_not_infinity() {
+        let fields: Vec<FieldConfig> = toml::from_str::<toml::Table>(r#"f = [ { name = "x", type = "float32" } ]"#)
+            .unwrap()["f"]
+            .clone()
+            .try_into()
+            .unwrap();
+        let d = RowDecoder::new(&fields, UnknownFields::Reject, 1 << 20, 10, false);
+        let body = br#"[{"x":1.5},{"x":1e39},{"x":-1e39},{"x":3.4e38}]"#;
+        let Err(DecodeError::Rows { total, rows, .. }) = d.decode(body, Framing::Auto) else {
+            panic!("1e39 must not be stored as a float32")
+        };
+        assert_eq!(total, 2);
+        let at: Vec<(usize, &str)> = rows.iter().map(|r| (r.row, r.field.as_str())).collect();
+        assert_eq!(at, vec![(1, "x"), (2, "x")]);
+        assert!(rows[0].message.contains("float32"), "{}", rows[0].message);
+        let ok = d.decode(br#"[{"x":3.4e38},{"x":-1}]"#, Framing::Auto).unwrap();
+        let col = ok.column(0).as_primitive::<arrow::datatypes::Float32Type>();
+        assert!(col.value(0).is_finite() && col.value(1) == -1.0);
     }
 
     #[test]

@@ -79,13 +79,14 @@ pub async fn post_events(
     let guard = match &key {
         None => None,
         Some(k) => match state.idempotency.begin(k).await {
-            idempotency::Begin::Replay(answer) => {
+            Err(e) => return fail(None, e.into_response()),
+            Ok(idempotency::Begin::Replay(answer)) => {
                 let mut resp = accepted_response(answer);
                 resp.headers_mut()
                     .insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
                 return resp;
             }
-            idempotency::Begin::Process(g) => Some(g),
+            Ok(idempotency::Begin::Process(g)) => Some(g),
         },
     };
     // From here on every path reports the outcome to the idempotency store (through `fail`).
@@ -141,6 +142,13 @@ pub async fn post_events(
             return fail(guard, decode_error_response(e));
         }
     };
+    // Too large for one log record: a 413 now, before any IPC frame is built or anything stored.
+    let record_limit = app.config.limits.max_record_bytes;
+    if let Some(b) = &decoded.batch
+        && let Err(e) = check_record_size(b, record_limit)
+    {
+        return fail(guard, e.into_response());
+    }
     let rows = decoded.batch.as_ref().map_or(0, |b| b.num_rows() as u64);
     let dead_lettered = decoded.invalid.len() as u64;
     let errors: Vec<decode::RowError> = decoded
@@ -163,6 +171,11 @@ pub async fn post_events(
             key_here,
         )
     });
+    if let Some(l) = &letters
+        && let Err(e) = check_record_size(l, record_limit)
+    {
+        return fail(guard, e.into_response());
+    }
     let batch = match decoded.batch {
         Some(batch) if key.is_some() || dead_lettered > 0 => {
             let mut schema = batch.schema().as_ref().clone();
@@ -221,16 +234,20 @@ pub async fn post_events(
                     at_ms: chrono::Utc::now().timestamp_millis(),
                     dead_lettered,
                 };
-                if let Some(g) = guard {
-                    state.idempotency.done(g, answer);
-                }
+                // The key's line is written before the answer; if it cannot be, the rows are
+                // durable but the request answers 503: the client retries with the same key and
+                // gets this answer once the line is written (see `idempotency`).
+                let key_written = match guard {
+                    Some(g) => state.idempotency.done(g, answer),
+                    None => Ok(()),
+                };
                 let m = &state.metrics;
                 m.rows_accepted.fetch_add(rows, Ordering::Relaxed);
                 m.rows_dead_lettered.fetch_add(dead_lettered, Ordering::Relaxed);
                 m.requests_accepted.fetch_add(1, Ordering::Relaxed);
                 m.bytes_accepted.fetch_add(len as u64, Ordering::Relaxed);
                 m.log_end_offset.fetch_max(ack.next_offset, Ordering::Relaxed);
-                Ok(answer)
+                key_written.map(|()| answer)
             }
             Err(e) => {
                 if let Some(g) = guard {
@@ -312,21 +329,80 @@ fn decompress(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, Er
         .unwrap_or("identity");
     match encoding.trim().to_ascii_lowercase().as_str() {
         "identity" | "" => Ok(raw),
-        "gzip" | "x-gzip" => {
-            let mut out = Vec::with_capacity(raw.len() * 4);
-            let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);
-            decoder.read_to_end(&mut out).map_err(|e| Error::BadRequest {
-                code: "bad_encoding",
-                message: format!("Content-Encoding gzip: the body is not valid gzip: {e}"),
-            })?;
-            if out.len() > limit {
-                return Err(over_body_limit(limit));
-            }
-            Ok(Bytes::from(out))
-        }
+        "gzip" | "x-gzip" => gunzip(&raw, limit).map(Bytes::from),
         other => Err(Error::BadRequest {
             code: "unsupported_encoding",
             message: format!("Content-Encoding {other:?} is not supported; use gzip or none"),
         }),
     }
+}
+
+/// Decompresses a gzip body: every member (RFC 1952 allows several, `cat a.gz b.gz`), and
+/// nothing else — bytes after the last member that are not another member are a 400, never
+/// silently dropped (a 200 for part of the body would lose the rest). Over `limit` decompressed
+/// bytes is a 413 naming `limits.max_body_bytes`; the output buffer never grows past `limit`,
+/// whatever the compression ratio (a decompression bomb costs at most `limit` bytes).
+pub fn gunzip(raw: &[u8], limit: usize) -> Result<Vec<u8>, Error> {
+    let bad = |e: std::io::Error| Error::BadRequest {
+        code: "bad_encoding",
+        message: format!("Content-Encoding gzip: the body is not valid gzip: {e}"),
+    };
+    if raw.is_empty() {
+        return Err(bad(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
+    }
+    // `bufread::MultiGzDecoder` reads member after member until the input ends; whatever follows
+    // a member must parse as a gzip header, so trailing garbage is an error.
+    let mut decoder = flate2::bufread::MultiGzDecoder::new(raw);
+    let mut out: Vec<u8> = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = match decoder.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(bad(e)),
+        };
+        let want = out.len() + n;
+        if want > limit {
+            return Err(over_body_limit(limit));
+        }
+        if want > out.capacity() {
+            // Grow by doubling, but never past the limit.
+            let target = out.capacity().saturating_mul(2).max(want).min(limit);
+            out.reserve_exact(target - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    Ok(out)
+}
+
+/// A lower bound of the Arrow IPC bytes `batch` encodes to: its buffers (the IPC body holds each
+/// of them, padded, plus metadata). Computed without encoding, so a request too large for one
+/// log record is refused before the frame is built.
+pub fn ipc_size_lower_bound(batch: &arrow::record_batch::RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_buffer_memory_size())
+        })
+        .sum()
+}
+
+/// The 413 of a request whose rows do not fit in one log record of `limit` bytes.
+fn check_record_size(batch: &arrow::record_batch::RecordBatch, limit: usize) -> Result<(), Error> {
+    let size = ipc_size_lower_bound(batch);
+    if size > limit || u32::try_from(batch.num_rows()).is_err() {
+        return Err(Error::Limit {
+            limit: crate::error::RECORD_LIMIT,
+            message: format!(
+                "the request's {} rows encode to at least {size} bytes, over the stream log's record limit of {limit} bytes; send fewer rows per request",
+                batch.num_rows()
+            ),
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+        });
+    }
+    Ok(())
 }
