@@ -63,9 +63,9 @@ from conftest import (
 
 #: Address-space cap of the server process (see the module docstring). A debug floe serves
 #: normally far below it.
-MEMORY_CAP_BYTES = 8 << 30
+MEMORY_CAP_BYTES = 4 << 30
 #: How long a register of a FIFO may take to answer before it counts as a stuck worker.
-FIFO_TIMEOUT = 10.0
+FIFO_TIMEOUT = 5.0
 #: Timeout of every other attack request.
 ATTACK_TIMEOUT = 20.0
 #: How long the "ingest still works" rows may take to be in the table.
@@ -295,16 +295,20 @@ class Hostile:
         self.problems += found
         return found
 
-    def expect_4xx(self, what: str, resp, *, sent: str = "", rule: str | None = None) -> bool:
+    def expect_4xx(self, what: str, resp, *, sent: str = "", rule: str | None = None,
+                   need_message: bool = True) -> bool:
         """Records a problem unless `resp` is a 4xx whose message is clear (names `rule`, a
-        regex, when given) and prints no foreign host path. True when it was a 4xx."""
+        regex, when given) and prints no foreign host path. True when it was a 4xx.
+        `need_message=False` for requests the HTTP layer refuses before any floe handler runs
+        (an unroutable path, a header value with control characters): hyper answers those
+        with an empty body."""
         msg = error_message(resp)
         if not 400 <= resp.status < 500:
             self.problems.append(f"{what}: want 4xx, got {resp.status}: {msg[:300]!r}")
             return False
-        if not msg.strip():
+        if not msg.strip() and need_message:
             self.problems.append(f"{what}: {resp.status} without an error message: {resp.body[:200]!r}")
-        elif rule is not None and not re.search(rule, msg, re.I):
+        elif msg.strip() and rule is not None and not re.search(rule, msg, re.I):
             self.problems.append(f"{what}: {resp.status}, but the message does not name the rule /{rule}/: {msg[:300]!r}")
         self.no_foreign_paths(what, resp, sent)
         return True
@@ -404,7 +408,7 @@ def cap_memory(server: FloeServer) -> None:
     """RLIMIT_AS on the running server: a read of /dev/zero or of a huge file aborts floe
     instead of exhausting the host's memory."""
     assert server.proc is not None
-    os.prlimit(server.proc.pid, resource.RLIMIT_AS, (MEMORY_CAP_BYTES, MEMORY_CAP_BYTES))
+    resource.prlimit(server.proc.pid, resource.RLIMIT_AS, (MEMORY_CAP_BYTES, MEMORY_CAP_BYTES))
 
 
 def file_uri(p: os.PathLike | str) -> str:
@@ -851,7 +855,9 @@ def test_lookup_table_names_cannot_traverse(env):
                 "x%2Fy.events", "analytics.events%00", "a%5Cb.c", "n" * 10_000 + ".t"]:
         url = f"{h.server.url}/v1/tables/{raw}/rows?id=x"
         r = http_request("GET", url, timeout=ATTACK_TIMEOUT)
-        h.expect_4xx(f"GET /v1/tables/{raw[:40]}/rows", r, sent=urllib.parse.unquote(raw) + raw)
+        # `../../etc` spans path segments: no route matches, the router answers a bare 404.
+        h.expect_4xx(f"GET /v1/tables/{raw[:40]}/rows", r, sent=urllib.parse.unquote(raw) + raw,
+                     need_message="/" not in raw)
     h.check("lookups")
     h.finish()
 
@@ -965,7 +971,9 @@ def test_idempotency_key_abuse(env):
         except CONNECTION_ERRORS as e:
             h.problems.append(f"Idempotency-Key [{label}]: no HTTP answer ({e!r})")
         else:
-            h.expect_4xx(f"Idempotency-Key [{label}]", r, rule=r"idempotency")
+            # hyper itself refuses header values with control bytes (empty 400): floe never sees them.
+            at_http_layer = label in ("control_soh", "control_del", "nul")
+            h.expect_4xx(f"Idempotency-Key [{label}]", r, rule=r"idempotency", need_message=not at_http_layer)
         h.check(f"Idempotency-Key [{label}]")
     key = f"good-{uuid.uuid4()}"
     events = make_events("idem-good", 2)
