@@ -565,14 +565,10 @@ impl SqliteCatalog {
                         self.warehouse.check("statistics-path", &statistics.statistics_path)?;
                         TableUpdate::SetStatistics { statistics }
                     }
-                    TableUpdate::SetPartitionStatistics {
-                        partition_statistics,
-                    } => {
+                    TableUpdate::SetPartitionStatistics { partition_statistics } => {
                         self.warehouse
                             .check("statistics-path", &partition_statistics.statistics_path)?;
-                        TableUpdate::SetPartitionStatistics {
-                            partition_statistics,
-                        }
+                        TableUpdate::SetPartitionStatistics { partition_statistics }
                     }
                     other => other,
                 })
@@ -585,7 +581,9 @@ impl SqliteCatalog {
     fn checked_table_properties(&self, mut properties: HashMap<String, String>) -> Result<HashMap<String, String>> {
         for key in PATH_PROPERTIES {
             if let Some(v) = properties.get_mut(*key) {
-                *v = self.warehouse.check(&format!("property {key}"), v.trim_end_matches('/'))?;
+                *v = self
+                    .warehouse
+                    .check(&format!("property {key}"), v.trim_end_matches('/'))?;
             }
         }
         Ok(properties)
@@ -663,7 +661,12 @@ impl SqliteCatalog {
     /// Where a table is placed when its creation names no location.
     fn default_table_location(&self, ident: &TableIdent) -> String {
         // Valid names are single harmless path segments, so this is inside the warehouse.
-        format!("{}/{}/{}", self.warehouse.uri(), ident.namespace().join("/"), ident.name())
+        format!(
+            "{}/{}/{}",
+            self.warehouse.uri(),
+            ident.namespace().join("/"),
+            ident.name()
+        )
     }
 
     /// The metadata a create would produce, without writing or registering anything (REST
@@ -810,7 +813,11 @@ impl SqliteCatalog {
     /// The checks of a register: a valid name in an existing namespace, a metadata file inside
     /// the warehouse that is readable table metadata (bounded, off the runtime) and whose own
     /// `location` is inside the warehouse too. Answers the normalised metadata location.
-    async fn registered_metadata(&self, ident: &TableIdent, metadata_location: &str) -> Result<(String, TableMetadata)> {
+    async fn registered_metadata(
+        &self,
+        ident: &TableIdent,
+        metadata_location: &str,
+    ) -> Result<(String, TableMetadata)> {
         validate_table_ident(ident)?;
         if !self.namespace_exists(ident.namespace()).await? {
             return Err(Self::no_such_namespace(ident.namespace()));
@@ -1060,7 +1067,10 @@ fn exact_base(
     obj.insert("schemas".into(), serde_json::Value::Array(vec![to_json!(&schema)?]));
     obj.insert("current-schema-id".into(), schema.schema_id().into());
     obj.insert("last-column-id".into(), schema.highest_field_id().max(0).into());
-    obj.insert("partition-specs".into(), serde_json::Value::Array(vec![to_json!(&spec)?]));
+    obj.insert(
+        "partition-specs".into(),
+        serde_json::Value::Array(vec![to_json!(&spec)?]),
+    );
     obj.insert("default-spec-id".into(), spec.spec_id().into());
     obj.insert(
         "last-partition-id".into(),

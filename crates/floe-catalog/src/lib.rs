@@ -58,8 +58,8 @@ pub mod requirements;
 pub use catalog::{CommittedTable, SqliteCatalog, TableChange, file_io_for, sync_local_file};
 pub use location::{MAX_METADATA_BYTES, Warehouse};
 pub use outcome::{CommitStateUnknown, commit_state_unknown};
-pub use purge::PurgeReport;
 pub use positions::{
     PROP_ATTEMPT, PROP_PIPELINE, PROP_POSITION_FROM, PROP_POSITION_TO, PROP_SINK, SinkPosition, carries_sink_keys,
     position_summary,
 };
+pub use purge::PurgeReport;

@@ -355,7 +355,10 @@ mod tests {
             (format!("{root}/ns/t"), t.clone()),
             (format!("file://{root}//ns/./t/"), t.clone()),
             (format!("file://{root}/ns/x/../t"), t.clone()),
-            (format!("file://{root}/new/deeper/t"), format!("file://{root}/new/deeper/t")),
+            (
+                format!("file://{root}/new/deeper/t"),
+                format!("file://{root}/new/deeper/t"),
+            ),
         ] {
             assert_eq!(wh.check("location", &given).unwrap(), want, "{given}");
         }
@@ -380,7 +383,10 @@ mod tests {
             let e = wh.check("location", &bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::DataInvalid, "{bad}");
             assert!(e.message().contains("strictly inside the catalog's warehouse"), "{e}");
-            assert!(!e.message().contains(&dir.path().join("outside").display().to_string()) || bad.contains("outside"), "{e}");
+            assert!(
+                !e.message().contains(&dir.path().join("outside").display().to_string()) || bad.contains("outside"),
+                "{e}"
+            );
         }
     }
 }

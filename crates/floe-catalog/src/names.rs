@@ -32,7 +32,8 @@ pub const MAX_NAMESPACE_LEVELS: usize = 16;
 pub const NAME_PUNCTUATION: &str = "_-.$@+=~!";
 
 /// The rule, as error messages quote it.
-pub const NAME_RULE: &str = "names are 1 to 255 bytes of letters, digits and _ - . $ @ + = ~ !, and not \".\" or \"..\"";
+pub const NAME_RULE: &str =
+    "names are 1 to 255 bytes of letters, digits and _ - . $ @ + = ~ !, and not \".\" or \"..\"";
 
 fn check(what: &str, name: &str) -> Result<()> {
     let bad = |why: &str| {
@@ -150,7 +151,17 @@ mod tests {
 
     #[test]
     fn the_rule() {
-        for ok in ["events", "new.db", "a-b_c", "Ünïcode", "名前", "x$1", "a@b+c=d~e!f", "...", ".hidden"] {
+        for ok in [
+            "events",
+            "new.db",
+            "a-b_c",
+            "Ünïcode",
+            "名前",
+            "x$1",
+            "a@b+c=d~e!f",
+            "...",
+            ".hidden",
+        ] {
             validate_table_name(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
             validate_namespace_level(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
         }

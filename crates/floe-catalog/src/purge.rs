@@ -38,12 +38,14 @@ pub struct PurgeReport {
 /// The table directory a purge of `metadata` may delete under; an error when the table location
 /// is not inside the warehouse.
 pub(crate) fn table_dir(warehouse: &Warehouse, metadata: &TableMetadata) -> Result<PathBuf> {
-    warehouse.check_path("table location", metadata.location()).map_err(|e| {
-        Error::new(
-            ErrorKind::DataInvalid,
-            format!("purge refused, nothing was dropped or deleted: {}", e.message()),
-        )
-    })
+    warehouse
+        .check_path("table location", metadata.location())
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::DataInvalid,
+                format!("purge refused, nothing was dropped or deleted: {}", e.message()),
+            )
+        })
 }
 
 /// Deletes the files of a dropped table (see the module docs). Runs on a blocking thread.
@@ -58,7 +60,12 @@ pub(crate) async fn purge_files(
         .map_err(|e| Error::new(ErrorKind::Unexpected, "purge task failed").with_source(e))
 }
 
-fn purge_blocking(warehouse: &Warehouse, table_dir: &Path, metadata_location: &str, metadata: &TableMetadata) -> PurgeReport {
+fn purge_blocking(
+    warehouse: &Warehouse,
+    table_dir: &Path,
+    metadata_location: &str,
+    metadata: &TableMetadata,
+) -> PurgeReport {
     let mut report = PurgeReport::default();
     let mut files: BTreeSet<String> = BTreeSet::new();
     files.insert(metadata_location.to_string());

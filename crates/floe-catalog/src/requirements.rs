@@ -71,7 +71,10 @@ pub fn check_requirement(requirement: &TableRequirement, base: Option<&TableMeta
                     true,
                 )),
                 (Some(want), Some(have)) if *want != have => Err(failed(
-                    format!("{} {ref} has changed: expected id {want} != {have}", ref_type(base, r#ref)),
+                    format!(
+                        "{} {ref} has changed: expected id {want} != {have}",
+                        ref_type(base, r#ref)
+                    ),
                     true,
                 )),
                 (Some(want), None) => Err(failed(format!("branch or tag {ref} is missing, expected {want}"), true)),
@@ -89,7 +92,9 @@ pub fn check_requirement(requirement: &TableRequirement, base: Option<&TableMeta
                 true,
             ))
         }
-        TableRequirement::CurrentSchemaIdMatch { current_schema_id } if *current_schema_id != base.current_schema_id() => {
+        TableRequirement::CurrentSchemaIdMatch { current_schema_id }
+            if *current_schema_id != base.current_schema_id() =>
+        {
             Err(failed(
                 format!(
                     "current schema changed: expected id {current_schema_id} != {}",
@@ -107,7 +112,9 @@ pub fn check_requirement(requirement: &TableRequirement, base: Option<&TableMeta
             ),
             true,
         )),
-        TableRequirement::DefaultSpecIdMatch { default_spec_id } if *default_spec_id != base.default_partition_spec_id() => {
+        TableRequirement::DefaultSpecIdMatch { default_spec_id }
+            if *default_spec_id != base.default_partition_spec_id() =>
+        {
             Err(failed(
                 format!(
                     "default partition spec changed: expected id {default_spec_id} != {}",

@@ -592,7 +592,8 @@ impl Config {
         {
             return invalid(
                 "catalog.warehouse".into(),
-                "must not be server.data_dir or a folder above it (it would contain the stream logs and catalog.db)".into(),
+                "must not be server.data_dir or a folder above it (it would contain the stream logs and catalog.db)"
+                    .into(),
             );
         }
         let mut names = HashSet::new();
@@ -775,10 +776,17 @@ mod tests {
 
     #[test]
     fn table_names_follow_the_catalog_rule() {
-        let sink = |table: &str| {
-            format!("[[sinks]]\nname = \"s\"\ntype = \"iceberg\"\ntable = {table:?}\n")
-        };
-        for bad in ["..", "a..b", "analytics./", "../x.t", "a.b/c", "a. b", "a.b\\c", "a.%2e%2e"] {
+        let sink = |table: &str| format!("[[sinks]]\nname = \"s\"\ntype = \"iceberg\"\ntable = {table:?}\n");
+        for bad in [
+            "..",
+            "a..b",
+            "analytics./",
+            "../x.t",
+            "a.b/c",
+            "a. b",
+            "a.b\\c",
+            "a.%2e%2e",
+        ] {
             let err = Config::from_toml(&sink(bad), Path::new("f"), Path::new("/"))
                 .unwrap_err()
                 .to_string();

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use floe_catalog::{MAX_METADATA_BYTES, SqliteCatalog, TableChange, commit_state_unknown};
 use iceberg::spec::{
-    FormatVersion, NestedField, PrimitiveType, Schema, SortOrder, StatisticsFile, TableMetadataBuilder, Transform, Type,
-    UnboundPartitionSpec,
+    FormatVersion, NestedField, PrimitiveType, Schema, SortOrder, StatisticsFile, TableMetadataBuilder, Transform,
+    Type, UnboundPartitionSpec,
 };
 use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableCreation, TableIdent, TableRequirement, TableUpdate};
 
@@ -29,7 +29,12 @@ fn sacrificial(env: &Env) -> std::path::PathBuf {
 }
 
 fn assert_intact(dir: &Path) {
-    assert_eq!(std::fs::read(dir.join("keep.txt")).unwrap(), b"keep", "{} was touched", dir.display());
+    assert_eq!(
+        std::fs::read(dir.join("keep.txt")).unwrap(),
+        b"keep",
+        "{} was touched",
+        dir.display()
+    );
 }
 
 fn invalid<T: std::fmt::Debug>(r: iceberg::Result<T>, rule: &str) -> iceberg::Error {
@@ -49,11 +54,20 @@ async fn names_follow_one_rule_at_every_entry_point() -> TestResult {
     cat.create_namespace(&ns("ns"), HashMap::new()).await?;
     let long = "x".repeat(256);
     for bad in ["..", ".", "a/b", "a\\b", "a\0b", "a\nb", "", long.as_str(), "%2e%2e"] {
-        invalid(cat.create_table(&ns("ns"), creation(bad, false)).await.map(|_| ()), NAME_RULE);
-        invalid(cat.stage_table(&ns("ns"), creation(bad, false)).await.map(|_| ()), NAME_RULE);
+        invalid(
+            cat.create_table(&ns("ns"), creation(bad, false)).await.map(|_| ()),
+            NAME_RULE,
+        );
+        invalid(
+            cat.stage_table(&ns("ns"), creation(bad, false)).await.map(|_| ()),
+            NAME_RULE,
+        );
         let level = NamespaceIdent::from_vec(vec![bad.to_string()]);
         if let Ok(level) = level {
-            invalid(cat.create_namespace(&level, HashMap::new()).await.map(|_| ()), NAME_RULE);
+            invalid(
+                cat.create_namespace(&level, HashMap::new()).await.map(|_| ()),
+                NAME_RULE,
+            );
         }
     }
     let t = create_table(cat, "ns.t", false).await;
@@ -70,7 +84,13 @@ async fn names_follow_one_rule_at_every_entry_point() -> TestResult {
     invalid(cat.commit_changes(vec![staged_create]).await, NAME_RULE);
     // Only the one valid table exists, nothing was written next to the warehouse.
     assert_eq!(table_rows(&env.raw().await).await.len(), 1);
-    assert!(!local_path(&env.warehouse).join("ns").join("..").join("metadata").exists());
+    assert!(
+        !local_path(&env.warehouse)
+            .join("ns")
+            .join("..")
+            .join("metadata")
+            .exists()
+    );
     Ok(())
 }
 
@@ -113,7 +133,10 @@ async fn locations_must_be_inside_the_warehouse() -> TestResult {
     };
     invalid(cat.create_table(&ns("ns"), c).await.map(|_| ()), LOCATION_RULE);
     let ns_props = HashMap::from([("location".to_string(), precious.display().to_string())]);
-    invalid(cat.create_namespace(&ns("other"), ns_props.clone()).await.map(|_| ()), LOCATION_RULE);
+    invalid(
+        cat.create_namespace(&ns("other"), ns_props.clone()).await.map(|_| ()),
+        LOCATION_RULE,
+    );
     invalid(cat.update_namespace(&ns("ns"), ns_props).await, LOCATION_RULE);
 
     // A location inside is normalised before it is stored.
@@ -215,7 +238,10 @@ async fn purge_deletes_only_what_the_table_references_under_its_location() -> Te
     // Everything of `a` is gone except the file it never referenced (so its data directory stays).
     assert!(a_dir.join("data").join("not-referenced.parquet").is_file());
     assert!(crate::common::list_dir(&a_dir.join("metadata"), "").is_empty());
-    assert!(!a_dir.join("metadata").exists(), "its emptied metadata directory is removed");
+    assert!(
+        !a_dir.join("metadata").exists(),
+        "its emptied metadata directory is removed"
+    );
     // `b` is whole.
     let b = cat.load_table(&ident("ns.b")).await?;
     assert_eq!(scan_ids(&b).await?, vec![0, 1, 2]);
@@ -240,7 +266,10 @@ async fn purge_deletes_only_what_the_table_references_under_its_location() -> Te
 
 /// Creates a FIFO with the system's `mkfifo`.
 fn mkfifo(path: &Path) {
-    let status = std::process::Command::new("mkfifo").arg(path).status().expect("run mkfifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
     assert!(status.success(), "mkfifo {}", path.display());
 }
 
@@ -268,7 +297,10 @@ async fn metadata_reads_are_bounded_regular_files_inside_the_warehouse() -> Test
         ("file:///etc/passwd".to_string(), LOCATION_RULE),
         (format!("{wh}/ns/junk/zero.metadata.json"), LOCATION_RULE),
         (format!("{wh}/ns/junk/passwd.metadata.json"), LOCATION_RULE),
-        (format!("{wh}/ns/junk/garbage.metadata.json"), "not valid table metadata"),
+        (
+            format!("{wh}/ns/junk/garbage.metadata.json"),
+            "not valid table metadata",
+        ),
         (format!("{wh}/ns/junk/missing.metadata.json"), "no such file"),
     ];
     for (location, why) in &cases {
@@ -282,7 +314,10 @@ async fn metadata_reads_are_bounded_regular_files_inside_the_warehouse() -> Test
         let e = invalid(r.map(|_| ()), why);
         assert!(!e.message().contains("root:"), "file contents are not echoed: {e}");
         assert!(!e.message().contains("hunter2"), "file contents are not echoed: {e}");
-        assert!(!e.message().contains("/dev/zero") || location == "/dev/zero", "no resolved path: {e}");
+        assert!(
+            !e.message().contains("/dev/zero") || location == "/dev/zero",
+            "no resolved path: {e}"
+        );
         assert!(!cat.table_exists(&ident("ns.r")).await?);
     }
     // A table row pointing at a FIFO (written by another client of the file): load and commit
@@ -314,11 +349,18 @@ async fn a_dotted_namespace_level_is_stored_escaped() -> TestResult {
     let cat = &env.catalog;
     let dotted = NamespaceIdent::from_vec(vec!["new.db".to_string()])?;
     let two = NamespaceIdent::from_vec(vec!["new".to_string(), "db".to_string()])?;
-    cat.create_namespace(&dotted, HashMap::from([("k".to_string(), "1".to_string())])).await?;
-    assert!(!cat.namespace_exists(&two).await?, "one level with a dot is not two levels");
+    cat.create_namespace(&dotted, HashMap::from([("k".to_string(), "1".to_string())]))
+        .await?;
+    assert!(
+        !cat.namespace_exists(&two).await?,
+        "one level with a dot is not two levels"
+    );
     cat.create_namespace(&two, HashMap::new()).await?;
     let raw = env.raw().await;
-    assert_eq!(namespace_rows(&raw, CATALOG, "new%2Edb").await.get("k"), Some(&Some("1".to_string())));
+    assert_eq!(
+        namespace_rows(&raw, CATALOG, "new%2Edb").await.get("k"),
+        Some(&Some("1".to_string()))
+    );
     assert!(namespace_rows(&raw, CATALOG, "new.db").await.contains_key("exists"));
     let mut top = cat.list_namespaces(None).await?;
     top.sort_by_key(|n| n.join("\u{1f}"));
@@ -329,7 +371,10 @@ async fn a_dotted_namespace_level_is_stored_escaped() -> TestResult {
     let t = cat.create_table(&dotted, creation("t", false)).await?;
     assert_eq!(t.metadata().location(), format!("{}/new.db/t", env.warehouse));
     assert!(table_row(&raw, CATALOG, "new%2Edb", "t").await.is_some());
-    assert_eq!(cat.list_tables(&dotted).await?, vec![TableIdent::new(dotted.clone(), "t".into())]);
+    assert_eq!(
+        cat.list_tables(&dotted).await?,
+        vec![TableIdent::new(dotted.clone(), "t".into())]
+    );
     assert!(cat.list_tables(&two).await?.is_empty());
     // Plain levels are stored exactly as before (as PyIceberg's SqlCatalog reads them).
     create_table(cat, "a.b.c", false).await;
@@ -352,7 +397,14 @@ async fn staged_create_applies_every_update_with_the_ids_the_client_saw() -> Tes
     // update_spec().add_identity("extra") sends in its one commit.
     let second = Schema::builder()
         .with_schema_id(1)
-        .with_fields(first.as_struct().fields().iter().cloned().chain([long_field(4, "extra")]))
+        .with_fields(
+            first
+                .as_struct()
+                .fields()
+                .iter()
+                .cloned()
+                .chain([long_field(4, "extra")]),
+        )
         .build()?;
     let spec = UnboundPartitionSpec::builder()
         .with_spec_id(1)
@@ -468,10 +520,16 @@ async fn conflicts_use_the_java_wording() -> TestResult {
     let snap = m.current_snapshot_id().unwrap();
     let uuid = uuid::Uuid::nil();
     let cases = vec![
-        (TableRequirement::NotExist, "Requirement failed: table already exists".to_string()),
+        (
+            TableRequirement::NotExist,
+            "Requirement failed: table already exists".to_string(),
+        ),
         (
             TableRequirement::UuidMatch { uuid },
-            format!("Requirement failed: UUID does not match: expected {} != {uuid}", m.uuid()),
+            format!(
+                "Requirement failed: UUID does not match: expected {} != {uuid}",
+                m.uuid()
+            ),
         ),
         (
             TableRequirement::CurrentSchemaIdMatch { current_schema_id: 5 },
@@ -563,9 +621,13 @@ async fn a_failed_commit_statement_keeps_the_files_and_says_the_outcome_is_unkno
     assert!(commit_state_unknown(&e), "{e:?}");
     assert!(!e.retryable());
     // The metadata file of the commit is still there (version 1 of the table).
-    let metadata_files = crate::common::list_dir(&local_path(t.metadata().location()).join("metadata"), ".metadata.json");
+    let metadata_files =
+        crate::common::list_dir(&local_path(t.metadata().location()).join("metadata"), ".metadata.json");
     assert_eq!(metadata_files.len(), 2, "{metadata_files:?}");
-    assert!(metadata_files.iter().any(|f| f.starts_with("00001-")), "{metadata_files:?}");
+    assert!(
+        metadata_files.iter().any(|f| f.starts_with("00001-")),
+        "{metadata_files:?}"
+    );
     // Here it did not land; a re-read says so.
     assert_eq!(cat.current_metadata_location(&ident("ns.t")).await?, Some(before));
 

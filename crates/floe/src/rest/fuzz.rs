@@ -60,8 +60,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(4, 48, 6, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec((keys.clone(), inner), 0..6)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            prop::collection::vec((keys.clone(), inner), 0..6).prop_map(|kv| Value::Object(kv.into_iter().collect())),
         ]
     })
 }
@@ -98,7 +97,10 @@ fn seeds() -> Vec<(&'static str, Value)> {
                        {"source-id": 2, "transform": "identity", "direction": "asc", "null-order": "nulls-first"}]},
                    "properties": {"format-version": "2"}}),
         ),
-        ("register", json!({"name": "r", "metadata-location": "file:///nope/m.json", "overwrite": false})),
+        (
+            "register",
+            json!({"name": "r", "metadata-location": "file:///nope/m.json", "overwrite": false}),
+        ),
         (
             "rename",
             json!({"source": {"namespace": ["fz"], "name": "t"}, "destination": {"namespace": ["fz"], "name": "u"}}),
@@ -114,7 +116,10 @@ fn seeds() -> Vec<(&'static str, Value)> {
                                {"action": "set-default-sort-order", "sort-order-id": -1},
                                {"action": "set-properties", "updates": {"k": "v"}}]}]}),
         ),
-        ("namespace", json!({"namespace": ["fz", "a.b"], "properties": {"owner": "me"}})),
+        (
+            "namespace",
+            json!({"namespace": ["fz", "a.b"], "properties": {"owner": "me"}}),
+        ),
         ("properties", json!({"removals": ["x"], "updates": {"owner": "you"}})),
     ]
 }
@@ -171,27 +176,28 @@ fn remove_nth(v: &mut Value, n: &mut usize) -> bool {
 fn mutated() -> impl Strategy<Value = (usize, Vec<u8>)> {
     let n_seeds = seeds().len();
     let edit = (any::<usize>(), prop::option::weighted(0.6, arb_json()));
-    (0..n_seeds, prop::collection::vec(edit, 1..3), any::<bool>()).prop_map(
-        |(seed, edits, drop_key)| {
-            let mut v = seeds()[seed].1.clone();
-            for (at, with) in edits {
-                let count = count_nodes(&v);
-                let mut n = at % count;
-                match with {
-                    Some(with) => {
-                        replace_nth(&mut v, &mut n, &with);
-                    }
-                    None => {
-                        remove_nth(&mut v, &mut n);
-                    }
+    (0..n_seeds, prop::collection::vec(edit, 1..3), any::<bool>()).prop_map(|(seed, edits, drop_key)| {
+        let mut v = seeds()[seed].1.clone();
+        for (at, with) in edits {
+            let count = count_nodes(&v);
+            let mut n = at % count;
+            match with {
+                Some(with) => {
+                    replace_nth(&mut v, &mut n, &with);
+                }
+                None => {
+                    remove_nth(&mut v, &mut n);
                 }
             }
-            if drop_key && let Value::Object(map) = &mut v && let Some(k) = map.keys().next().cloned() {
-                map.remove(&k);
-            }
-            (seed, serde_json::to_vec(&v).unwrap())
-        },
-    )
+        }
+        if drop_key
+            && let Value::Object(map) = &mut v
+            && let Some(k) = map.keys().next().cloned()
+        {
+            map.remove(&k);
+        }
+        (seed, serde_json::to_vec(&v).unwrap())
+    })
 }
 
 fn count_nodes(v: &Value) -> usize {
@@ -256,7 +262,10 @@ fn fixture() -> (tokio::runtime::Runtime, tempfile::TempDir, Arc<App>) {
         let ns = iceberg::NamespaceIdent::new("fz".to_string());
         app.catalog.create_namespace(&ns, HashMap::new()).await.unwrap();
         let schema: iceberg::spec::Schema = serde_json::from_value(schema_json()).unwrap();
-        let creation = iceberg::TableCreation::builder().name("t".to_string()).schema(schema).build();
+        let creation = iceberg::TableCreation::builder()
+            .name("t".to_string())
+            .schema(schema)
+            .build();
         app.catalog.create_table(&ns, creation).await.unwrap();
     });
     (rt, dir, app)
@@ -283,14 +292,27 @@ async fn call(app: &Arc<App>, kind: &str, bytes: &[u8]) -> Option<u16> {
         Err(e) => e.status.as_u16(),
     };
     Some(match kind {
-        "commit" => status(commit_table(state(), h(), params(Some("t")), no_query(), parse_body(bytes).map(RestJson)).await),
+        "commit" => status(
+            commit_table(
+                state(),
+                h(),
+                params(Some("t")),
+                no_query(),
+                parse_body(bytes).map(RestJson),
+            )
+            .await,
+        ),
         "create" => status(create_table(state(), h(), params(None), no_query(), parse_body(bytes).map(RestJson)).await),
-        "register" => status(register_table(state(), h(), params(None), no_query(), parse_body(bytes).map(RestJson)).await),
+        "register" => {
+            status(register_table(state(), h(), params(None), no_query(), parse_body(bytes).map(RestJson)).await)
+        }
         "rename" => status(rename_table(state(), h(), params(None), no_query(), parse_body(bytes).map(RestJson)).await),
         "transaction" => {
             status(commit_transaction(state(), h(), params(None), no_query(), parse_body(bytes).map(RestJson)).await)
         }
-        "namespace" => status(create_namespace(state(), h(), params(None), no_query(), parse_body(bytes).map(RestJson)).await),
+        "namespace" => {
+            status(create_namespace(state(), h(), params(None), no_query(), parse_body(bytes).map(RestJson)).await)
+        }
         "properties" => status(
             update_namespace_properties(state(), h(), params(None), no_query(), parse_body(bytes).map(RestJson)).await,
         ),
@@ -316,7 +338,11 @@ fn handlers_on_a_real_catalog_never_panic_or_answer_5xx() {
         .run(&mutated(), |(seed, bytes)| {
             let kind = seeds()[seed].0;
             let status = rt.block_on(call(&app, kind, &bytes)).unwrap();
-            prop_assert!(status < 500, "{kind} {} answered {status}", String::from_utf8_lossy(&bytes));
+            prop_assert!(
+                status < 500,
+                "{kind} {} answered {status}",
+                String::from_utf8_lossy(&bytes)
+            );
             Ok(())
         })
         .unwrap();
