@@ -301,7 +301,7 @@ def test_multi_table_transaction_is_all_or_nothing(floe_server):
 def test_bad_requests_get_the_spec_error_shape(floe_server):
     assert_rest_error(api(floe_server, "POST", "/namespaces", b"{not json"), 400, "BadRequestException")
     assert_rest_error(api(floe_server, "POST", "/namespaces", {"namespace": []}), 400, "BadRequestException")
-    assert_rest_error(api(floe_server, "POST", "/namespaces", {"namespace": ["a.b"]}), 400, "BadRequestException")
+    assert_rest_error(api(floe_server, "POST", "/namespaces", {"namespace": [".."]}), 400, "BadRequestException")
     assert_rest_error(api(floe_server, "GET", "/namespaces?pageSize=0"), 400, "BadRequestException")
     assert_rest_error(api(floe_server, "GET", "/namespaces/nope"), 404, "NoSuchNamespaceException")
     assert_rest_error(api(floe_server, "GET", "/namespaces/nope/tables/t"), 404, "NoSuchTableException")
@@ -440,3 +440,207 @@ def test_floe_catalog_prints_snippets_that_work(floe_server, duckdb_con):
     (attach,) = [line.strip() for line in text.splitlines() if line.strip().startswith("ATTACH ")]
     duckdb_con.execute(attach)
     assert duckdb_con.execute(f"SELECT count(*) FROM {CATALOG_NAME}.analytics.events").fetchone()[0] == 5
+
+
+# --- hardening (issue 10): what engines do, and what a careless client must not do ---------------
+
+
+def test_staged_create_keeps_every_update_of_the_transaction(floe_server):
+    """create_table_transaction + add_column (+ a partition spec on the new column) in one
+    commit: every update lands with the ids the client saw (once the added column was lost, or
+    the commit failed with "Cannot find partition source field with id 3")."""
+    from pyiceberg.transforms import IdentityTransform
+    from pyiceberg.types import IntegerType
+
+    cat = rest_catalog(floe_server)
+    cat.create_namespace("stx")
+    tx = cat.create_table_transaction("stx.cols", schema=simple_schema())
+    with tx.update_schema() as update:
+        update.add_column("extra", IntegerType())
+    tx.commit_transaction()
+    t = cat.load_table("stx.cols")
+    assert [f.name for f in t.schema().fields] == ["id", "name", "extra"]
+    assert t.schema().find_field("extra").field_id == 3
+
+    tx = cat.create_table_transaction("stx.parts", schema=simple_schema())
+    with tx.update_schema() as update:
+        update.add_column("bucket", IntegerType())
+    with tx.update_spec() as spec:
+        spec.add_field("bucket", IdentityTransform(), "bucket")
+    tx.commit_transaction()
+    t = cat.load_table("stx.parts")
+    field = t.spec().fields[0]
+    assert field.source_id == t.schema().find_field("bucket").field_id == 3
+    t.append(pa.table({"id": pa.array([1, 2], pa.int64()), "name": ["a", "b"],
+                       "bucket": pa.array([7, 8], pa.int32())}))
+    assert sorted(cat.load_table("stx.parts").scan().to_arrow().column("bucket").to_pylist()) == [7, 8]
+
+
+def test_a_dotted_namespace_level_is_one_level(floe_server):
+    resp = api(floe_server, "POST", "/namespaces", {"namespace": ["new.db"], "properties": {"k": "v"}})
+    assert resp.status == 200, resp.body
+    top = api(floe_server, "GET", "/namespaces").json()["namespaces"]
+    assert ["new.db"] in top and ["new"] not in top
+    assert api(floe_server, "GET", f"/namespaces/{ns_path('new.db')}").json()["properties"] == {"k": "v"}
+    assert_rest_error(api(floe_server, "GET", f"/namespaces/{ns_path('new', 'db')}"), 404, "NoSuchNamespaceException")
+    body = {"name": "t", "schema": {"type": "struct", "schema-id": 0, "fields": [
+        {"id": 1, "name": "id", "required": False, "type": "long"}]}}
+    resp = api(floe_server, "POST", f"/namespaces/{ns_path('new.db')}/tables", body)
+    assert resp.status == 200, resp.body
+    assert resp.json()["metadata"]["location"] == f"file://{floe_server.warehouse}/new.db/t"
+    ids = api(floe_server, "GET", f"/namespaces/{ns_path('new.db')}/tables").json()["identifiers"]
+    assert ids == [{"namespace": ["new.db"], "name": "t"}]
+    # Stored escaped in the JDBC layout's dotted column; plain names stay as they were.
+    engine = sql_catalog(floe_server).engine
+    try:
+        from sqlalchemy import text
+
+        with engine.connect() as c:
+            rows = c.execute(text("SELECT table_namespace, table_name FROM iceberg_tables")).all()
+    finally:
+        engine.dispose()
+    assert ("new%2Edb", "t") in [tuple(r) for r in rows]
+    assert ("analytics", "events") in [tuple(r) for r in rows]
+
+
+def test_names_and_locations_are_confined_to_the_warehouse(floe_server, tmp_path):
+    import os
+    import pathlib
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("keep")
+    api(floe_server, "POST", "/namespaces", {"namespace": ["h"]})
+    schema = {"type": "struct", "schema-id": 0, "fields": [{"id": 1, "name": "id", "required": False, "type": "long"},
+                                                           {"id": 2, "name": "name", "required": False, "type": "string"}]}
+    for bad in ["..", ".", "a/b", "a\\b", "x" * 256, "a\u0000b"]:
+        err = assert_rest_error(api(floe_server, "POST", "/namespaces/h/tables", {"name": bad, "schema": schema}),
+                                400, "BadRequestException")
+        assert "names are 1 to 255 bytes" in err["message"], err
+    assert_rest_error(api(floe_server, "POST", "/namespaces", {"namespace": [".."]}), 400, "BadRequestException")
+    wh = f"file://{floe_server.warehouse}"
+    for location in [str(floe_server.data_dir), f"file://{floe_server.data_dir}", wh, f"{wh}/../streams",
+                     f"{wh}/h/%2e%2e/%2e%2e/streams", str(precious), "file://elsewhere/x"]:
+        for stage in (False, True):
+            err = assert_rest_error(
+                api(floe_server, "POST", "/namespaces/h/tables",
+                    {"name": "t", "schema": schema, "location": location, "stage-create": stage}),
+                400, "BadRequestException")
+            assert "strictly inside the catalog's warehouse" in err["message"], err
+            # The location is quoted as sent; no other (resolved) host path appears.
+            assert str(tmp_path) not in err["message"].replace(json.dumps(location), ""), err
+    # A table created inside, then moved out by a commit: refused, nothing changed.
+    t = api(floe_server, "POST", "/namespaces/h/tables", {"name": "t", "schema": schema}).json()
+    for update in [{"action": "set-location", "location": str(precious)},
+                   {"action": "set-properties", "updates": {"write.data.path": str(floe_server.data_dir)}}]:
+        assert_rest_error(api(floe_server, "POST", "/namespaces/h/tables/t", {"requirements": [], "updates": [update]}),
+                          400, "BadRequestException")
+    assert api(floe_server, "GET", "/namespaces/h/tables/t").json()["metadata-location"] == t["metadata-location"]
+
+    # Register: device files, FIFOs, directories and files outside are 400 at once (never a hang
+    # or an out-of-memory), and the contents of a file are never echoed.
+    junk = floe_server.warehouse / "h" / "junk"
+    junk.mkdir(parents=True)
+    os.mkfifo(junk / "fifo.metadata.json")
+    os.symlink("/dev/zero", junk / "zero.metadata.json")
+    for location in ["/dev/zero", "file:///etc/passwd", str(junk / "fifo.metadata.json"),
+                     str(junk / "zero.metadata.json"), str(junk), f"{wh}/h/t/metadata/../../../../streams"]:
+        err = assert_rest_error(api(floe_server, "POST", "/namespaces/h/register",
+                                    {"name": "r", "metadata-location": location}), 400, "BadRequestException")
+        assert "root:" not in err["message"], err
+    assert api(floe_server, "HEAD", "/namespaces/h/tables/r").status == 404
+
+    # Purge deletes what the table references, under its location; a file it does not
+    # reference stays, and so does everything of floe's.
+    cat = rest_catalog(floe_server)
+    table = cat.load_table("h.t")
+    table.append(rows([1, 2, 3]))
+    table_dir = pathlib.Path(table.location().removeprefix("file://"))
+    stray = table_dir / "data" / "stray.txt"
+    stray.write_text("not referenced")
+    streams_before = sorted(p.name for p in (floe_server.data_dir / "streams").rglob("*"))
+    assert api(floe_server, "DELETE", "/namespaces/h/tables/t?purgeRequested=true").status == 204
+    assert stray.is_file()
+    assert not list(table_dir.rglob("*.parquet")) and not list(table_dir.rglob("*.metadata.json"))
+    assert sorted(p.name for p in (floe_server.data_dir / "streams").rglob("*")) == streams_before
+    assert floe_server.catalog_db.is_file()
+    assert (precious / "keep.txt").read_text() == "keep"
+    assert http_request("GET", f"{floe_server.url}/healthz").json()["status"] == "ok"
+
+
+def test_conflicts_use_the_java_wording(floe_server):
+    cat = rest_catalog(floe_server)
+    cat.create_namespace("cw")
+    t = cat.create_table("cw.t", schema=simple_schema())
+    t.append(rows([1]))
+    snap = cat.load_table("cw.t").current_snapshot().snapshot_id
+    cases = [
+        ({"type": "assert-ref-snapshot-id", "ref": "main", "snapshot-id": 1},
+         f"Requirement failed: branch main has changed: expected id 1 != {snap}"),
+        ({"type": "assert-current-schema-id", "current-schema-id": 4},
+         "Requirement failed: current schema changed: expected id 4 != 0"),
+        ({"type": "assert-default-spec-id", "default-spec-id": 3},
+         "Requirement failed: default partition spec changed: expected id 3 != 0"),
+        ({"type": "assert-last-assigned-field-id", "last-assigned-field-id": 9},
+         "Requirement failed: last assigned field id changed: expected id 9 != 2"),
+        ({"type": "assert-create"}, "Requirement failed: table already exists"),
+    ]
+    for requirement, message in cases:
+        body = {"requirements": [requirement], "updates": [{"action": "set-properties", "updates": {"x": "y"}}]}
+        err = assert_rest_error(api(floe_server, "POST", "/namespaces/cw/tables/t", body), 409, "CommitFailedException")
+        assert err["message"] == message, err
+
+
+def test_a_failed_sqlite_commit_is_commit_state_unknown(floe_server):
+    """The SQLite COMMIT itself fails (here: a deferred foreign key another client of the file
+    added, checked only at COMMIT): the answer is 500 CommitStateUnknownException, and the
+    metadata file written for the commit is kept."""
+    import sqlite3
+
+    cat = rest_catalog(floe_server)
+    cat.create_namespace("cu")
+    t = cat.create_table("cu.t", schema=simple_schema())
+    before = t.metadata_location
+    con = sqlite3.connect(floe_server.catalog_db, timeout=30)
+    try:
+        con.executescript("""
+            CREATE TABLE fail_parent (id INTEGER PRIMARY KEY);
+            CREATE TABLE fail_child (pid INTEGER REFERENCES fail_parent(id) DEFERRABLE INITIALLY DEFERRED);
+            CREATE TRIGGER fail_commit AFTER UPDATE ON iceberg_tables BEGIN INSERT INTO fail_child VALUES (1); END;
+        """)
+    finally:
+        con.close()
+    import pathlib
+
+    metadata_dir = pathlib.Path(t.location().removeprefix("file://")) / "metadata"
+    files_before = set(metadata_dir.iterdir())
+    body = {"requirements": [], "updates": [{"action": "set-properties", "updates": {"x": "y"}}]}
+    err = assert_rest_error(api(floe_server, "POST", "/namespaces/cu/tables/t", body), 500,
+                            "CommitStateUnknownException")
+    assert "may or may not have landed" in err["message"], err
+    kept = set(metadata_dir.iterdir()) - files_before
+    assert len(kept) == 1 and next(iter(kept)).name.startswith("00001-"), kept
+    assert cat.load_table("cu.t").metadata_location == before  # here it did not land
+    from pyiceberg.exceptions import CommitStateUnknownException
+
+    with pytest.raises(CommitStateUnknownException):
+        cat.load_table("cu.t").transaction().set_properties(a="b").commit_transaction()
+
+
+def test_an_oversized_body_is_413(floe_server):
+    """A body declared over the 8 MiB REST limit is refused before it is read."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", floe_server.port), timeout=30) as sock:
+        sock.sendall(
+            f"POST /iceberg/v1/namespaces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {9 * 1024 * 1024}\r\nConnection: close\r\n\r\n".encode()
+        )
+        sock.sendall(b'{"namespace": ["x"], "properties": {"k": "' + b"v" * 4096)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), reply[:300]
+    assert b"REST limit" in body, body
+    assert api(floe_server, "HEAD", "/namespaces/x").status == 404

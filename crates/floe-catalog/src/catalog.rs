@@ -22,7 +22,12 @@ use iceberg::{
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use crate::location::{PATH_PROPERTIES, Warehouse, read_metadata};
+use crate::names::{decode_namespace, encode_namespace, validate_namespace, validate_table_ident};
+use crate::outcome::{commit_state_unknown, unknown_outcome};
 use crate::positions::{PositionMove, SinkPosition, find_position_move};
+use crate::purge::{PurgeReport, purge_files, table_dir};
+use crate::requirements::check_requirement;
 
 /// How long a statement waits for another connection's (or process's) lock before failing.
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -115,7 +120,7 @@ struct PreparedCommit {
 pub struct SqliteCatalog {
     pool: SqlitePool,
     name: String,
-    warehouse: String,
+    warehouse: Warehouse,
     file_io: FileIO,
 }
 
@@ -128,6 +133,7 @@ impl SqliteCatalog {
 
     /// Like [`open`](Self::open), with a caller-supplied `FileIO` (tests inject faults this way).
     pub async fn open_with_file_io(db_path: &Path, name: &str, warehouse: &str, file_io: FileIO) -> Result<Self> {
+        let warehouse = Warehouse::new(warehouse)?;
         if let Some(dir) = db_path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::new(ErrorKind::Unexpected, format!("create {}", dir.display())).with_source(e))?;
@@ -185,7 +191,7 @@ impl SqliteCatalog {
         Ok(Self {
             pool,
             name: name.to_string(),
-            warehouse: warehouse.trim_end_matches('/').to_string(),
+            warehouse,
             file_io,
         })
     }
@@ -197,7 +203,18 @@ impl SqliteCatalog {
 
     /// The warehouse URI.
     pub fn warehouse(&self) -> &str {
+        self.warehouse.uri()
+    }
+
+    /// The warehouse's location rule ([`Warehouse::check`]).
+    pub fn warehouse_rule(&self) -> &Warehouse {
         &self.warehouse
+    }
+
+    /// Reads the table metadata file at `location` the catalog's way: a regular file inside the
+    /// warehouse, at most [`MAX_METADATA_BYTES`](crate::MAX_METADATA_BYTES), off the runtime.
+    pub async fn read_metadata(&self, location: &str) -> Result<TableMetadata> {
+        read_metadata(&self.warehouse, "metadata file", location).await
     }
 
     /// The `FileIO` for the warehouse.
@@ -241,7 +258,7 @@ impl SqliteCatalog {
             .metadata_location(table)
             .await?
             .ok_or_else(|| Self::no_such_table(table))?;
-        let metadata = TableMetadata::read_from(&self.file_io, &location).await?;
+        let metadata = self.read_metadata(&location).await?;
         let snapshot_id = metadata.current_snapshot_id().unwrap_or(-1);
         let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
         let mv = PositionMove {
@@ -321,8 +338,10 @@ impl SqliteCatalog {
         self.pool.close().await;
     }
 
+    /// The JDBC layout's namespace column value (levels escaped and dot-joined, see
+    /// [`encode_namespace`]).
     fn ns_key(ns: &NamespaceIdent) -> String {
-        ns.join(".")
+        encode_namespace(ns)
     }
 
     fn build_table(&self, ident: TableIdent, location: String, metadata: TableMetadata) -> Result<Table> {
@@ -364,7 +383,7 @@ impl SqliteCatalog {
     fn no_such_namespace(ns: &NamespaceIdent) -> Error {
         Error::new(
             ErrorKind::NamespaceNotFound,
-            format!("namespace {} does not exist", Self::ns_key(ns)),
+            format!("namespace {} does not exist", ns.join(".")),
         )
     }
 
@@ -445,6 +464,8 @@ impl SqliteCatalog {
                     metadata: p.metadata,
                 })
                 .collect()),
+            // The outcome is unknown: the files may be what the catalog points at now.
+            Err(e) if commit_state_unknown(&e) => Err(e),
             Err(e) => {
                 self.delete_metadata_files(&prepared).await;
                 Err(e)
@@ -468,12 +489,16 @@ impl SqliteCatalog {
             updates,
         } = change;
         let position_move = find_position_move(&updates)?;
+        let updates = self.checked_updates(updates)?;
         let base_location = self.metadata_location(&ident).await?;
         let creates = requirements.contains(&TableRequirement::NotExist);
         let (new_metadata, mut new_location) = match &base_location {
             Some(base_location) => {
-                let base_metadata = TableMetadata::read_from(&self.file_io, base_location).await?;
+                let base_metadata = self.read_metadata(base_location).await?;
                 let new_metadata = apply_commit(&base_metadata, base_location, requirements, updates)?;
+                if new_metadata.location() != base_metadata.location() {
+                    self.warehouse.check("location", new_metadata.location())?;
+                }
                 let new_location = MetadataLocation::from_str(base_location)?
                     .with_next_version()
                     .with_new_metadata(&new_metadata);
@@ -481,19 +506,16 @@ impl SqliteCatalog {
             }
             None if creates => {
                 // The commit of a staged create (REST `stage-create`, then `assert-create`).
+                validate_table_ident(&ident)?;
                 if !self.namespace_exists(ident.namespace()).await? {
                     return Err(Self::no_such_namespace(ident.namespace()));
                 }
                 for requirement in &requirements {
-                    requirement.check(None).map_err(|e| {
-                        Error::new(
-                            ErrorKind::CatalogCommitConflicts,
-                            format!("commit requirement failed: {e}"),
-                        )
-                    })?;
+                    check_requirement(requirement, None)?;
                 }
                 let default_location = self.default_table_location(&ident);
                 let new_metadata = metadata_from_create_updates(updates, &default_location)?;
+                self.warehouse.check("location", new_metadata.location())?;
                 let new_location = MetadataLocation::new_with_metadata(new_metadata.location(), &new_metadata);
                 (new_metadata, new_location)
             }
@@ -502,6 +524,9 @@ impl SqliteCatalog {
         if let Some(attempt) = position_move.as_ref().and_then(|m| m.attempt) {
             new_location = MetadataLocation::from_str(&with_attempt_id(&new_location.to_string(), attempt))?;
         }
+        // Where the metadata file goes follows the (checked) table location; check the file
+        // itself too, so nothing is written outside the warehouse.
+        self.warehouse.check("metadata location", &new_location.to_string())?;
         new_metadata.write_to(&self.file_io, &new_location).await?;
         let new_location = new_location.to_string();
         let prepared = PreparedCommit {
@@ -516,6 +541,73 @@ impl SqliteCatalog {
             return Err(e);
         }
         Ok(prepared)
+    }
+
+    /// The location rule applied to a commit's updates: `set-location`, the `write.*.path`
+    /// properties, a snapshot's manifest list and statistics files must lie inside the
+    /// warehouse; locations are replaced by their normalised form.
+    fn checked_updates(&self, updates: Vec<TableUpdate>) -> Result<Vec<TableUpdate>> {
+        updates
+            .into_iter()
+            .map(|update| {
+                Ok(match update {
+                    TableUpdate::SetLocation { location } => TableUpdate::SetLocation {
+                        location: self.warehouse.check("set-location", location.trim_end_matches('/'))?,
+                    },
+                    TableUpdate::SetProperties { updates } => TableUpdate::SetProperties {
+                        updates: self.checked_table_properties(updates)?,
+                    },
+                    TableUpdate::AddSnapshot { snapshot } => {
+                        self.warehouse.check("manifest-list", snapshot.manifest_list())?;
+                        TableUpdate::AddSnapshot { snapshot }
+                    }
+                    TableUpdate::SetStatistics { statistics } => {
+                        self.warehouse.check("statistics-path", &statistics.statistics_path)?;
+                        TableUpdate::SetStatistics { statistics }
+                    }
+                    TableUpdate::SetPartitionStatistics { partition_statistics } => {
+                        self.warehouse
+                            .check("statistics-path", &partition_statistics.statistics_path)?;
+                        TableUpdate::SetPartitionStatistics { partition_statistics }
+                    }
+                    other => other,
+                })
+            })
+            .collect()
+    }
+
+    /// Table properties with the `write.*.path` ones checked against the location rule and
+    /// normalised.
+    fn checked_table_properties(&self, mut properties: HashMap<String, String>) -> Result<HashMap<String, String>> {
+        for key in PATH_PROPERTIES {
+            if let Some(v) = properties.get_mut(*key) {
+                *v = self
+                    .warehouse
+                    .check(&format!("property {key}"), v.trim_end_matches('/'))?;
+            }
+        }
+        Ok(properties)
+    }
+
+    /// Namespace properties with `location` checked against the location rule (PyIceberg's
+    /// `SqlCatalog` and Java's `JdbcCatalog` place new tables there) and normalised.
+    fn checked_namespace_properties(&self, mut properties: HashMap<String, String>) -> Result<HashMap<String, String>> {
+        if let Some(v) = properties.get_mut("location") {
+            *v = self.warehouse.check("namespace location", v.trim_end_matches('/'))?;
+        }
+        Ok(properties)
+    }
+
+    /// Purges a table: drops it and deletes the files its metadata references under its
+    /// location (see [`crate::purge`]). A table whose location is outside the warehouse is
+    /// refused before anything is dropped.
+    pub async fn purge_table_files(&self, ident: &TableIdent) -> Result<PurgeReport> {
+        let (metadata_location, metadata) = self.load_metadata(ident).await?;
+        let dir = table_dir(&self.warehouse, &metadata)?;
+        self.drop_table(ident).await?;
+        let report = purge_files(self.warehouse.clone(), dir, metadata_location, metadata).await?;
+        tracing::info!(table = %ident, deleted = report.deleted, skipped = report.skipped, "purged table");
+        Ok(report)
     }
 
     /// The single atomic point of a commit: every pointer and position in one SQLite transaction.
@@ -560,13 +652,21 @@ impl SqliteCatalog {
                 self.move_position(&mut tx, ident, &p.metadata, mv).await?;
             }
         }
-        tx.commit().await.map_err(sql_err("commit"))?;
+        // Everything before this point failed before COMMIT and rolled back; a failing COMMIT
+        // leaves the outcome unknown.
+        tx.commit().await.map_err(|e| unknown_outcome("commit", e))?;
         Ok(())
     }
 
     /// Where a table is placed when its creation names no location.
     fn default_table_location(&self, ident: &TableIdent) -> String {
-        format!("{}/{}/{}", self.warehouse, ident.namespace().join("/"), ident.name())
+        // Valid names are single harmless path segments, so this is inside the warehouse.
+        format!(
+            "{}/{}/{}",
+            self.warehouse.uri(),
+            ident.namespace().join("/"),
+            ident.name()
+        )
     }
 
     /// The metadata a create would produce, without writing or registering anything (REST
@@ -581,10 +681,11 @@ impl SqliteCatalog {
         namespace: &NamespaceIdent,
         creation: TableCreation,
     ) -> Result<(TableIdent, TableMetadata)> {
+        let ident = TableIdent::new(namespace.clone(), creation.name.clone());
+        validate_table_ident(&ident)?;
         if !self.namespace_exists(namespace).await? {
             return Err(Self::no_such_namespace(namespace));
         }
-        let ident = TableIdent::new(namespace.clone(), creation.name.clone());
         if self.metadata_location(&ident).await?.is_some() {
             return Err(Error::new(
                 ErrorKind::TableAlreadyExists,
@@ -595,8 +696,11 @@ impl SqliteCatalog {
             Some(l) => l.trim_end_matches('/').to_string(),
             None => self.default_table_location(&ident),
         };
+        let location = self.warehouse.check("location", &location)?;
+        let properties = self.checked_table_properties(creation.properties.clone())?;
         let creation = TableCreation {
             location: Some(location),
+            properties,
             ..creation
         };
         let metadata = TableMetadataBuilder::from_table_creation(creation)?.build()?.metadata;
@@ -627,6 +731,7 @@ impl SqliteCatalog {
                 format!("property {NAMESPACE_MARKER:?} is reserved by the catalog layout"),
             ));
         }
+        let updates = &self.checked_namespace_properties(updates.clone())?;
         let key = Self::ns_key(namespace);
         let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
         // A namespace that exists only as the parent of another gets its marker row now.
@@ -686,10 +791,7 @@ impl SqliteCatalog {
         if !overwrite {
             return self.register_table(ident, metadata_location.to_string()).await;
         }
-        if !self.namespace_exists(ident.namespace()).await? {
-            return Err(Self::no_such_namespace(ident.namespace()));
-        }
-        let metadata = TableMetadata::read_from(&self.file_io, metadata_location).await?;
+        let (metadata_location, metadata) = self.registered_metadata(ident, metadata_location).await?;
         sqlx::query(
             "INSERT INTO iceberg_tables
              (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type)
@@ -701,11 +803,30 @@ impl SqliteCatalog {
         .bind(&self.name)
         .bind(Self::ns_key(ident.namespace()))
         .bind(ident.name())
-        .bind(metadata_location)
+        .bind(&metadata_location)
         .execute(&self.pool)
         .await
         .map_err(sql_err("register table"))?;
-        self.build_table(ident.clone(), metadata_location.to_string(), metadata)
+        self.build_table(ident.clone(), metadata_location, metadata)
+    }
+
+    /// The checks of a register: a valid name in an existing namespace, a metadata file inside
+    /// the warehouse that is readable table metadata (bounded, off the runtime) and whose own
+    /// `location` is inside the warehouse too. Answers the normalised metadata location.
+    async fn registered_metadata(
+        &self,
+        ident: &TableIdent,
+        metadata_location: &str,
+    ) -> Result<(String, TableMetadata)> {
+        validate_table_ident(ident)?;
+        if !self.namespace_exists(ident.namespace()).await? {
+            return Err(Self::no_such_namespace(ident.namespace()));
+        }
+        let location = self.warehouse.check("metadata-location", metadata_location)?;
+        let metadata = read_metadata(&self.warehouse, "metadata-location", metadata_location).await?;
+        self.warehouse
+            .check("the location recorded in the registered metadata", metadata.location())?;
+        Ok((location, metadata))
     }
 
     /// The current metadata location and metadata of a table.
@@ -714,7 +835,7 @@ impl SqliteCatalog {
             .metadata_location(ident)
             .await?
             .ok_or_else(|| Self::no_such_table(ident))?;
-        let metadata = TableMetadata::read_from(&self.file_io, &location).await?;
+        let metadata = self.read_metadata(&location).await?;
         Ok((location, metadata))
     }
 
@@ -831,14 +952,8 @@ pub(crate) fn apply_commit(
     requirements: Vec<TableRequirement>,
     updates: Vec<TableUpdate>,
 ) -> Result<TableMetadata> {
-    for requirement in requirements {
-        requirement.check(Some(base)).map_err(|e| {
-            Error::new(
-                ErrorKind::CatalogCommitConflicts,
-                format!("commit requirement failed: {e}"),
-            )
-            .with_retryable(true)
-        })?;
+    for requirement in &requirements {
+        check_requirement(requirement, Some(base))?;
     }
     let mut builder = base.clone().into_builder(Some(base_location.to_string()));
     for update in updates {
@@ -847,51 +962,127 @@ pub(crate) fn apply_commit(
     Ok(builder.build()?.metadata)
 }
 
-/// Builds the first metadata of a table created by a commit (a staged create): the first
-/// `add-schema`, `add-spec` and `add-sort-order`, `set-location` and `upgrade-format-version`
-/// (with the `set-current-*` / `set-default-*` that select them) make the base, the other
-/// updates (`assign-uuid`, `set-properties`, snapshots, …) are applied onto it in order.
+/// Builds the first metadata of a table created by a commit (a staged create) the way the Java
+/// reference does (`TableMetadata.buildFromEmpty()` plus every update in order): the base is the
+/// first `add-schema`, `add-spec` and `add-sort-order` **exactly as the client sent them** (the
+/// field, spec and order ids it saw — no renumbering), at the first `set-location` (or the
+/// default location) and `upgrade-format-version`; then *every* update is applied onto it in
+/// order. The first ones find themselves already there; a second schema, a partition spec on a
+/// column added in the same transaction, properties, snapshots all apply as they would on an
+/// existing table.
 fn metadata_from_create_updates(updates: Vec<TableUpdate>, default_location: &str) -> Result<TableMetadata> {
-    let (mut schema, mut spec, mut order, mut location, mut version) = (None, None, None, None, None);
-    let mut rest = Vec::new();
+    let schema = updates
+        .iter()
+        .find_map(|u| match u {
+            TableUpdate::AddSchema { schema } => Some(schema.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::DataInvalid,
+                "a commit that creates a table (assert-create) needs an add-schema update",
+            )
+        })?;
+    let spec = updates.iter().find_map(|u| match u {
+        TableUpdate::AddSpec { spec } => Some(spec.clone()),
+        _ => None,
+    });
+    let order = updates.iter().find_map(|u| match u {
+        TableUpdate::AddSortOrder { sort_order } => Some(sort_order.clone()),
+        _ => None,
+    });
+    let location = updates
+        .iter()
+        .find_map(|u| match u {
+            TableUpdate::SetLocation { location } => Some(location.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| default_location.to_string());
+    let version = updates
+        .iter()
+        .find_map(|u| match u {
+            TableUpdate::UpgradeFormatVersion { format_version } => Some(*format_version),
+            _ => None,
+        })
+        .unwrap_or(iceberg::spec::FormatVersion::V2);
+    let base = exact_base(schema, spec, order, location.trim_end_matches('/').to_string(), version)?;
+    let mut builder = TableMetadataBuilder::new_from_metadata(base, None);
     for update in updates {
-        match update {
-            TableUpdate::AddSchema { schema: s } if schema.is_none() => schema = Some(s),
-            TableUpdate::SetCurrentSchema { schema_id } if schema_id == TableMetadataBuilder::LAST_ADDED => {}
-            TableUpdate::AddSpec { spec: s } if spec.is_none() => spec = Some(s),
-            TableUpdate::SetDefaultSpec { spec_id } if spec_id == TableMetadataBuilder::LAST_ADDED => {}
-            TableUpdate::AddSortOrder { sort_order } if order.is_none() => order = Some(sort_order),
-            TableUpdate::SetDefaultSortOrder { sort_order_id }
-                if sort_order_id == TableMetadataBuilder::LAST_ADDED as i64 => {}
-            TableUpdate::SetLocation { location: l } if location.is_none() => location = Some(l),
-            TableUpdate::UpgradeFormatVersion { format_version } if version.is_none() => version = Some(format_version),
-            other => rest.push(other),
-        }
+        builder = update.apply(builder)?;
     }
-    let schema = schema.ok_or_else(|| {
-        Error::new(
-            ErrorKind::DataInvalid,
-            "a commit that creates a table (assert-create) needs an add-schema update",
-        )
-    })?;
-    let base = TableMetadataBuilder::new(
-        schema,
-        spec.unwrap_or_else(|| iceberg::spec::UnboundPartitionSpec::builder().build()),
-        order.unwrap_or(iceberg::spec::SortOrder::unsorted_order()),
-        location
-            .unwrap_or_else(|| default_location.to_string())
-            .trim_end_matches('/')
-            .to_string(),
-        version.unwrap_or(iceberg::spec::FormatVersion::V2),
+    Ok(builder.build()?.metadata)
+}
+
+/// Table metadata holding exactly `schema`, `spec` and `order` with the ids they carry.
+/// `TableMetadataBuilder::new` would renumber them (it is meant for a create from scratch) and
+/// iceberg-rust has no empty builder, so the builder's own serialised form of a fresh table is
+/// taken and its schema, spec and sort order replaced by the client's, then parsed back (which
+/// validates it like any metadata file).
+fn exact_base(
+    schema: iceberg::spec::Schema,
+    spec: Option<iceberg::spec::UnboundPartitionSpec>,
+    order: Option<iceberg::spec::SortOrder>,
+    location: String,
+    version: iceberg::spec::FormatVersion,
+) -> Result<TableMetadata> {
+    let invalid = |what: &str, e: &dyn std::fmt::Display| {
+        Error::new(ErrorKind::DataInvalid, format!("staged create: {what}: {e}"))
+    };
+    let seed = TableMetadataBuilder::new(
+        schema.clone(),
+        iceberg::spec::UnboundPartitionSpec::builder().build(),
+        iceberg::spec::SortOrder::unsorted_order(),
+        location,
+        version,
         HashMap::new(),
     )?
     .build()?
     .metadata;
-    let mut builder = TableMetadataBuilder::new_from_metadata(base, None);
-    for update in rest {
-        builder = update.apply(builder)?;
+    // A first spec or order that does not fit the first schema (it names a column a later
+    // add-schema brings) is left to its own update, applied in order after that schema.
+    let spec = match spec.and_then(|s| s.bind(schema.clone()).ok()) {
+        Some(s) => s,
+        None => iceberg::spec::UnboundPartitionSpec::builder()
+            .build()
+            .bind(schema.clone())?,
+    };
+    let order = order
+        .and_then(|o| {
+            iceberg::spec::SortOrder::builder()
+                .with_order_id(o.order_id)
+                .with_fields(o.fields)
+                .build(&schema)
+                .ok()
+        })
+        .unwrap_or_else(iceberg::spec::SortOrder::unsorted_order);
+    let mut json = serde_json::to_value(&seed).map_err(|e| invalid("serialise", &e))?;
+    let obj = json
+        .as_object_mut()
+        .ok_or_else(|| invalid("serialise", &"metadata is not an object"))?;
+    macro_rules! to_json {
+        ($v:expr) => {
+            serde_json::to_value($v).map_err(|e| invalid("serialise", &e))
+        };
     }
-    Ok(builder.build()?.metadata)
+    obj.insert("schemas".into(), serde_json::Value::Array(vec![to_json!(&schema)?]));
+    obj.insert("current-schema-id".into(), schema.schema_id().into());
+    obj.insert("last-column-id".into(), schema.highest_field_id().max(0).into());
+    obj.insert(
+        "partition-specs".into(),
+        serde_json::Value::Array(vec![to_json!(&spec)?]),
+    );
+    obj.insert("default-spec-id".into(), spec.spec_id().into());
+    obj.insert(
+        "last-partition-id".into(),
+        spec.highest_field_id().unwrap_or(999).into(),
+    );
+    obj.insert("sort-orders".into(), serde_json::Value::Array(vec![to_json!(&order)?]));
+    obj.insert("default-sort-order-id".into(), order.order_id.into());
+    if version == iceberg::spec::FormatVersion::V1 {
+        obj.insert("schema".into(), to_json!(&schema)?);
+        obj.insert("partition-spec".into(), to_json!(&spec)?["fields"].clone());
+    }
+    serde_json::from_value(json).map_err(|e| invalid("the first schema, spec and sort order", &e))
 }
 
 #[async_trait]
@@ -908,7 +1099,7 @@ impl Catalog for SqliteCatalog {
         }
         let mut out: Vec<NamespaceIdent> = Vec::new();
         for key in keys {
-            let parts: Vec<String> = key.split('.').map(str::to_string).collect();
+            let parts: Vec<String> = decode_namespace(&key);
             if parts.len() > prefix.len() && parts[..prefix.len()] == prefix[..] {
                 let child = NamespaceIdent::from_vec(parts[..=prefix.len()].to_vec())?;
                 if !out.contains(&child) {
@@ -925,10 +1116,12 @@ impl Catalog for SqliteCatalog {
         namespace: &NamespaceIdent,
         properties: HashMap<String, String>,
     ) -> Result<Namespace> {
+        validate_namespace(namespace)?;
+        let properties = self.checked_namespace_properties(properties)?;
         if self.namespace_exists(namespace).await? {
             return Err(Error::new(
                 ErrorKind::NamespaceAlreadyExists,
-                format!("namespace {} already exists", Self::ns_key(namespace)),
+                format!("namespace {} already exists", namespace.join(".")),
             ));
         }
         let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
@@ -990,6 +1183,7 @@ impl Catalog for SqliteCatalog {
         if !self.namespace_exists(namespace).await? {
             return Err(Self::no_such_namespace(namespace));
         }
+        let properties = self.checked_namespace_properties(properties)?;
         let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
         for (k, v) in &properties {
             sqlx::query(
@@ -1016,7 +1210,7 @@ impl Catalog for SqliteCatalog {
         if !self.list_tables(namespace).await?.is_empty() {
             return Err(Error::new(
                 ErrorKind::PreconditionFailed,
-                format!("namespace {} is not empty", Self::ns_key(namespace)),
+                format!("namespace {} is not empty", namespace.join(".")),
             ));
         }
         sqlx::query("DELETE FROM iceberg_namespace_properties WHERE catalog_name = ? AND namespace = ?")
@@ -1077,7 +1271,7 @@ impl Catalog for SqliteCatalog {
             .metadata_location(ident)
             .await?
             .ok_or_else(|| Self::no_such_table(ident))?;
-        let metadata = TableMetadata::read_from(&self.file_io, &location).await?;
+        let metadata = self.read_metadata(&location).await?;
         self.build_table(ident.clone(), location, metadata)
     }
 
@@ -1097,10 +1291,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn purge_table(&self, ident: &TableIdent) -> Result<()> {
-        let table = self.load_table(ident).await?;
-        self.drop_table(ident).await?;
-        let location = table.metadata().location().to_string();
-        self.file_io.delete_prefix(&location).await
+        self.purge_table_files(ident).await.map(|_| ())
     }
 
     async fn table_exists(&self, ident: &TableIdent) -> Result<bool> {
@@ -1108,6 +1299,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> Result<()> {
+        validate_table_ident(dest)?;
         if !self.namespace_exists(dest.namespace()).await? {
             return Err(Self::no_such_namespace(dest.namespace()));
         }
@@ -1136,10 +1328,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn register_table(&self, ident: &TableIdent, metadata_location: String) -> Result<Table> {
-        if !self.namespace_exists(ident.namespace()).await? {
-            return Err(Self::no_such_namespace(ident.namespace()));
-        }
-        let metadata = TableMetadata::read_from(&self.file_io, &metadata_location).await?;
+        let (metadata_location, metadata) = self.registered_metadata(ident, &metadata_location).await?;
         let inserted = sqlx::query(INSERT_TABLE_ROW)
             .bind(&self.name)
             .bind(Self::ns_key(ident.namespace()))

@@ -13,7 +13,15 @@
 //!                                snapshot_id, updated_at_ms            (floe's own, ignored by others)
 //! ```
 //!
-//! Namespaces are stored dot-joined (`a.b`), as the JDBC layout does.
+//! Namespaces are stored dot-joined (`a.b`), as the JDBC layout does; a `.` or `%` inside one
+//! level is escaped (`new.db` is stored `new%2Edb`, see [`names::encode_namespace`]).
+//!
+//! # Confinement
+//!
+//! Names follow one rule ([`names`]); every location a client gives, every metadata file read
+//! and every file a purge deletes lies inside the warehouse ([`location`], [`purge`]); conflict
+//! messages use the Java reference's wording ([`requirements`]); a commit whose `COMMIT` failed
+//! is reported as of unknown outcome ([`commit_state_unknown`]).
 //!
 //! # Commit protocol
 //!
@@ -40,10 +48,18 @@
 //! one recovery trusts, because snapshot expiry or another writer's commit cannot remove it.
 
 mod catalog;
+pub mod location;
+pub mod names;
+mod outcome;
 mod positions;
+pub mod purge;
+pub mod requirements;
 
 pub use catalog::{CommittedTable, SqliteCatalog, TableChange, file_io_for, sync_local_file};
+pub use location::{MAX_METADATA_BYTES, Warehouse};
+pub use outcome::{CommitStateUnknown, commit_state_unknown};
 pub use positions::{
     PROP_ATTEMPT, PROP_PIPELINE, PROP_POSITION_FROM, PROP_POSITION_TO, PROP_SINK, SinkPosition, carries_sink_keys,
     position_summary,
 };
+pub use purge::PurgeReport;

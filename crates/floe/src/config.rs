@@ -610,6 +610,17 @@ impl Config {
         if self.catalog.name.is_empty() {
             return invalid("catalog.name".into(), "must not be empty".into());
         }
+        // Table locations are confined to the warehouse: it must not hold floe's own files
+        // (stream logs, catalog.db), or a table could be placed over them.
+        if let Some(wh) = self.warehouse_uri().strip_prefix("file://")
+            && self.data_dir().starts_with(wh)
+        {
+            return invalid(
+                "catalog.warehouse".into(),
+                "must not be server.data_dir or a folder above it (it would contain the stream logs and catalog.db)"
+                    .into(),
+            );
+        }
         let mut names = HashSet::new();
         for (i, s) in self.streams.iter().enumerate() {
             check_name(&format!("streams[{i}].name"), &s.name)?;
@@ -642,8 +653,17 @@ impl Config {
                             "an iceberg sink needs table = \"namespace.table\"".into(),
                         );
                     };
-                    if table.split('.').count() < 2 || table.split('.').any(str::is_empty) {
+                    if table.split('.').count() < 2 {
                         return invalid(format!("sinks[{i}].table"), format!("{table:?} is not namespace.table"));
+                    }
+                    // The catalog's one name rule (floe_catalog::names), level by level.
+                    let (namespace, name) = table.rsplit_once('.').unwrap_or_default();
+                    if let Err(e) = namespace
+                        .split('.')
+                        .try_for_each(floe_catalog::names::validate_namespace_level)
+                        .and_then(|()| floe_catalog::names::validate_table_name(name))
+                    {
+                        return invalid(format!("sinks[{i}].table"), e.message().to_string());
                     }
                 }
             }
@@ -789,6 +809,40 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("port"), "{err}");
+    }
+
+    #[test]
+    fn table_names_follow_the_catalog_rule() {
+        let sink = |table: &str| format!("[[sinks]]\nname = \"s\"\ntype = \"iceberg\"\ntable = {table:?}\n");
+        for bad in [
+            "..",
+            "a..b",
+            "analytics./",
+            "../x.t",
+            "a.b/c",
+            "a. b",
+            "a.b\\c",
+            "a.%2e%2e",
+        ] {
+            let err = Config::from_toml(&sink(bad), Path::new("f"), Path::new("/"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("sinks[0].table"), "{bad}: {err}");
+        }
+        assert!(Config::from_toml(&sink("a.b.c_d-e"), Path::new("f"), Path::new("/")).is_ok());
+    }
+
+    #[test]
+    fn warehouse_must_not_contain_the_data_dir() {
+        for wh in ["/d", "/", "file:///d"] {
+            let text = format!("[server]\ndata_dir = \"/d/floe\"\n[catalog]\nwarehouse = {wh:?}\n");
+            let err = Config::from_toml(&text, Path::new("f"), Path::new("/"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("catalog.warehouse"), "{wh}: {err}");
+        }
+        let ok = "[server]\ndata_dir = \"/d/floe\"\n[catalog]\nwarehouse = \"/d/wh\"\n";
+        assert!(Config::from_toml(ok, Path::new("f"), Path::new("/")).is_ok());
     }
 
     #[test]

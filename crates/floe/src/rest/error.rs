@@ -3,7 +3,8 @@
 //! The `type` names are the exception classes the spec and the clients use (PyIceberg and the
 //! Java client map them, and the status, to their own exceptions): a 404 on a table is
 //! `NoSuchTableException`, a failed requirement or lost compare-and-swap is a 409
-//! `CommitFailedException`, and so on.
+//! `CommitFailedException`, a commit whose SQLite `COMMIT` failed is a 500
+//! `CommitStateUnknownException`, and so on.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -62,6 +63,11 @@ impl From<iceberg::Error> for RestError {
             source = s.source();
         }
         let (status, kind) = match e.kind() {
+            // The SQLite COMMIT itself failed: the spec's answer is a 5xx CommitStateUnknown, so
+            // the client reloads instead of retrying or cleaning up.
+            _ if floe_catalog::commit_state_unknown(&e) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "CommitStateUnknownException")
+            }
             ErrorKind::TableNotFound => (StatusCode::NOT_FOUND, "NoSuchTableException"),
             ErrorKind::NamespaceNotFound => (StatusCode::NOT_FOUND, "NoSuchNamespaceException"),
             ErrorKind::TableAlreadyExists | ErrorKind::NamespaceAlreadyExists => {
@@ -131,6 +137,9 @@ mod tests {
         assert_eq!(mapped(ErrorKind::DataInvalid), (400, "BadRequestException"));
         assert_eq!(mapped(ErrorKind::Unexpected), (500, "ServerErrorException"));
         let busy = RestError::from(iceberg::Error::new(ErrorKind::Unexpected, "busy").with_retryable(true));
+        // A failed COMMIT is recognised by the catalog's marker, not by its text.
+        let lookalike = RestError::from(iceberg::Error::new(ErrorKind::Unexpected, "commit state unknown"));
+        assert_eq!(lookalike.kind, "ServerErrorException");
         assert_eq!((busy.status.as_u16(), busy.kind), (503, "ServiceUnavailableException"));
     }
 

@@ -133,20 +133,55 @@ pub fn authorize(app: &App, headers: &HeaderMap, access: Access) -> RestResult<(
     }
 }
 
-/// A JSON body whose parse errors answer 400 `BadRequestException` (not axum's plain-text 422).
+/// The largest REST request body (8 MiB): a commit of a wide table's schema plus a snapshot is
+/// kilobytes; anything larger is refused with 413 before it is parsed.
+pub const MAX_REST_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// A JSON body whose parse errors answer 400 `BadRequestException` (not axum's plain-text 422),
+/// at most [`MAX_REST_BODY_BYTES`] (413 beyond).
 pub struct RestJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for RestJson<T> {
     type Rejection = RestError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let too_large = || {
+            RestError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BadRequestException",
+                format!("the request body is larger than the REST limit of {MAX_REST_BODY_BYTES} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_REST_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_REST_BODY_BYTES)
             .await
-            .map_err(|e| RestError::bad_request(format!("cannot read the request body: {e}")))?;
-        serde_json::from_slice(&bytes)
-            .map(RestJson)
-            .map_err(|e| RestError::bad_request(format!("invalid request body: {e}")))
+            .map_err(|e| {
+                // A chunked body over the limit: http-body's `LengthLimitError` in the chain.
+                let mut over = false;
+                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+                while let Some(s) = source {
+                    over |= s.to_string().contains("length limit exceeded");
+                    source = s.source();
+                }
+                if over {
+                    too_large()
+                } else {
+                    RestError::bad_request(format!("cannot read the request body: {e}"))
+                }
+            })?;
+        parse_body(&bytes).map(RestJson)
     }
+}
+
+/// Parses a REST request body: malformed JSON, unknown fields or wrong types are a 400.
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> RestResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| RestError::bad_request(format!("invalid request body: {e}")))
 }
 
 /// Path parameters: `prefix` (checked), `namespace`, `table`.
@@ -188,30 +223,39 @@ pub fn parse_namespace(joined: &str) -> RestResult<NamespaceIdent> {
     namespace_from_levels(joined.split(NAMESPACE_SEPARATOR).map(str::to_string).collect())
 }
 
-/// Checks namespace levels: non-empty, and free of `.` (the JDBC layout joins levels with it),
-/// `/` and control characters.
+/// A namespace to look up: non-empty levels without control characters and at most
+/// [`MAX_NAME_BYTES`](floe_catalog::names::MAX_NAME_BYTES) each. Creating a namespace (or a
+/// table in it) applies the full name rule ([`floe_catalog::names`]) in the catalog; lookups do
+/// not, so a table another client named outside the rule stays reachable.
 pub fn namespace_from_levels(levels: Vec<String>) -> RestResult<NamespaceIdent> {
     if levels.is_empty() {
         return Err(RestError::bad_request("a namespace needs at least one level"));
     }
+    if levels.len() > floe_catalog::names::MAX_NAMESPACE_LEVELS {
+        floe_catalog::names::validate_namespace(&NamespaceIdent::from_vec(levels)?)?;
+        unreachable!("more levels than allowed is invalid");
+    }
     for level in &levels {
-        if level.is_empty() || level.contains(['.', '/']) || level.chars().any(char::is_control) {
-            return Err(RestError::bad_request(format!(
-                "invalid namespace level {level:?}: levels are non-empty and contain no '.', '/' or control characters"
-            )));
-        }
+        check_lookup_name("namespace level", level)?;
     }
     NamespaceIdent::from_vec(levels).map_err(RestError::from)
 }
 
-/// Checks a table name: non-empty, no `/` or control characters.
+/// A table name to look up (see [`namespace_from_levels`]).
 pub fn check_table_name(name: &str) -> RestResult<String> {
-    if name.is_empty() || name.contains('/') || name.chars().any(char::is_control) {
+    check_lookup_name("table name", name)?;
+    Ok(name.to_string())
+}
+
+fn check_lookup_name(what: &str, name: &str) -> RestResult<()> {
+    if name.is_empty() || name.len() > floe_catalog::names::MAX_NAME_BYTES || name.chars().any(char::is_control) {
+        let shown: String = name.chars().take(64).collect();
         return Err(RestError::bad_request(format!(
-            "invalid table name {name:?}: names are non-empty and contain no '/' or control characters"
+            "invalid {what} {shown:?}: {}",
+            floe_catalog::names::NAME_RULE
         )));
     }
-    Ok(name.to_string())
+    Ok(())
 }
 
 #[cfg(test)]
@@ -222,7 +266,10 @@ mod tests {
     fn namespaces_split_at_unit_separator() {
         let ns = parse_namespace("a\u{1f}b").unwrap();
         assert_eq!(ns.inner(), vec!["a".to_string(), "b".to_string()]);
-        for bad in ["", "a\u{1f}", "a.b", "a/b", "\u{1f}b"] {
+        // A dot inside one level is legal (stored escaped); empty levels and control
+        // characters are not.
+        assert_eq!(parse_namespace("new.db").unwrap().inner(), vec!["new.db".to_string()]);
+        for bad in ["", "a\u{1f}", "\u{1f}b", "a\u{0}b", "a\nb"] {
             let e = parse_namespace(bad).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad:?}");
         }

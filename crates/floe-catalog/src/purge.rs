@@ -1,0 +1,156 @@
+//! Purge (`drop_table` with `purgeRequested`): delete **only** the files the table's own
+//! metadata references, and only those under the table's location inside the warehouse.
+//!
+//! The files are: the current metadata file and every one in its `metadata-log`; each snapshot's
+//! manifest list, the manifests it lists and the data and delete files those manifests list;
+//! statistics and partition-statistics files. A referenced file outside the table location (a
+//! path an outside engine put into a manifest, `../` tricks, a link out) is neither read nor
+//! deleted; manifest lists and manifests are read like metadata — regular files only, at most
+//! [`MAX_MANIFEST_BYTES`]. Nothing is ever deleted by prefix or as a directory tree: afterwards,
+//! directories below the table location left empty are removed one by one (`rmdir`, which
+//! refuses a non-empty directory), and so is the table location itself when empty.
+//!
+//! A table whose location is not inside the warehouse is not purged at all (the caller drops it
+//! without purge).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use iceberg::spec::{Manifest, ManifestList, TableMetadata};
+use iceberg::{Error, ErrorKind, Result};
+
+use crate::location::{Warehouse, read_regular_file};
+
+/// The largest manifest list or manifest file a purge reads.
+pub const MAX_MANIFEST_BYTES: u64 = 256 * 1024 * 1024;
+
+/// What a purge did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Files deleted.
+    pub deleted: usize,
+    /// Referenced files left alone: outside the table location, not regular files, or unreadable.
+    pub skipped: usize,
+    /// Empty directories removed.
+    pub dirs_removed: usize,
+}
+
+/// The table directory a purge of `metadata` may delete under; an error when the table location
+/// is not inside the warehouse.
+pub(crate) fn table_dir(warehouse: &Warehouse, metadata: &TableMetadata) -> Result<PathBuf> {
+    warehouse
+        .check_path("table location", metadata.location())
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::DataInvalid,
+                format!("purge refused, nothing was dropped or deleted: {}", e.message()),
+            )
+        })
+}
+
+/// Deletes the files of a dropped table (see the module docs). Runs on a blocking thread.
+pub(crate) async fn purge_files(
+    warehouse: Warehouse,
+    table_dir: PathBuf,
+    metadata_location: String,
+    metadata: TableMetadata,
+) -> Result<PurgeReport> {
+    tokio::task::spawn_blocking(move || purge_blocking(&warehouse, &table_dir, &metadata_location, &metadata))
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, "purge task failed").with_source(e))
+}
+
+fn purge_blocking(
+    warehouse: &Warehouse,
+    table_dir: &Path,
+    metadata_location: &str,
+    metadata: &TableMetadata,
+) -> PurgeReport {
+    let mut report = PurgeReport::default();
+    let mut files: BTreeSet<String> = BTreeSet::new();
+    files.insert(metadata_location.to_string());
+    files.extend(metadata.metadata_log().iter().map(|l| l.metadata_file.clone()));
+    files.extend(metadata.statistics_iter().map(|s| s.statistics_path.clone()));
+    files.extend(metadata.partition_statistics_iter().map(|s| s.statistics_path.clone()));
+    let mut manifests: BTreeSet<String> = BTreeSet::new();
+    for snapshot in metadata.snapshots() {
+        let list = snapshot.manifest_list().to_string();
+        if let Some(bytes) = read_below(warehouse, table_dir, &list) {
+            match ManifestList::parse_with_version(&bytes, metadata.format_version()) {
+                Ok(l) => manifests.extend(l.entries().iter().map(|m| m.manifest_path.clone())),
+                Err(e) => tracing::warn!(manifest_list = %list, error = %e, "purge: unreadable manifest list"),
+            }
+        }
+        files.insert(list);
+    }
+    for manifest in &manifests {
+        if let Some(bytes) = read_below(warehouse, table_dir, manifest) {
+            match Manifest::parse_avro(&bytes) {
+                Ok(m) => files.extend(m.entries().iter().map(|e| e.file_path().to_string())),
+                Err(e) => tracing::warn!(manifest = %manifest, error = %e, "purge: unreadable manifest"),
+            }
+        }
+    }
+    files.extend(manifests);
+
+    let mut parents: BTreeSet<PathBuf> = BTreeSet::new();
+    for file in &files {
+        let Some(path) = warehouse.below(table_dir, file) else {
+            tracing::warn!(file = %file, "purge: referenced file outside the table location left alone");
+            report.skipped += 1;
+            continue;
+        };
+        match std::fs::symlink_metadata(&path) {
+            // Only regular files: a link, FIFO or directory under the table location stays.
+            Ok(m) if m.file_type().is_file() => match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    report.deleted += 1;
+                    if let Some(p) = path.parent() {
+                        parents.insert(p.to_path_buf());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(file = %file, error = %e, "purge: could not delete");
+                    report.skipped += 1;
+                }
+            },
+            Ok(_) => report.skipped += 1,
+            Err(_) => {} // already gone
+        }
+    }
+    // Deepest first, so a parent is tried after its children.
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for p in parents {
+        let mut dir = p.as_path();
+        while dir != table_dir && dir.starts_with(table_dir) {
+            dirs.insert(dir.to_path_buf());
+            match dir.parent() {
+                Some(up) => dir = up,
+                None => break,
+            }
+        }
+    }
+    let mut dirs: Vec<PathBuf> = dirs.into_iter().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs.push(table_dir.to_path_buf());
+    for dir in dirs {
+        // `remove_dir` removes only an empty directory (and not a link to one).
+        let is_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_dir());
+        if is_dir && std::fs::remove_dir(&dir).is_ok() {
+            report.dirs_removed += 1;
+        }
+    }
+    report
+}
+
+/// The bytes of a manifest list or manifest, when it is a regular file below the table location.
+fn read_below(warehouse: &Warehouse, table_dir: &Path, location: &str) -> Option<Vec<u8>> {
+    let path = warehouse.below(table_dir, location)?;
+    match read_regular_file(&path, MAX_MANIFEST_BYTES, "manifest") {
+        Ok(bytes) => Some(bytes),
+        Err(why) => {
+            tracing::warn!(file = %location, reason = %why, "purge: manifest not read");
+            None
+        }
+    }
+}
