@@ -40,6 +40,7 @@
 //! one recovery trusts, because snapshot expiry or another writer's commit cannot remove it.
 
 mod catalog;
+mod pipeline_positions;
 mod positions;
 
 pub use catalog::{CommittedTable, SqliteCatalog, TableChange, file_io_for, sync_local_file};
