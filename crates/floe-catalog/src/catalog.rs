@@ -38,7 +38,8 @@ const INSERT_TABLE_ROW: &str = "INSERT OR IGNORE INTO iceberg_tables
      VALUES (?, ?, ?, ?, NULL, 'TABLE')";
 
 /// The columns [`position_from_row`] reads, filtered to one catalog; callers append conditions.
-pub(crate) const SELECT_POSITIONS: &str = "SELECT pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms
+pub(crate) const SELECT_POSITIONS: &str =
+    "SELECT pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms
      FROM floe_sink_positions WHERE catalog_name = ?";
 
 pub(crate) fn position_from_row(r: &sqlx::sqlite::SqliteRow) -> SinkPosition {

@@ -16,8 +16,9 @@ use tracing::{debug, error, info, warn};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::format::{
-    self, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, IndexEntry, LOCK_FILE_NAME, LOG_ID_FILE_NAME, MAX_GROUP_BYTES,
-    MAX_INFLIGHT_BYTES, MAX_PAYLOAD_BYTES, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN, ScanStop,
+    self, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, IndexEntry, LOCK_FILE_NAME, LOG_ID_FILE_NAME,
+    MAX_GROUP_BYTES, MAX_INFLIGHT_BYTES, MAX_PAYLOAD_BYTES, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN,
+    ScanStop,
 };
 
 /// Tuning knobs of a [`StreamLog`].

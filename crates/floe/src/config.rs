@@ -698,7 +698,10 @@ impl Config {
         for (i, p) in self.pipelines.iter().enumerate() {
             let Some(old) = &p.replaces else { continue };
             if *old == p.name {
-                return invalid(format!("pipelines[{i}].replaces"), "a pipeline cannot replace itself".into());
+                return invalid(
+                    format!("pipelines[{i}].replaces"),
+                    "a pipeline cannot replace itself".into(),
+                );
             }
             if pipelines.contains(old) {
                 return invalid(
@@ -708,7 +711,10 @@ impl Config {
                     ),
                 );
             }
-            if let Some(j) = self.pipelines[..i].iter().position(|o| o.replaces.as_ref() == Some(old)) {
+            if let Some(j) = self.pipelines[..i]
+                .iter()
+                .position(|o| o.replaces.as_ref() == Some(old))
+            {
                 return invalid(
                     format!("pipelines[{i}].replaces"),
                     format!("pipelines[{j}] replaces {old:?} already; one pipeline takes over its positions"),

@@ -329,7 +329,10 @@ async fn on_error_fail_stops_at_the_failing_row_with_its_offset() -> TestResult 
     let err = catch_up(&app).await.err().expect("fails").to_string();
     assert!(err.contains("row at offset 2"), "{err}");
     assert!(err.to_lowercase().contains("divide by zero"), "{err}");
-    assert_eq!(app.catalog.sink_position("strict", "a").await?.map(|p| p.position), Some(0));
+    assert_eq!(
+        app.catalog.sink_position("strict", "a").await?.map(|p| p.position),
+        Some(0)
+    );
     close(app).await;
     Ok(())
 }

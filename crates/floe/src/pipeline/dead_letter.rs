@@ -43,7 +43,11 @@ pub fn schema() -> SchemaRef {
         Field::new("offset", DataType::Int64, false),
         Field::new("error", DataType::Utf8, false),
         Field::new("raw", DataType::Utf8, false),
-        Field::new("failed_at", DataType::Timestamp(TimeUnit::Microsecond, Some(utc)), false),
+        Field::new(
+            "failed_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some(utc)),
+            false,
+        ),
     ]))
 }
 

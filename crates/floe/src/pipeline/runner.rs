@@ -79,12 +79,7 @@ struct Sinks {
     dead_letter: Option<IcebergSink>,
 }
 
-async fn run_once(
-    app: &App,
-    t: &Transform,
-    shutdown: &mut watch::Receiver<bool>,
-    progressed: &mut bool,
-) -> Result<()> {
+async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>, progressed: &mut bool) -> Result<()> {
     let cfg = app
         .config
         .sink(&t.sink)

@@ -392,9 +392,10 @@ impl IcebergSink {
             match self.catalog.load_table(&self.ident).await {
                 Ok(table) => {
                     let attempt = self.attempt.to_string();
-                    let ours = table.metadata().snapshots().any(|s| {
-                        s.summary().additional_properties.get(floe_catalog::PROP_ATTEMPT) == Some(&attempt)
-                    });
+                    let ours = table
+                        .metadata()
+                        .snapshots()
+                        .any(|s| s.summary().additional_properties.get(floe_catalog::PROP_ATTEMPT) == Some(&attempt));
                     if ours {
                         return Outcome::Landed(table);
                     }

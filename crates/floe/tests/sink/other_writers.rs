@@ -5,7 +5,7 @@
 //! flight must not leave the table referencing deleted files.
 
 use floe::error::Error;
-use iceberg::ErrorKind;
+use iceberg::{Catalog, ErrorKind};
 
 use crate::common::{
     Env, PIPELINE, SINK, TestResult, files_under, open_sink, referenced_data_files, rows, scan_ids, write_range,
@@ -156,13 +156,15 @@ async fn an_outside_add_column_keeps_the_sink_writing() -> TestResult {
     let table = env.table().await;
     assert_eq!(scan_ids(&table).await?, (0..40).collect::<Vec<_>>());
     assert!(table.metadata().current_schema().field_by_name("extra").is_some());
-    let batches: Vec<arrow::array::RecordBatch> = futures::TryStreamExt::try_collect(
-        table.scan().select(["extra"]).build()?.to_arrow().await?,
-    )
-    .await?;
+    let batches: Vec<arrow::array::RecordBatch> =
+        futures::TryStreamExt::try_collect(table.scan().select(["extra"]).build()?.to_arrow().await?).await?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let nulls: usize = batches.iter().map(|b| b.column(0).null_count()).sum();
-    assert_eq!((rows, nulls), (40, 40), "the column the pipeline does not write is null");
+    assert_eq!(
+        (rows, nulls),
+        (40, 40),
+        "the column the pipeline does not write is null"
+    );
     Ok(())
 }
 
@@ -198,11 +200,12 @@ async fn an_incompatible_outside_change_fails_the_sink_visibly() -> TestResult {
     assert!(err.contains("\"must\" is required"), "{err}");
     drop(sink);
     let cfg = crate::common::sink_config(&[]);
-    let err = floe::sink::iceberg::IcebergSink::open(env.catalog.clone(), &cfg, PIPELINE, &crate::common::output_schema())
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err =
+        floe::sink::iceberg::IcebergSink::open(env.catalog.clone(), &cfg, PIPELINE, &crate::common::output_schema())
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
     assert!(err.contains("\"must\" is required"), "{err}");
     Ok(())
 }
