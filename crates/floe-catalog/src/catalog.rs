@@ -43,10 +43,11 @@ const INSERT_TABLE_ROW: &str = "INSERT OR IGNORE INTO iceberg_tables
      VALUES (?, ?, ?, ?, NULL, 'TABLE')";
 
 /// The columns [`position_from_row`] reads, filtered to one catalog; callers append conditions.
-const SELECT_POSITIONS: &str = "SELECT pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms
+pub(crate) const SELECT_POSITIONS: &str =
+    "SELECT pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms
      FROM floe_sink_positions WHERE catalog_name = ?";
 
-fn position_from_row(r: &sqlx::sqlite::SqliteRow) -> SinkPosition {
+pub(crate) fn position_from_row(r: &sqlx::sqlite::SqliteRow) -> SinkPosition {
     SinkPosition {
         pipeline: r.get(0),
         sink: r.get(1),
@@ -70,7 +71,7 @@ pub fn file_io_for(warehouse: &str) -> Result<FileIO> {
     }
 }
 
-fn sql_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+pub(crate) fn sql_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
     move |e| {
         // A busy/locked database is a transient outside condition: worth a retry.
         let retryable = matches!(&e, sqlx::Error::Database(d) if d.message().contains("locked") || d.message().contains("busy"))
@@ -118,8 +119,9 @@ struct PreparedCommit {
 /// The SQLite-backed Iceberg catalog. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqliteCatalog {
-    pool: SqlitePool,
-    name: String,
+    // pub(crate): the pipeline position operations (pipeline_positions.rs) run their own SQL.
+    pub(crate) pool: SqlitePool,
+    pub(crate) name: String,
     warehouse: Warehouse,
     file_io: FileIO,
 }

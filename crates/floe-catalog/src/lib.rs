@@ -51,6 +51,7 @@ mod catalog;
 pub mod location;
 pub mod names;
 mod outcome;
+mod pipeline_positions;
 mod positions;
 pub mod purge;
 pub mod requirements;

@@ -49,6 +49,11 @@ pub const SEGMENT_NAME_DIGITS: usize = 20;
 /// Name of the lock file held (flock, exclusive) by the process that has the log open.
 pub const LOCK_FILE_NAME: &str = "LOCK";
 
+/// Name of the file holding the log's identity: a random id written when the log is created (or
+/// first opened by a floe that knows it). Readers record it with their positions, so a folder
+/// replaced by another log — even a longer one — is told apart from the log they read.
+pub const LOG_ID_FILE_NAME: &str = "LOG_ID";
+
 /// File name of the segment whose first record has offset `base`.
 pub(crate) fn segment_file_name(base: u64) -> String {
     format!("{base:0width$}.{SEGMENT_FILE_EXTENSION}", width = SEGMENT_NAME_DIGITS)

@@ -8,7 +8,8 @@
 //!
 //! A log is a directory of segment files named by the offset of their first row, written with
 //! [`SEGMENT_NAME_DIGITS`] zero-padded digits so that name order is offset order, plus a `LOCK`
-//! file ([`LOCK_FILE_NAME`]) on which the opening process holds an exclusive `flock`:
+//! file ([`LOCK_FILE_NAME`]) on which the opening process holds an exclusive `flock`, and the
+//! log's random identity ([`LOG_ID_FILE_NAME`], see [`StreamLog::log_id`]):
 //!
 //! ```text
 //! stream-dir/
@@ -115,8 +116,8 @@ mod log;
 
 pub use error::{Error, Result};
 pub use format::{
-    DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, LOCK_FILE_NAME, MAX_GROUP_BYTES, MAX_INFLIGHT_BYTES,
-    MAX_PAYLOAD_BYTES, RECORD_HEADER_LEN, SEGMENT_FILE_EXTENSION, SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_LEN,
-    SEGMENT_MAGIC, SEGMENT_NAME_DIGITS,
+    DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, LOCK_FILE_NAME, LOG_ID_FILE_NAME, MAX_GROUP_BYTES,
+    MAX_INFLIGHT_BYTES, MAX_PAYLOAD_BYTES, RECORD_HEADER_LEN, SEGMENT_FILE_EXTENSION, SEGMENT_FORMAT_VERSION,
+    SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_NAME_DIGITS,
 };
 pub use log::{AppendAck, LogOptions, LogRecord, StreamLog};

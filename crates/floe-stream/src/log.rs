@@ -16,8 +16,9 @@ use tracing::{debug, error, info, warn};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::format::{
-    self, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, IndexEntry, LOCK_FILE_NAME, MAX_GROUP_BYTES,
-    MAX_INFLIGHT_BYTES, MAX_PAYLOAD_BYTES, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN, ScanStop,
+    self, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, IndexEntry, LOCK_FILE_NAME, LOG_ID_FILE_NAME,
+    MAX_GROUP_BYTES, MAX_INFLIGHT_BYTES, MAX_PAYLOAD_BYTES, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN,
+    ScanStop,
 };
 
 /// Tuning knobs of a [`StreamLog`].
@@ -184,6 +185,8 @@ pub struct StreamLog {
     writer: Mutex<Option<JoinHandle<()>>>,
     inflight: Semaphore,
     max_record_bytes: usize,
+    /// The log's identity (see [`StreamLog::log_id`]).
+    log_id: String,
     /// Exclusive flock on the directory's lock file; released when the log is dropped.
     _lock: File,
 }
@@ -223,6 +226,38 @@ fn create_segment_file(path: &Path, base: u64) -> io::Result<File> {
     Ok(file)
 }
 
+/// The log's id from [`LOG_ID_FILE_NAME`]; a new random one (written durably) when the file is
+/// missing: a new log, or one created before logs had ids.
+fn read_or_create_log_id(dir: &Path) -> Result<String> {
+    let path = dir.join(LOG_ID_FILE_NAME);
+    match fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&path, e)),
+    }
+    // 128 random bits from the std hasher's per-process random keys, mixed with time and pid.
+    use std::hash::{BuildHasher, Hasher};
+    let mut id = String::new();
+    for i in 0..2u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.write_u32(std::process::id());
+        id.push_str(&format!("{:016x}", h.finish()));
+    }
+    let tmp = dir.join(format!("{LOG_ID_FILE_NAME}.tmp"));
+    (|| -> io::Result<()> {
+        let f = File::create(&tmp)?;
+        f.write_all_at(format!("{id}\n").as_bytes(), 0)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)
+    })()
+    .map_err(|e| Error::io(&path, e))?;
+    sync_dir(dir)?;
+    Ok(id)
+}
+
 /// Lists the base offsets of the segment files in `dir`, sorted.
 fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     let mut bases = Vec::new();
@@ -231,7 +266,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
         let name = entry.file_name();
         match name.to_str().and_then(format::parse_segment_file_name) {
             Some(base) => bases.push(base),
-            None if name == LOCK_FILE_NAME => {}
+            None if name == LOCK_FILE_NAME || name == LOG_ID_FILE_NAME => {}
             None => {
                 warn!(file = %entry.path().display(), "ignoring unexpected file in stream log directory");
             }
@@ -372,6 +407,7 @@ impl StreamLog {
             });
         }
 
+        let log_id = read_or_create_log_id(dir)?;
         let start = segments[0].base;
         let end = segments.last().map_or(0, Segment::end);
         let disk_bytes = segments.iter().map(|s| s.bytes).sum();
@@ -425,8 +461,16 @@ impl StreamLog {
             writer: Mutex::new(Some(handle)),
             inflight: Semaphore::new(MAX_INFLIGHT_BYTES),
             max_record_bytes: opts.max_record_bytes.min(MAX_PAYLOAD_BYTES),
+            log_id,
             _lock: lock,
         }))
+    }
+
+    /// The log's identity: a random id made when the log was created, kept in
+    /// [`LOG_ID_FILE_NAME`]. A folder replaced by another log has another id, even when that log
+    /// is longer; a copy of this log keeps it.
+    pub fn log_id(&self) -> &str {
+        &self.log_id
     }
 
     /// Appends one batch and returns once it is durable (fsynced), with the offsets of its rows.

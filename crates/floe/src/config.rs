@@ -434,6 +434,51 @@ pub struct PipelineConfig {
     pub name: String,
     /// `INSERT INTO <sink> SELECT … FROM <stream> …`
     pub sql: String,
+    /// Where a statement without a committed position starts reading its stream (docs/config.md,
+    /// "Pipeline identity"). Recorded in the catalog at start, before HTTP serves.
+    #[serde(default)]
+    pub start: PipelineStart,
+    /// The name of a pipeline no longer in the config whose positions this one takes over
+    /// (a rename): its sinks continue where the old pipeline committed.
+    #[serde(default)]
+    pub replaces: Option<String>,
+    /// What a row whose SQL fails at run time (a failed cast, a division by zero) does.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Most failing rows one micro-batch may send to the dead-letter table; more fail the
+    /// pipeline (a SELECT that fails for every row is a bug, not bad data).
+    #[serde(default = "default_max_bad_rows")]
+    pub max_bad_rows_per_batch: usize,
+}
+
+/// Default of `pipelines[].max_bad_rows_per_batch`.
+pub const DEFAULT_MAX_BAD_ROWS_PER_BATCH: usize = 1000;
+
+fn default_max_bad_rows() -> usize {
+    DEFAULT_MAX_BAD_ROWS_PER_BATCH
+}
+
+/// `start` of a pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PipelineStart {
+    /// At the stream log's end when the pipeline is first started: only rows sent from then on.
+    #[default]
+    Latest,
+    /// At the first row still in the stream's log.
+    Earliest,
+}
+
+/// `on_error` of a pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The failing rows go to the pipeline's dead-letter table `<namespace>.<pipeline>_errors`;
+    /// the others land.
+    #[default]
+    DeadLetter,
+    /// The pipeline stops at the failing row (healthz degraded, the row's offset in the error).
+    Fail,
 }
 
 /// `[auth]`
@@ -687,6 +732,38 @@ impl Config {
             check_name(&format!("pipelines[{i}].name"), &p.name)?;
             if !pipelines.insert(p.name.clone()) {
                 return invalid(format!("pipelines[{i}].name"), format!("{:?} is used twice", p.name));
+            }
+            if p.max_bad_rows_per_batch == 0 {
+                return invalid(
+                    format!("pipelines[{i}].max_bad_rows_per_batch"),
+                    "must be at least 1 (use on_error = \"fail\" to stop at the first failing row)".into(),
+                );
+            }
+        }
+        for (i, p) in self.pipelines.iter().enumerate() {
+            let Some(old) = &p.replaces else { continue };
+            if *old == p.name {
+                return invalid(
+                    format!("pipelines[{i}].replaces"),
+                    "a pipeline cannot replace itself".into(),
+                );
+            }
+            if pipelines.contains(old) {
+                return invalid(
+                    format!("pipelines[{i}].replaces"),
+                    format!(
+                        "{old:?} is still a pipeline of this config; replaces names a pipeline that was renamed away"
+                    ),
+                );
+            }
+            if let Some(j) = self.pipelines[..i]
+                .iter()
+                .position(|o| o.replaces.as_ref() == Some(old))
+            {
+                return invalid(
+                    format!("pipelines[{i}].replaces"),
+                    format!("pipelines[{j}] replaces {old:?} already; one pipeline takes over its positions"),
+                );
             }
         }
         // The dead letters of stream `s` use the names `s_dead_letter` (internal stream and

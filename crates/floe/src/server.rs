@@ -163,6 +163,9 @@ impl App {
                 )));
             }
         }
+        // Before HTTP serves: every statement's start position is in the catalog, and a log that
+        // went backwards or lost rows a pipeline still needs stops floe here.
+        crate::pipeline::identity::prepare_positions(&config, &catalog, &streams, &transforms).await?;
         Ok(Arc::new(App {
             config,
             lookup: crate::lookup::LookupEngine::new(catalog.clone()),

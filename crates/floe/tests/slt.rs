@@ -15,7 +15,8 @@
 //! |---|---|
 //! | `stream NAME (f TYPE [required], …) [unknown_fields=drop] [on_invalid=dead_letter]` | declare a stream; no parentheses: an unstructured stream |
 //! | `sink NAME NS.TABLE [partition_by=EXPR[;EXPR…]]` | declare an Iceberg sink |
-//! | `pipeline NAME` + SQL lines | add a pipeline; the server is re-opened (planning, refusals) and the new pipeline's sinks are opened (table creation, schema check) — errors come back as the statement's error |
+//! | `pipeline NAME [key=value …]` + SQL lines | add a pipeline (`key=value`: its `[[pipelines]]` keys, e.g. `start=earliest`, `on_error=fail`); the server is re-opened (planning, refusals, start positions) and the new pipeline's sinks are opened (table creation, schema check) — errors come back as the statement's error |
+//! | `remove_pipeline NAME` | take a pipeline out of the config and re-open (its positions stay in the catalog) |
 //! | `send STREAM` + NDJSON lines (or one JSON array) | POST them to the stream; `statement count N` checks `accepted`; a non-200 is an error carrying the response body |
 //! | `response STREAM` + NDJSON lines (in a `query`) | as `send`, the answer as one row: `accepted dead_lettered errors`, errors as `row:field:message` joined by ` | ` |
 //! | `restart` | close everything (logs, catalog) and open it again from disk |
@@ -333,9 +334,19 @@ impl AsyncDB for FloeDb {
                 Ok(DBOutput::StatementComplete(0))
             }
             "pipeline" => {
-                let name = rest.trim();
-                self.pipelines
-                    .push(format!("[[pipelines]]\nname = {name:?}\nsql = {body:?}\n"));
+                let mut words = rest.split_whitespace();
+                let name = words.next().unwrap_or_default();
+                let mut toml = format!("[[pipelines]]\nname = {name:?}\nsql = {body:?}\n");
+                for opt in words {
+                    let (k, v) = opt
+                        .split_once('=')
+                        .ok_or_else(|| err(format!("pipeline option {opt:?} is not key=value")))?;
+                    match v.parse::<u64>() {
+                        Ok(n) => toml.push_str(&format!("{k} = {n}\n")),
+                        Err(_) => toml.push_str(&format!("{k} = {v:?}\n")),
+                    }
+                }
+                self.pipelines.push(toml);
                 let opened = match self.reopen().await {
                     Ok(_) => self.catch_up(Some(name)).await,
                     Err(e) => Err(e),
@@ -377,6 +388,17 @@ impl AsyncDB for FloeDb {
                     types: vec![DefaultColumnType::Any; 3],
                     rows: vec![vec![a["accepted"].to_string(), a["dead_lettered"].to_string(), errors]],
                 })
+            }
+            "remove_pipeline" => {
+                let name = rest.trim();
+                let header = format!("[[pipelines]]\nname = {name:?}\n");
+                let before = self.pipelines.len();
+                self.pipelines.retain(|p| !p.starts_with(&header));
+                if self.pipelines.len() == before {
+                    return Err(err(format!("no pipeline {name:?} to remove")));
+                }
+                self.reopen().await?;
+                Ok(DBOutput::StatementComplete(0))
             }
             "restart" => {
                 self.reopen().await?;
@@ -463,5 +485,6 @@ slt_files!(
     schemas,
     dead_letter,
     validate,
-    read_only
+    read_only,
+    pipeline_identity
 );

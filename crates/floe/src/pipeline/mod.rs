@@ -17,7 +17,12 @@
 //! limits, de-duplicates, unions or uses subquery expressions is refused when the pipeline is
 //! created, with the reason. [`validate_sql`] runs the same planning without starting anything
 //! and reports the output schema per sink, or the error with its line and column.
+//!
+//! [`identity`] decides at start where each statement resumes (and refuses what would skip or
+//! repeat rows); [`dead_letter`] isolates rows whose SQL fails at run time.
 
+pub mod dead_letter;
+pub mod identity;
 pub mod runner;
 pub mod validate;
 

@@ -10,6 +10,10 @@
 //!
 //! The position only moves inside a catalog commit, so a crash or error anywhere replays the log
 //! from the last committed position: each row lands once.
+//!
+//! Rows whose SQL fails at run time go to the statement's dead-letter sink (or stop the
+//! statement, with `on_error = "fail"`); see [`super::dead_letter`]. The dead-letter sink, opened
+//! on the first failing row, commits before the main sink.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,6 +22,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::Transform;
+use super::dead_letter::{self, BadRow};
+use crate::config::{DEFAULT_MAX_BAD_ROWS_PER_BATCH, OnError, SinkConfig};
 use crate::error::{Error, Result};
 use crate::server::App;
 use crate::sink::iceberg::IcebergSink;
@@ -32,9 +38,11 @@ pub async fn run(app: Arc<App>, t: Transform, mut shutdown: watch::Receiver<bool
     let metrics = app.metrics.sink(&t.pipeline, &t.sink);
     let mut backoff = MIN_BACKOFF;
     loop {
-        match run_once(&app, &t, &mut shutdown).await {
+        let mut progressed = false;
+        match run_once(&app, &t, &mut shutdown, &mut progressed).await {
             Ok(()) => return,
             Err(e) => {
+                backoff = wait_after_failure(backoff, progressed);
                 metrics.commit_failures.fetch_add(1, Ordering::Relaxed);
                 *metrics.last_error.lock().expect("lock") = Some(e.to_string());
                 tracing::error!(pipeline = %t.pipeline, sink = %t.sink, error = %e, retry_in = ?backoff, "pipeline failed; resuming from the committed position");
@@ -48,6 +56,12 @@ pub async fn run(app: Arc<App>, t: Transform, mut shutdown: watch::Receiver<bool
     }
 }
 
+/// The wait before the next attempt, given the wait `scheduled` (grown by earlier failures):
+/// a run that committed before it failed was a success, so its failure starts the backoff over.
+fn wait_after_failure(scheduled: Duration, progressed: bool) -> Duration {
+    if progressed { MIN_BACKOFF } else { scheduled }
+}
+
 /// Runs `t` once up to the current end of its stream's log, commits, and returns — or returns
 /// the first error (a sink that cannot open, a schema mismatch, a failed commit) instead of
 /// retrying. Used by tests and tools that need "everything durable so far is committed".
@@ -56,18 +70,37 @@ pub async fn catch_up(app: &App, t: &Transform) -> Result<()> {
     // The receiver has not seen `true` yet, so the runner stops as soon as it has caught up.
     tx.send(true)
         .map_err(|_| Error::Internal("shutdown channel closed".into()))?;
-    run_once(app, t, &mut rx).await
+    run_once(app, t, &mut rx, &mut false).await
 }
 
-async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>) -> Result<()> {
-    let cfg = app.config.sink(&t.sink).expect("planned against config sinks");
-    let stream = app.streams.get(&t.stream).expect("planned against config streams");
+/// The main sink of a statement and, once a row failed, its dead-letter sink.
+struct Sinks {
+    main: IcebergSink,
+    dead_letter: Option<IcebergSink>,
+}
+
+async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>, progressed: &mut bool) -> Result<()> {
+    let cfg = app
+        .config
+        .sink(&t.sink)
+        .ok_or_else(|| Error::Internal(format!("sink {:?} is not configured", t.sink)))?;
+    let stream = app
+        .streams
+        .get(&t.stream)
+        .ok_or_else(|| Error::Internal(format!("stream {:?} is not open", t.stream)))?;
+    let pipeline = app.config.pipelines.iter().find(|p| p.name == t.pipeline);
+    let on_error = pipeline.map_or(OnError::DeadLetter, |p| p.on_error);
+    let max_bad = pipeline.map_or(DEFAULT_MAX_BAD_ROWS_PER_BATCH, |p| p.max_bad_rows_per_batch);
     let log = &stream.log;
     let metrics = app.metrics.sink(&t.pipeline, &t.sink);
-    let mut sink = IcebergSink::open(app.catalog.clone(), cfg, &t.pipeline, &t.output).await?;
-    let mut offset = sink.committed();
+    let mut sinks = Sinks {
+        main: IcebergSink::open(app.catalog.clone(), cfg, &t.pipeline, &t.output).await?,
+        dead_letter: None,
+    };
+    let mut offset = sinks.main.committed();
+    // App::open refused these at start; here they mean the log changed under a running floe.
     if offset < log.start_offset() {
-        return Err(Error::Config(format!(
+        return Err(Error::Internal(format!(
             "pipeline {:?} sink {:?} committed through offset {offset}, but stream {:?} starts at {}: rows in between are gone",
             t.pipeline,
             t.sink,
@@ -76,7 +109,7 @@ async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>
         )));
     }
     if offset > log.end_offset() {
-        return Err(Error::Config(format!(
+        return Err(Error::Internal(format!(
             "pipeline {:?} sink {:?} committed through offset {offset}, beyond the end {} of stream {:?}: was the stream log replaced?",
             t.pipeline,
             t.sink,
@@ -95,7 +128,8 @@ async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>
     loop {
         durable.borrow_and_update();
         let records = log.read(offset, app.config.limits.batch_bytes)?;
-        if let Some(last) = records.last() {
+        if let (Some(first), Some(last)) = (records.first(), records.last()) {
+            let first_offset = first.offset;
             let through = last.end();
             newest_appended_ms = newest_appended_ms.max(last.appended_at_ms);
             // Records may carry schema metadata (an idempotency key): drop it, keep the columns.
@@ -103,26 +137,34 @@ async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>
                 .into_iter()
                 .map(|r| arrow::record_batch::RecordBatch::try_new(t.input_schema(), r.batch.columns().to_vec()))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
-            for out in t.run(input).await? {
-                sink.write(&out, through).await?;
+            let isolated =
+                dead_letter::run_isolating(t, input, first_offset, max_bad, on_error == OnError::Fail).await?;
+            for out in &isolated.output {
+                sinks.main.write(out, through).await?;
             }
-            sink.write(&arrow::record_batch::RecordBatch::new_empty(t.output.clone()), through)
+            sinks
+                .main
+                .write(&arrow::record_batch::RecordBatch::new_empty(t.output.clone()), through)
                 .await?;
+            if !isolated.bad.is_empty() {
+                write_dead_letters(app, t, cfg, &mut sinks, &isolated.bad, through).await?;
+            }
             offset = through;
         }
-        if sink.should_roll() {
-            commit(app, t, &mut sink, newest_appended_ms).await?;
+        if sinks.main.should_roll() {
+            commit(app, t, &mut sinks, newest_appended_ms).await?;
+            *progressed = true;
         }
         if offset < log.end_offset() {
             continue;
         }
         if stopping {
-            if sink.through() > sink.committed() {
-                commit(app, t, &mut sink, newest_appended_ms).await?;
+            if sinks.main.through() > sinks.main.committed() {
+                commit(app, t, &mut sinks, newest_appended_ms).await?;
             }
             return Ok(());
         }
-        let deadline = sink.roll_deadline().map(tokio::time::Instant::from_std);
+        let deadline = sinks.main.roll_deadline().map(tokio::time::Instant::from_std);
         tokio::select! {
             changed = durable.changed() => {
                 if changed.is_err() {
@@ -135,8 +177,43 @@ async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>
     }
 }
 
-async fn commit(app: &App, t: &Transform, sink: &mut IcebergSink, newest_appended_ms: i64) -> Result<()> {
+/// Hands the failing rows of one micro-batch (ending at `through`) to the dead-letter sink,
+/// opening it on first use; rows its committed position covers are in its table already (a
+/// replay after the dead-letter commit landed but the main one did not) and are skipped.
+async fn write_dead_letters(
+    app: &App,
+    t: &Transform,
+    main: &SinkConfig,
+    sinks: &mut Sinks,
+    bad: &[BadRow],
+    through: u64,
+) -> Result<()> {
+    if sinks.dead_letter.is_none() {
+        let cfg = dead_letter::sink_config(main, &t.pipeline);
+        let schema = dead_letter::schema();
+        sinks.dead_letter = Some(IcebergSink::open(app.catalog.clone(), &cfg, &t.pipeline, &schema).await?);
+    }
+    let dl = sinks.dead_letter.as_mut().expect("just opened");
+    let fresh: Vec<BadRow> = bad.iter().filter(|b| b.offset >= dl.committed()).cloned().collect();
+    tracing::warn!(pipeline = %t.pipeline, sink = %t.sink, rows = bad.len(), first_offset = bad[0].offset, error = %bad[0].error, "rows failed in the pipeline's SQL; they go to its dead-letter table");
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let now_us = chrono::Utc::now().timestamp_micros();
+    dl.write(&dead_letter::batch(t, &fresh, now_us)?, through).await
+}
+
+async fn commit(app: &App, t: &Transform, sinks: &mut Sinks, newest_appended_ms: i64) -> Result<()> {
     let metrics = app.metrics.sink(&t.pipeline, &t.sink);
+    // Dead letters first: should the main commit then fail, the replay skips the rows the
+    // dead-letter table holds already; the other order would lose them.
+    if let Some(dl) = sinks.dead_letter.as_mut()
+        && dl.pending_rows() > 0
+    {
+        let stats = dl.commit().await?;
+        tracing::info!(pipeline = %t.pipeline, sink = %t.sink, rows = stats.rows, table = %dl.table_ident(), "dead letters committed");
+    }
+    let sink = &mut sinks.main;
     let stats = sink.commit().await?;
     metrics.commits.fetch_add(1, Ordering::Relaxed);
     metrics.rows_committed.fetch_add(stats.rows, Ordering::Relaxed);
@@ -155,4 +232,22 @@ async fn commit(app: &App, t: &Transform, sink: &mut IcebergSink, newest_appende
     app.publish_position(t, stats.to);
     tracing::debug!(pipeline = %t.pipeline, sink = %t.sink, rows = stats.rows, files = stats.files, from = stats.from, to = stats.to, elapsed = ?stats.elapsed, "committed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_starts_over_after_a_run_that_committed() {
+        // Repeated failures grow the wait ...
+        let mut backoff = MIN_BACKOFF;
+        for _ in 0..10 {
+            backoff = (wait_after_failure(backoff, false) * 2).min(MAX_BACKOFF);
+        }
+        assert_eq!(backoff, MAX_BACKOFF);
+        assert_eq!(wait_after_failure(backoff, false), MAX_BACKOFF);
+        // ... and a failure after a commit waits the shortest time again.
+        assert_eq!(wait_after_failure(backoff, true), MIN_BACKOFF);
+    }
 }

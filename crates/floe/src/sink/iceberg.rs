@@ -10,9 +10,19 @@
 //! ```
 //!
 //! Data files are named `floe-<pipeline>-<sink>-<attempt uuid>-…parquet`, so files of an
-//! attempt that never committed can be found and removed. A failed commit deletes its files and
-//! reports the error; the pipeline then resumes from the catalog's recorded position, re-reading
-//! the log (which keeps every row until all its readers have committed past it).
+//! attempt that never committed can be found and removed. A failed commit re-reads the catalog
+//! before it deletes anything: the attempt's row in `floe_sink_attempts` is removed in the same
+//! SQLite transaction as the commit, so while it is there the commit did not land and the files
+//! go; when it is gone and the position moved to the attempt's target with a snapshot carrying
+//! the attempt id, the commit landed (its outcome was only reported as an error) and counts as
+//! committed. The pipeline resumes from the catalog's recorded position, re-reading the log
+//! (which keeps every row until all its readers have committed past it).
+//!
+//! Schema changes by others: the table may carry columns the pipeline does not write (an outside
+//! engine's `ADD COLUMN`); rows are matched to the table's columns by name and those columns are
+//! written as null. The sink follows the table's current schema after every commit. A table that
+//! lost a column the pipeline writes, changed its type (other than widening int → long, float →
+//! double), or gained a required column is refused with both schemas.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +73,10 @@ pub struct IcebergSink {
     ident: TableIdent,
     table: Table,
     table_arrow: SchemaRef,
+    /// The pipeline's output as an Iceberg schema: what the table must be able to take.
+    wanted: IcebergSchema,
+    /// Kept to rebuild the writer settings when the table's schema changes.
+    cfg: SinkConfig,
     props: WriterProperties,
     /// In a mutex only so the sink is `Sync` (Parquet writers are not); always reached through
     /// `&mut self`, so it is never contended.
@@ -88,7 +102,7 @@ impl IcebergSink {
         let (ns, name) = parts.split_at(parts.len() - 1);
         let namespace = NamespaceIdent::from_strs(ns)?;
         let ident = TableIdent::new(namespace.clone(), name[0].to_string());
-        let wanted = arrow_schema_to_schema_auto_assign_ids(output).map_err(|e| {
+        let wanted_schema = arrow_schema_to_schema_auto_assign_ids(output).map_err(|e| {
             Error::Config(format!(
                 "sink {:?}: the pipeline's output cannot be an Iceberg schema: {e}",
                 cfg.name
@@ -106,14 +120,14 @@ impl IcebergSink {
         }
         let table = if catalog.table_exists(&ident).await? {
             let table = catalog.load_table(&ident).await?;
-            check_schema(&cfg.name, table.metadata().current_schema(), &wanted)?;
+            check_schema(&cfg.name, table.metadata().current_schema(), &wanted_schema)?;
             table
         } else {
-            let spec = super::partition::partition_spec(&cfg.partition_by, &wanted)
+            let spec = super::partition::partition_spec(&cfg.partition_by, &wanted_schema)
                 .map_err(|e| Error::Config(format!("sink {:?}: {e}", cfg.name)))?;
             let creation = TableCreation::builder()
                 .name(ident.name().to_string())
-                .schema(wanted)
+                .schema(wanted_schema.clone())
                 .partition_spec(spec)
                 .properties([
                     ("write.format.default".to_string(), "parquet".to_string()),
@@ -148,6 +162,8 @@ impl IcebergSink {
             ident,
             table,
             table_arrow,
+            wanted: wanted_schema,
+            cfg: cfg.clone(),
             props,
             writer: std::sync::Mutex::new(None),
             attempt: uuid::Uuid::now_v7(),
@@ -198,7 +214,7 @@ impl IcebergSink {
 
     fn usable(&self) -> Result<()> {
         if self.broken {
-            return Err(Error::Config(format!(
+            return Err(Error::Internal(format!(
                 "sink {:?} of pipeline {:?} failed earlier; it must be reopened from its committed position",
                 self.name, self.pipeline
             )));
@@ -214,7 +230,7 @@ impl IcebergSink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let batch = conform(batch, &self.table_arrow)?;
+        let batch = conform_to_table(batch, &self.table_arrow)?;
         self.pending_rows += batch.num_rows() as u64;
         self.pending_bytes += batch.get_array_memory_size();
         if self.writer.get_mut().expect("writer lock").is_none() {
@@ -313,23 +329,36 @@ impl IcebergSink {
                     self.table = table;
                     Ok(())
                 }
-                Err(e) => {
-                    // Nothing landed: delete every file the attempt wrote (data, manifests,
-                    // metadata). Should this fail, the attempt row stays and the next open retries.
-                    match remove_attempt_files(self.table.metadata().location(), self.attempt) {
-                        Ok(_) => {
-                            if let Err(forget) = self
-                                .catalog
-                                .forget_attempt(&self.pipeline, &self.name, self.attempt)
-                                .await
-                            {
-                                tracing::warn!(error = %forget, "could not forget a failed commit attempt");
-                            }
-                        }
-                        Err(del) => tracing::warn!(error = %del, "could not delete the files of a failed commit"),
+                Err(e) => match self.failed_commit_outcome(to).await {
+                    Outcome::Landed(table) => {
+                        tracing::warn!(pipeline = %self.pipeline, sink = %self.name, error = %e, attempt = %self.attempt, "the commit reported an error but landed (the catalog says so); counted as committed");
+                        self.table = table;
+                        Ok(())
                     }
-                    Err(e)
-                }
+                    Outcome::NotLanded => {
+                        // Delete every file the attempt wrote (data, manifests, metadata).
+                        // Should this fail, the attempt row stays and the next open retries.
+                        match remove_attempt_files(self.table.metadata().location(), self.attempt) {
+                            Ok(_) => {
+                                if let Err(forget) = self
+                                    .catalog
+                                    .forget_attempt(&self.pipeline, &self.name, self.attempt)
+                                    .await
+                                {
+                                    tracing::warn!(error = %forget, "could not forget a failed commit attempt");
+                                }
+                            }
+                            Err(del) => tracing::warn!(error = %del, "could not delete the files of a failed commit"),
+                        }
+                        Err(e)
+                    }
+                    Outcome::Unknown(why) => {
+                        // Keep every file: the next open reads the attempt row and decides.
+                        tracing::warn!(pipeline = %self.pipeline, sink = %self.name, error = %e, reread = %why, "commit outcome unknown; its files are kept until the catalog can be read");
+                        Err(e)
+                    }
+                    Outcome::NotOurs => Err(e),
+                },
             }
         };
         self.pending_rows = 0;
@@ -338,10 +367,63 @@ impl IcebergSink {
         self.attempt = uuid::Uuid::now_v7();
         result?;
         self.committed = to;
+        self.follow_schema()?;
         Ok(CommitStats {
             elapsed: started.elapsed(),
             ..stats
         })
+    }
+
+    /// After a commit error: whether the commit landed after all, from the catalog's own record.
+    async fn failed_commit_outcome(&self, to: u64) -> Outcome {
+        let pending = match self.catalog.pending_attempts(&self.pipeline, &self.name).await {
+            Ok(p) => p,
+            Err(e) => return Outcome::Unknown(e.to_string()),
+        };
+        if pending.iter().any(|(a, _)| *a == self.attempt) {
+            // The attempt row leaves only with its commit (same SQLite transaction).
+            return Outcome::NotLanded;
+        }
+        let position = match self.catalog.sink_position(&self.pipeline, &self.name).await {
+            Ok(p) => p,
+            Err(e) => return Outcome::Unknown(e.to_string()),
+        };
+        if position.is_some_and(|p| p.position == to) {
+            match self.catalog.load_table(&self.ident).await {
+                Ok(table) => {
+                    let attempt = self.attempt.to_string();
+                    let ours = table
+                        .metadata()
+                        .snapshots()
+                        .any(|s| s.summary().additional_properties.get(floe_catalog::PROP_ATTEMPT) == Some(&attempt));
+                    if ours {
+                        return Outcome::Landed(table);
+                    }
+                }
+                Err(e) => return Outcome::Unknown(e.to_string()),
+            }
+        }
+        // The row is gone but the commit is not ours: another instance opened this sink and
+        // cleaned the attempt up (its files are its business now).
+        Outcome::NotOurs
+    }
+
+    /// Takes on the table's current schema when a commit brought a new one (an outside engine
+    /// changed it), or refuses it when the pipeline's rows no longer fit.
+    fn follow_schema(&mut self) -> Result<()> {
+        let current = self.table.metadata().current_schema();
+        let arrow = Arc::new(schema_to_arrow_schema(current)?);
+        if arrow == self.table_arrow {
+            return Ok(());
+        }
+        if let Err(e) = check_schema(&self.name, current, &self.wanted) {
+            self.broken = true;
+            return Err(e);
+        }
+        tracing::info!(pipeline = %self.pipeline, sink = %self.name, schema_id = current.schema_id(), "the table's schema changed; writing with the new one");
+        self.props = writer_properties(&self.cfg, &arrow)?;
+        self.table_arrow = arrow;
+        Ok(())
     }
 
     async fn new_writer(&self) -> Result<Writer> {
@@ -400,6 +482,18 @@ pub fn remove_attempt_files(table_location: &str, attempt: uuid::Uuid) -> Result
         }
     }
     Ok(removed)
+}
+
+/// What a re-read of the catalog says about a commit that reported an error.
+enum Outcome {
+    /// It landed: the table as it is now.
+    Landed(Table),
+    /// It did not land: its files can go.
+    NotLanded,
+    /// Another instance took the attempt over.
+    NotOurs,
+    /// The catalog could not be read: keep everything.
+    Unknown(String),
 }
 
 /// What one commit did.
@@ -471,42 +565,92 @@ pub(crate) fn conform(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordB
     Ok(RecordBatch::try_new(target.clone(), columns)?)
 }
 
-/// An existing table must have the pipeline's columns, in order, with the same types.
+/// Builds the table's row layout from pipeline output `batch`: columns matched by name (the table
+/// may have columns the pipeline does not write: null), each cast to the table's type.
+fn conform_to_table(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().as_ref() == target.as_ref() {
+        return Ok(batch.clone());
+    }
+    let schema = batch.schema();
+    let columns = target
+        .fields()
+        .iter()
+        .map(|f| match schema.index_of(f.name()) {
+            Ok(i) => {
+                let c = batch.column(i);
+                if c.data_type() == f.data_type() {
+                    Ok(c.clone())
+                } else {
+                    Ok(arrow::compute::cast(c, f.data_type())?)
+                }
+            }
+            Err(_) if f.is_nullable() => Ok(arrow::array::new_null_array(f.data_type(), batch.num_rows())),
+            Err(_) => Err(Error::Internal(format!(
+                "the table's required column {:?} is not in the pipeline's output",
+                f.name()
+            ))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(target.clone(), columns, &options)?)
+}
+
+/// Whether a column of type `wanted` (the pipeline's) can be written into a table column of
+/// type `table`: the same type, or Iceberg's widenings int → long and float → double.
+fn writable_as(wanted: &str, table: &str) -> bool {
+    wanted == table || matches!((wanted, table), ("int", "long") | ("float", "double"))
+}
+
+/// An existing table must hold every column of the pipeline's output, by name, with the same
+/// type (or a wider one); columns the pipeline does not write must be optional.
 fn check_schema(sink: &str, table: &IcebergSchema, wanted: &IcebergSchema) -> Result<()> {
-    let t: Vec<(String, String)> = table
-        .as_struct()
-        .fields()
-        .iter()
-        .map(|f| {
-            (
-                f.name.clone(),
-                crate::pipeline::validate::iceberg_type_name(&f.field_type),
-            )
-        })
-        .collect();
-    let w: Vec<(String, String)> = wanted
-        .as_struct()
-        .fields()
-        .iter()
-        .map(|f| {
-            (
-                f.name.clone(),
-                crate::pipeline::validate::iceberg_type_name(&f.field_type),
-            )
-        })
-        .collect();
-    if t == w {
+    let t = column_types(table);
+    let w = column_types(wanted);
+    let mut problems = Vec::new();
+    for (name, ty, _) in &w {
+        match t.iter().find(|(n, _, _)| n == name) {
+            None => problems.push(format!("the table has no column {name:?}")),
+            Some((_, tt, _)) if !writable_as(ty, tt) => {
+                problems.push(format!("column {name:?} is {tt} in the table, {ty} in the pipeline"))
+            }
+            Some(_) => {}
+        }
+    }
+    for (name, _, required) in &t {
+        if *required && !w.iter().any(|(n, _, _)| n == name) {
+            problems.push(format!(
+                "the table's column {name:?} is required, and the pipeline does not write it"
+            ));
+        }
+    }
+    if problems.is_empty() {
         return Ok(());
     }
-    let show = |v: &[(String, String)]| {
+    let show = |v: &[(String, String, bool)]| {
         v.iter()
-            .map(|(n, ty)| format!("{n} {ty}"))
+            .map(|(n, ty, _)| format!("{n} {ty}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
     Err(Error::Config(format!(
-        "sink {sink:?}: the table's schema ({}) does not match the pipeline's output ({})",
+        "sink {sink:?}: the table's schema ({}) does not match the pipeline's output ({}): {}",
         show(&t),
-        show(&w)
+        show(&w),
+        problems.join("; ")
     )))
+}
+
+fn column_types(schema: &IcebergSchema) -> Vec<(String, String, bool)> {
+    schema
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| {
+            (
+                f.name.clone(),
+                crate::pipeline::validate::iceberg_type_name(&f.field_type),
+                f.required,
+            )
+        })
+        .collect()
 }

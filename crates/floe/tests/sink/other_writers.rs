@@ -5,7 +5,7 @@
 //! flight must not leave the table referencing deleted files.
 
 use floe::error::Error;
-use iceberg::ErrorKind;
+use iceberg::{Catalog, ErrorKind};
 
 use crate::common::{
     Env, PIPELINE, SINK, TestResult, files_under, open_sink, referenced_data_files, rows, scan_ids, write_range,
@@ -116,5 +116,96 @@ async fn an_open_by_another_instance_must_not_break_an_attempt_in_flight() -> Te
         a.commit().await?;
     }
     assert_eq!(scan_ids(&env.table().await).await?, (0..10).collect::<Vec<_>>());
+    Ok(())
+}
+
+/// An outside engine adds an optional column (as PyIceberg's `update_schema().add_column` or
+/// Spark's `ALTER TABLE ADD COLUMN` do) while the sink is open: the sink's next commits keep
+/// landing with the new column null, without a reopen, and after one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outside_add_column_keeps_the_sink_writing() -> TestResult {
+    use iceberg::spec::{PrimitiveType, Type};
+    use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
+
+    let env = Env::new().await;
+    let mut sink = env.open_sink(&["bucket"]).await;
+    write_range(&mut sink, 0..10).await?;
+    sink.commit().await?;
+
+    let other = env.other_instance().await;
+    let table = other.load_table(&crate::common::table_ident()).await?;
+    let tx = Transaction::new(&table);
+    let tx = tx
+        .update_schema()
+        .add_column(AddColumn::optional("extra", Type::Primitive(PrimitiveType::String)))
+        .apply(tx)?;
+    tx.commit(&other).await?;
+
+    // The open sink's writer was made before the change; its commit lands on the new schema.
+    write_range(&mut sink, 10..20).await?;
+    sink.commit().await?;
+    // And the writer made after it writes the new schema's layout.
+    write_range(&mut sink, 20..30).await?;
+    sink.commit().await?;
+    drop(sink);
+    let mut sink = env.open_sink(&["bucket"]).await;
+    assert_eq!(sink.committed(), 30);
+    write_range(&mut sink, 30..40).await?;
+    sink.commit().await?;
+
+    let table = env.table().await;
+    assert_eq!(scan_ids(&table).await?, (0..40).collect::<Vec<_>>());
+    assert!(table.metadata().current_schema().field_by_name("extra").is_some());
+    let batches: Vec<arrow::array::RecordBatch> =
+        futures::TryStreamExt::try_collect(table.scan().select(["extra"]).build()?.to_arrow().await?).await?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let nulls: usize = batches.iter().map(|b| b.column(0).null_count()).sum();
+    assert_eq!(
+        (rows, nulls),
+        (40, 40),
+        "the column the pipeline does not write is null"
+    );
+    Ok(())
+}
+
+/// An outside change the pipeline's rows cannot follow — a required column the pipeline does not
+/// write — fails the sink with a message naming the column, at the next commit and at open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incompatible_outside_change_fails_the_sink_visibly() -> TestResult {
+    use iceberg::spec::{Literal, PrimitiveType, Type};
+    use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
+
+    let env = Env::new().await;
+    let mut sink = env.open_sink(&[]).await;
+    write_range(&mut sink, 0..10).await?;
+    sink.commit().await?;
+
+    let other = env.other_instance().await;
+    let table = other.load_table(&crate::common::table_ident()).await?;
+    let tx = Transaction::new(&table);
+    let tx = tx
+        .update_schema()
+        .add_column(AddColumn::required(
+            "must",
+            Type::Primitive(PrimitiveType::Int),
+            Literal::int(0),
+        ))
+        .apply(tx)?;
+    if tx.commit(&other).await.is_err() {
+        // This iceberg version cannot add a required column to a v2 table: nothing to test.
+        return Ok(());
+    }
+    write_range(&mut sink, 10..20).await?;
+    let err = sink.commit().await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("\"must\" is required"), "{err}");
+    drop(sink);
+    let cfg = crate::common::sink_config(&[]);
+    let err =
+        floe::sink::iceberg::IcebergSink::open(env.catalog.clone(), &cfg, PIPELINE, &crate::common::output_schema())
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+    assert!(err.contains("\"must\" is required"), "{err}");
     Ok(())
 }

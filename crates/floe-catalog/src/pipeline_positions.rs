@@ -1,0 +1,174 @@
+//! Position operations a pipeline needs at start, outside any table commit: recording where a
+//! new (pipeline, sink) starts, and handing an old pipeline's positions to the pipeline that
+//! replaces it (a rename).
+//!
+//! Both are plain rows of `floe_sink_positions`; the first data commit then moves the row with
+//! the usual compare-and-swap (`position = from`), so a start position recorded here is exactly
+//! what the first commit must start from.
+//!
+//! Also the identity of each stream's log (`floe_stream_logs (catalog_name, stream) -> log_id`),
+//! recorded when floe first reads the log, so a log folder replaced by another log is noticed
+//! even when the other log is longer.
+
+use iceberg::Result;
+use sqlx::Row;
+
+use crate::catalog::{SELECT_POSITIONS, SqliteCatalog, position_from_row, sql_err};
+use crate::positions::SinkPosition;
+
+impl SqliteCatalog {
+    /// Records the position a (pipeline, sink) that never committed starts from, before any row
+    /// of it is read, so that rows acknowledged after the start are replayed after a crash.
+    /// `table` is `namespace.table`; `table_uuid` may be empty when the table does not exist yet
+    /// (the first commit fills it in). When a row exists already (another instance recorded one
+    /// first), it is left alone and returned.
+    pub async fn record_start_position(
+        &self,
+        pipeline: &str,
+        sink: &str,
+        table: &str,
+        table_uuid: &str,
+        position: u64,
+    ) -> Result<SinkPosition> {
+        let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO floe_sink_positions
+                 (catalog_name, pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, -1, ?)",
+        )
+        .bind(&self.name)
+        .bind(pipeline)
+        .bind(sink)
+        .bind(table)
+        .bind(table_uuid)
+        .bind(position as i64)
+        .bind(chrono::Utc::now().timestamp_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err("record start position"))?;
+        let row = sqlx::query(&format!("{SELECT_POSITIONS} AND pipeline = ? AND sink = ?"))
+            .bind(&self.name)
+            .bind(pipeline)
+            .bind(sink)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(sql_err("read start position"))?;
+        tx.commit().await.map_err(sql_err("commit start position"))?;
+        Ok(position_from_row(&row))
+    }
+
+    /// Moves the positions (and open commit attempts) of `old`'s `sinks` to pipeline `new`, in one
+    /// transaction: a rename keeps every sink where it was. A sink's own derived rows (named
+    /// `<sink>.<suffix>`, e.g. its dead-letter sink) move with it. Returns the moved positions;
+    /// sinks `new` already has a position for are left alone.
+    pub async fn take_over_positions(&self, old: &str, new: &str, sinks: &[String]) -> Result<Vec<SinkPosition>> {
+        let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
+        let mut moved = Vec::new();
+        for sink in sinks {
+            let pattern = format!("{}.%", like_escape(sink));
+            let rows = sqlx::query(&format!(
+                "{SELECT_POSITIONS} AND pipeline = ? AND (sink = ? OR sink LIKE ? ESCAPE '\\')"
+            ))
+            .bind(&self.name)
+            .bind(old)
+            .bind(sink)
+            .bind(&pattern)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(sql_err("read positions to take over"))?;
+            for row in rows {
+                let mut p = position_from_row(&row);
+                let taken = sqlx::query(
+                    "SELECT 1 FROM floe_sink_positions WHERE catalog_name = ? AND pipeline = ? AND sink = ?",
+                )
+                .bind(&self.name)
+                .bind(new)
+                .bind(&p.sink)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sql_err("read positions to take over"))?
+                .is_some();
+                if taken {
+                    continue;
+                }
+                for table in ["floe_sink_positions", "floe_sink_attempts"] {
+                    sqlx::query(&format!(
+                        "UPDATE {table} SET pipeline = ? WHERE catalog_name = ? AND pipeline = ? AND sink = ?"
+                    ))
+                    .bind(new)
+                    .bind(&self.name)
+                    .bind(old)
+                    .bind(&p.sink)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql_err("take over position"))?;
+                }
+                p.pipeline = new.to_string();
+                moved.push(p);
+            }
+        }
+        tx.commit().await.map_err(sql_err("commit take-over"))?;
+        Ok(moved)
+    }
+
+    /// Whether pipeline `pipeline` has any recorded position.
+    pub async fn pipeline_has_positions(&self, pipeline: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT count(*) FROM floe_sink_positions WHERE catalog_name = ? AND pipeline = ?")
+            .bind(&self.name)
+            .bind(pipeline)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql_err("read positions"))?;
+        Ok(row.get::<i64, _>(0) > 0)
+    }
+}
+
+impl SqliteCatalog {
+    async fn ensure_stream_logs(&self) -> Result<()> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS floe_stream_logs (
+                catalog_name VARCHAR(255) NOT NULL,
+                stream VARCHAR(255) NOT NULL,
+                log_id VARCHAR(64) NOT NULL,
+                recorded_at_ms INTEGER NOT NULL,
+                PRIMARY KEY (catalog_name, stream))",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(sql_err("create floe_stream_logs"))?;
+        Ok(())
+    }
+
+    /// The log id recorded for `stream`, if any.
+    pub async fn stream_log_id(&self, stream: &str) -> Result<Option<String>> {
+        self.ensure_stream_logs().await?;
+        let row = sqlx::query("SELECT log_id FROM floe_stream_logs WHERE catalog_name = ? AND stream = ?")
+            .bind(&self.name)
+            .bind(stream)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_err("read stream log id"))?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// Records (or replaces) the log id of `stream`.
+    pub async fn set_stream_log_id(&self, stream: &str, log_id: &str) -> Result<()> {
+        self.ensure_stream_logs().await?;
+        sqlx::query(
+            "INSERT INTO floe_stream_logs (catalog_name, stream, log_id, recorded_at_ms) VALUES (?, ?, ?, ?)
+             ON CONFLICT (catalog_name, stream) DO UPDATE SET log_id = excluded.log_id, recorded_at_ms = excluded.recorded_at_ms",
+        )
+        .bind(&self.name)
+        .bind(stream)
+        .bind(log_id)
+        .bind(chrono::Utc::now().timestamp_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(sql_err("record stream log id"))?;
+        Ok(())
+    }
+}
+
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
