@@ -326,7 +326,7 @@ async fn on_error_fail_stops_at_the_failing_row_with_its_offset() -> TestResult 
     );
     let app = floe.open(&p).await?;
     send(&app, &[(1, "1"), (2, "2"), (3, "0"), (4, "4")]).await;
-    let err = catch_up(&app).await.err().expect("fails").to_string();
+    let err = catch_up(&app).await.expect_err("fails").to_string();
     assert!(err.contains("row at offset 2"), "{err}");
     assert!(err.to_lowercase().contains("divide by zero"), "{err}");
     assert_eq!(
@@ -347,7 +347,7 @@ async fn more_bad_rows_than_the_limit_fail_the_pipeline() -> TestResult {
     );
     let app = floe.open(&p).await?;
     send(&app, &[(1, "a"), (2, "b"), (3, "c"), (4, "4")]).await;
-    let err = catch_up(&app).await.err().expect("fails").to_string();
+    let err = catch_up(&app).await.expect_err("fails").to_string();
     assert!(err.contains("pipelines.max_bad_rows_per_batch"), "{err}");
     assert!(err.contains("first at offset 0"), "{err}");
     close(app).await;
