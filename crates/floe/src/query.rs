@@ -259,7 +259,17 @@ pub async fn plan_read_only(ctx: &SessionContext, sql: &str) -> Result<datafusio
         Ok(s) => s,
         // Text that does not parse never runs; still, say "read-only" when it is plainly not
         // a read (e.g. a write in a syntax this dialect lacks) rather than a syntax error.
-        Err(e) => return Err(leading_write(sql).map_or_else(|| Error::from(e), |w| refused(&w))),
+        Err(e) => {
+            // Several statements (`SELECT 1; COPY …`): refuse any write among them as read-only
+            // before the one-statement rule answers. Sessions use the PostgreSQL dialect.
+            let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+            if let Ok(statements) = datafusion::sql::parser::DFParser::parse_sql_with_dialect(sql, &dialect) {
+                for s in &statements {
+                    read_only(s)?;
+                }
+            }
+            return Err(leading_write(sql).map_or_else(|| Error::from(e), |w| refused(&w)));
+        }
     };
     read_only(&statement)?;
     let plan = state.statement_to_plan(statement).await?;
