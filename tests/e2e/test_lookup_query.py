@@ -229,7 +229,10 @@ def test_time_limit(server, tmp_path):
     # A cross join of generated rows runs far beyond a 0.2 s limit (set in a CLI config copy).
     cfg = tmp_path / "floe.toml"
     text = server.config_path.read_text().replace("query_timeout_seconds = 20", "query_timeout_seconds = 0.2")
-    cfg.write_text(text.replace('data_dir = "floe-data"', f'data_dir = "{server.data_dir}"'))
+    # The copy points at the server's data dir and warehouse (the catalog reads metadata only
+    # inside its own warehouse).
+    text = text.replace('data_dir = "floe-data"', f'data_dir = "{server.data_dir}"')
+    cfg.write_text(text.replace('warehouse = "floe-data/warehouse"', f'warehouse = "{server.warehouse}"'))
     r = run_floe("sql", "SELECT count(*) FROM generate_series(1, 30000000) a, generate_series(1, 1000) b "
                  "WHERE a.value + b.value = -1", "--config", cfg, cwd=tmp_path)
     assert r.returncode != 0
