@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: Rust unit + integration tests, then the end-to-end
 # tests that run the real `floe` binary and read its tables back with PyIceberg and DuckDB
-# (installed, pinned, into a venv by scripts/setup-venv.sh).
+# (installed, pinned, into a venv by scripts/setup-venv.sh). The catalog tests run a second time
+# against a PostgreSQL server that scripts/postgres.sh starts on loopback.
 #
 #   scripts/test.sh            everything
 #   FLOE_SKIP_E2E=1 scripts/test.sh   Rust tests only
@@ -20,6 +21,19 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
   cargo test --workspace --locked --no-fail-fast
+fi
+
+# The catalog, commit and concurrency tests once more with the catalog on a real PostgreSQL
+# (started here on loopback by scripts/postgres.sh; also used by the PostgreSQL e2e tests).
+echo "== catalog tests on PostgreSQL"
+PG_PARENT="$(mktemp -d)"
+chmod 755 "$PG_PARENT"
+trap 'scripts/postgres.sh stop "$PG_PARENT/pg"; rm -rf "$PG_PARENT"' EXIT
+export FLOE_TEST_POSTGRES="$(scripts/postgres.sh start "$PG_PARENT/pg" | tail -n 1)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast -E "package(floe-catalog) & binary(catalog)"
+else
+  cargo test --workspace --locked --no-fail-fast --test catalog
 fi
 
 if [ "${FLOE_SKIP_E2E:-0}" = "1" ]; then

@@ -1,4 +1,4 @@
-//! [`SqliteCatalog`]: the `iceberg::Catalog` implementation over the JDBC-layout SQLite file.
+//! [`FloeCatalog`]: the `iceberg::Catalog` implementation over the JDBC-layout catalog database ([`crate::store`]).
 //!
 //! Every mutation of a table is a compare-and-swap on `iceberg_tables.metadata_location`; the
 //! metadata file is written first (under a fresh UUID name, so it never overwrites anything) and
@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use iceberg::Runtime;
@@ -19,8 +18,7 @@ use iceberg::{
     Catalog, Error, ErrorKind, MetadataLocation, Namespace, NamespaceIdent, Result, TableCommit, TableCreation,
     TableIdent, TableRequirement, TableUpdate,
 };
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use crate::location::{PATH_PROPERTIES, Warehouse, read_metadata};
 use crate::names::{decode_namespace, encode_namespace, validate_namespace, validate_table_ident};
@@ -28,26 +26,23 @@ use crate::outcome::{commit_state_unknown, unknown_outcome};
 use crate::positions::{PositionMove, SinkPosition, find_position_move};
 use crate::purge::{PurgeReport, purge_files, table_dir};
 use crate::requirements::check_requirement;
-
-/// How long a statement waits for another connection's (or process's) lock before failing.
-pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections in the pool; SQLite serialises writers anyway.
-pub const SQLITE_MAX_CONNECTIONS: u32 = 4;
+use crate::store::{Store, sql_err};
 
 const NAMESPACE_MARKER: &str = "exists";
 
 /// A new table's row (binds: catalog, namespace, name, metadata location); 0 rows changed means
 /// the table exists already.
-const INSERT_TABLE_ROW: &str = "INSERT OR IGNORE INTO iceberg_tables
+const INSERT_TABLE_ROW: &str = "INSERT INTO iceberg_tables
      (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type)
-     VALUES (?, ?, ?, ?, NULL, 'TABLE')";
+     VALUES ($1, $2, $3, $4, NULL, 'TABLE')
+     ON CONFLICT (catalog_name, table_namespace, table_name) DO NOTHING";
 
 /// The columns [`position_from_row`] reads, filtered to one catalog; callers append conditions.
 pub(crate) const SELECT_POSITIONS: &str =
     "SELECT pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms
-     FROM floe_sink_positions WHERE catalog_name = ?";
+     FROM floe_sink_positions WHERE catalog_name = $1";
 
-pub(crate) fn position_from_row(r: &sqlx::sqlite::SqliteRow) -> SinkPosition {
+pub(crate) fn position_from_row(r: &sqlx::any::AnyRow) -> SinkPosition {
     SinkPosition {
         pipeline: r.get(0),
         sink: r.get(1),
@@ -68,17 +63,6 @@ pub fn file_io_for(warehouse: &str) -> Result<FileIO> {
             ErrorKind::FeatureUnsupported,
             format!("warehouse {warehouse:?}: only file:// warehouses are supported in this build"),
         ))
-    }
-}
-
-pub(crate) fn sql_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-    move |e| {
-        // A busy/locked database is a transient outside condition: worth a retry.
-        let retryable = matches!(&e, sqlx::Error::Database(d) if d.message().contains("locked") || d.message().contains("busy"))
-            || matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_));
-        Error::new(ErrorKind::Unexpected, format!("catalog database: {context}"))
-            .with_retryable(retryable)
-            .with_source(e)
     }
 }
 
@@ -116,86 +100,51 @@ struct PreparedCommit {
     position_move: Option<PositionMove>,
 }
 
-/// The SQLite-backed Iceberg catalog. Cheap to clone.
+/// The Iceberg catalog over a SQLite or PostgreSQL [`Store`]. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct SqliteCatalog {
+pub struct FloeCatalog {
     // pub(crate): the pipeline position operations (pipeline_positions.rs) run their own SQL.
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: AnyPool,
+    store: Store,
     pub(crate) name: String,
     warehouse: Warehouse,
     file_io: FileIO,
 }
 
-impl SqliteCatalog {
-    /// Opens (creating when missing) the catalog database at `db_path`. `name` is the JDBC layout's
-    /// `catalog_name`; `warehouse` is the URI new tables are placed under (`file:///abs/path`).
+impl FloeCatalog {
+    /// Opens (creating when missing) the SQLite catalog file at `db_path`. `name` is the JDBC
+    /// layout's `catalog_name`; `warehouse` is the URI new tables are placed under
+    /// (`file:///abs/path`).
     pub async fn open(db_path: &Path, name: &str, warehouse: &str) -> Result<Self> {
-        Self::open_with_file_io(db_path, name, warehouse, file_io_for(warehouse)?).await
+        Self::connect(&Store::sqlite_uri(db_path), name, warehouse).await
+    }
+
+    /// Opens the catalog database at `uri` (`sqlite://…` or `postgres://…`, see [`Store`]).
+    pub async fn connect(uri: &str, name: &str, warehouse: &str) -> Result<Self> {
+        Self::connect_with_file_io(uri, name, warehouse, file_io_for(warehouse)?).await
     }
 
     /// Like [`open`](Self::open), with a caller-supplied `FileIO` (tests inject faults this way).
     pub async fn open_with_file_io(db_path: &Path, name: &str, warehouse: &str, file_io: FileIO) -> Result<Self> {
+        Self::connect_with_file_io(&Store::sqlite_uri(db_path), name, warehouse, file_io).await
+    }
+
+    /// Like [`connect`](Self::connect), with a caller-supplied `FileIO`.
+    pub async fn connect_with_file_io(uri: &str, name: &str, warehouse: &str, file_io: FileIO) -> Result<Self> {
         let warehouse = Warehouse::new(warehouse)?;
-        if let Some(dir) = db_path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::new(ErrorKind::Unexpected, format!("create {}", dir.display())).with_source(e))?;
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(db_path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(SQLITE_BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(SQLITE_MAX_CONNECTIONS)
-            .connect_with(options)
-            .await
-            .map_err(sql_err("open"))?;
-        for ddl in [
-            "CREATE TABLE IF NOT EXISTS iceberg_tables (
-                catalog_name VARCHAR(255) NOT NULL,
-                table_namespace VARCHAR(255) NOT NULL,
-                table_name VARCHAR(255) NOT NULL,
-                metadata_location VARCHAR(1000),
-                previous_metadata_location VARCHAR(1000),
-                iceberg_type VARCHAR(5),
-                PRIMARY KEY (catalog_name, table_namespace, table_name))",
-            "CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
-                catalog_name VARCHAR(255) NOT NULL,
-                namespace VARCHAR(255) NOT NULL,
-                property_key VARCHAR(255) NOT NULL,
-                property_value VARCHAR(1000),
-                PRIMARY KEY (catalog_name, namespace, property_key))",
-            "CREATE TABLE IF NOT EXISTS floe_sink_positions (
-                catalog_name VARCHAR(255) NOT NULL,
-                pipeline VARCHAR(255) NOT NULL,
-                sink VARCHAR(255) NOT NULL,
-                table_ident VARCHAR(1000) NOT NULL,
-                table_uuid VARCHAR(64) NOT NULL,
-                position INTEGER NOT NULL,
-                snapshot_id INTEGER NOT NULL,
-                updated_at_ms INTEGER NOT NULL,
-                PRIMARY KEY (catalog_name, pipeline, sink))",
-            "CREATE TABLE IF NOT EXISTS floe_sink_attempts (
-                catalog_name VARCHAR(255) NOT NULL,
-                pipeline VARCHAR(255) NOT NULL,
-                sink VARCHAR(255) NOT NULL,
-                attempt VARCHAR(64) NOT NULL,
-                table_location VARCHAR(1000) NOT NULL,
-                started_at_ms INTEGER NOT NULL,
-                PRIMARY KEY (catalog_name, pipeline, sink, attempt))",
-        ] {
-            sqlx::query(ddl)
-                .execute(&pool)
-                .await
-                .map_err(sql_err("create schema"))?;
-        }
+        let store = Store::connect(uri).await?;
         Ok(Self {
-            pool,
+            pool: store.pool().clone(),
+            store,
             name: name.to_string(),
             warehouse,
             file_io,
         })
+    }
+
+    /// The database below the catalog.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The JDBC layout's `catalog_name`.
@@ -226,7 +175,7 @@ impl SqliteCatalog {
 
     /// The committed position of `(pipeline, sink)`, if it ever committed.
     pub async fn sink_position(&self, pipeline: &str, sink: &str) -> Result<Option<SinkPosition>> {
-        let row = sqlx::query(&format!("{SELECT_POSITIONS} AND pipeline = ? AND sink = ?"))
+        let row = sqlx::query(&format!("{SELECT_POSITIONS} AND pipeline = $2 AND sink = $3"))
             .bind(&self.name)
             .bind(pipeline)
             .bind(sink)
@@ -287,8 +236,10 @@ impl SqliteCatalog {
         table_location: &str,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT OR REPLACE INTO floe_sink_attempts (catalog_name, pipeline, sink, attempt, table_location, started_at_ms)
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO floe_sink_attempts (catalog_name, pipeline, sink, attempt, table_location, started_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (catalog_name, pipeline, sink, attempt)
+               DO UPDATE SET table_location = excluded.table_location, started_at_ms = excluded.started_at_ms",
         )
         .bind(&self.name)
         .bind(pipeline)
@@ -306,7 +257,7 @@ impl SqliteCatalog {
     pub async fn pending_attempts(&self, pipeline: &str, sink: &str) -> Result<Vec<(uuid::Uuid, String)>> {
         let rows = sqlx::query(
             "SELECT attempt, table_location FROM floe_sink_attempts
-             WHERE catalog_name = ? AND pipeline = ? AND sink = ? ORDER BY started_at_ms",
+             WHERE catalog_name = $1 AND pipeline = $2 AND sink = $3 ORDER BY started_at_ms",
         )
         .bind(&self.name)
         .bind(pipeline)
@@ -323,7 +274,7 @@ impl SqliteCatalog {
     /// Forgets an attempt once its files are deleted.
     pub async fn forget_attempt(&self, pipeline: &str, sink: &str, attempt: uuid::Uuid) -> Result<()> {
         sqlx::query(
-            "DELETE FROM floe_sink_attempts WHERE catalog_name = ? AND pipeline = ? AND sink = ? AND attempt = ?",
+            "DELETE FROM floe_sink_attempts WHERE catalog_name = $1 AND pipeline = $2 AND sink = $3 AND attempt = $4",
         )
         .bind(&self.name)
         .bind(pipeline)
@@ -337,7 +288,7 @@ impl SqliteCatalog {
 
     /// Closes the connection pool.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.store.close().await;
     }
 
     /// The JDBC layout's namespace column value (levels escaped and dot-joined, see
@@ -356,7 +307,7 @@ impl SqliteCatalog {
             .build()
     }
 
-    /// The table's current metadata location as the catalog row has it (one SQLite query, no
+    /// The table's current metadata location as the catalog row has it (one database query, no
     /// file read): `None` when the table does not exist. Readers that cache a table compare it
     /// with the location they loaded to notice commits made by anyone.
     pub async fn current_metadata_location(&self, ident: &TableIdent) -> Result<Option<String>> {
@@ -366,7 +317,7 @@ impl SqliteCatalog {
     async fn metadata_location(&self, ident: &TableIdent) -> Result<Option<String>> {
         let row = sqlx::query(
             "SELECT metadata_location FROM iceberg_tables
-             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
+             WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3
                AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)",
         )
         .bind(&self.name)
@@ -391,8 +342,8 @@ impl SqliteCatalog {
 
     async fn all_namespace_keys(&self) -> Result<Vec<String>> {
         let rows = sqlx::query(
-            "SELECT DISTINCT namespace FROM iceberg_namespace_properties WHERE catalog_name = ?
-             UNION SELECT DISTINCT table_namespace FROM iceberg_tables WHERE catalog_name = ?",
+            "SELECT DISTINCT namespace FROM iceberg_namespace_properties WHERE catalog_name = $1
+             UNION SELECT DISTINCT table_namespace FROM iceberg_tables WHERE catalog_name = $2",
         )
         .bind(&self.name)
         .bind(&self.name)
@@ -424,7 +375,7 @@ impl SqliteCatalog {
     ///
     /// For each change: load the current metadata, check the requirements against it
     /// ([`TableRequirement::check`]), apply the updates ([`TableUpdate::apply`]) and write the new
-    /// metadata file. Then, in **one** SQLite transaction, compare-and-swap every table's
+    /// metadata file. Then, in **one** database transaction, compare-and-swap every table's
     /// `metadata_location` against the location the change was built on (or insert the row of a
     /// table created by an `assert-create` change) and move any sink position a change carries.
     /// If any swap or position move fails, nothing is committed and every metadata file written
@@ -612,16 +563,20 @@ impl SqliteCatalog {
         Ok(report)
     }
 
-    /// The single atomic point of a commit: every pointer and position in one SQLite transaction.
+    /// The single atomic point of a commit: every pointer and position in one database transaction.
     async fn swap_pointers(&self, prepared: &[PreparedCommit]) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(sql_err("begin commit"))?;
-        for p in prepared {
+        // One fixed order of rows for every commit, so two multi-table commits on PostgreSQL
+        // wait for each other instead of deadlocking.
+        let mut ordered: Vec<&PreparedCommit> = prepared.iter().collect();
+        ordered.sort_by_cached_key(|p| p.ident.to_string());
+        for p in ordered {
             let ident = &p.ident;
             let swapped = match &p.base_location {
                 Some(base_location) => sqlx::query(
-                    "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ?
-                     WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?
-                       AND metadata_location = ?",
+                    "UPDATE iceberg_tables SET metadata_location = $1, previous_metadata_location = $2
+                     WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5
+                       AND metadata_location = $6",
                 )
                 .bind(&p.new_location)
                 .bind(base_location)
@@ -738,8 +693,9 @@ impl SqliteCatalog {
         let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
         // A namespace that exists only as the parent of another gets its marker row now.
         sqlx::query(
-            "INSERT OR IGNORE INTO iceberg_namespace_properties (catalog_name, namespace, property_key, property_value)
-             VALUES (?, ?, ?, 'true')",
+            "INSERT INTO iceberg_namespace_properties (catalog_name, namespace, property_key, property_value)
+             VALUES ($1, $2, $3, 'true')
+             ON CONFLICT (catalog_name, namespace, property_key) DO NOTHING",
         )
         .bind(&self.name)
         .bind(&key)
@@ -750,7 +706,7 @@ impl SqliteCatalog {
         let (mut removed, mut missing) = (Vec::new(), Vec::new());
         for k in removals {
             let deleted = sqlx::query(
-                "DELETE FROM iceberg_namespace_properties WHERE catalog_name = ? AND namespace = ? AND property_key = ?",
+                "DELETE FROM iceberg_namespace_properties WHERE catalog_name = $1 AND namespace = $2 AND property_key = $3",
             )
             .bind(&self.name)
             .bind(&key)
@@ -767,7 +723,7 @@ impl SqliteCatalog {
         for (k, v) in updates {
             sqlx::query(
                 "INSERT INTO iceberg_namespace_properties (catalog_name, namespace, property_key, property_value)
-                 VALUES (?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4)
                  ON CONFLICT (catalog_name, namespace, property_key) DO UPDATE SET property_value = excluded.property_value",
             )
             .bind(&self.name)
@@ -797,7 +753,7 @@ impl SqliteCatalog {
         sqlx::query(
             "INSERT INTO iceberg_tables
              (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type)
-             VALUES (?, ?, ?, ?, NULL, 'TABLE')
+             VALUES ($1, $2, $3, $4, NULL, 'TABLE')
              ON CONFLICT (catalog_name, table_namespace, table_name) DO UPDATE SET
                previous_metadata_location = iceberg_tables.metadata_location,
                metadata_location = excluded.metadata_location",
@@ -843,7 +799,7 @@ impl SqliteCatalog {
 
     async fn move_position(
         &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         ident: &TableIdent,
         metadata: &TableMetadata,
         mv: &PositionMove,
@@ -851,7 +807,7 @@ impl SqliteCatalog {
         let now = chrono::Utc::now().timestamp_millis();
         if let Some(attempt) = mv.attempt {
             let closed = sqlx::query(
-                "DELETE FROM floe_sink_attempts WHERE catalog_name = ? AND pipeline = ? AND sink = ? AND attempt = ?",
+                "DELETE FROM floe_sink_attempts WHERE catalog_name = $1 AND pipeline = $2 AND sink = $3 AND attempt = $4",
             )
             .bind(&self.name)
             .bind(&mv.pipeline)
@@ -874,8 +830,8 @@ impl SqliteCatalog {
         }
         let moved = sqlx::query(
             "UPDATE floe_sink_positions
-                 SET position = ?, snapshot_id = ?, updated_at_ms = ?, table_ident = ?, table_uuid = ?
-                 WHERE catalog_name = ? AND pipeline = ? AND sink = ? AND position = ?",
+                 SET position = $1, snapshot_id = $2, updated_at_ms = $3, table_ident = $4, table_uuid = $5
+                 WHERE catalog_name = $6 AND pipeline = $7 AND sink = $8 AND position = $9",
         )
         .bind(mv.to as i64)
         .bind(mv.snapshot_id)
@@ -893,9 +849,10 @@ impl SqliteCatalog {
             // Either the first commit of this pair, or somebody else moved it: the INSERT
             // only succeeds in the first case (primary key).
             let inserted = sqlx::query(
-                "INSERT OR IGNORE INTO floe_sink_positions
+                "INSERT INTO floe_sink_positions
                      (catalog_name, pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (catalog_name, pipeline, sink) DO NOTHING",
             )
             .bind(&self.name)
             .bind(&mv.pipeline)
@@ -1088,7 +1045,7 @@ fn exact_base(
 }
 
 #[async_trait]
-impl Catalog for SqliteCatalog {
+impl Catalog for FloeCatalog {
     async fn list_namespaces(&self, parent: Option<&NamespaceIdent>) -> Result<Vec<NamespaceIdent>> {
         let keys = self.all_namespace_keys().await?;
         let prefix: Vec<String> = parent.map(|p| p.clone().inner()).unwrap_or_default();
@@ -1132,7 +1089,7 @@ impl Catalog for SqliteCatalog {
         for (k, v) in &props {
             sqlx::query(
                 "INSERT INTO iceberg_namespace_properties (catalog_name, namespace, property_key, property_value)
-                 VALUES (?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4)",
             )
             .bind(&self.name)
             .bind(Self::ns_key(namespace))
@@ -1152,7 +1109,7 @@ impl Catalog for SqliteCatalog {
         }
         let rows = sqlx::query(
             "SELECT property_key, property_value FROM iceberg_namespace_properties
-             WHERE catalog_name = ? AND namespace = ?",
+             WHERE catalog_name = $1 AND namespace = $2",
         )
         .bind(&self.name)
         .bind(Self::ns_key(namespace))
@@ -1190,7 +1147,7 @@ impl Catalog for SqliteCatalog {
         for (k, v) in &properties {
             sqlx::query(
                 "INSERT INTO iceberg_namespace_properties (catalog_name, namespace, property_key, property_value)
-                 VALUES (?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4)
                  ON CONFLICT (catalog_name, namespace, property_key) DO UPDATE SET property_value = excluded.property_value",
             )
             .bind(&self.name)
@@ -1215,7 +1172,7 @@ impl Catalog for SqliteCatalog {
                 format!("namespace {} is not empty", namespace.join(".")),
             ));
         }
-        sqlx::query("DELETE FROM iceberg_namespace_properties WHERE catalog_name = ? AND namespace = ?")
+        sqlx::query("DELETE FROM iceberg_namespace_properties WHERE catalog_name = $1 AND namespace = $2")
             .bind(&self.name)
             .bind(Self::ns_key(namespace))
             .execute(&self.pool)
@@ -1230,7 +1187,7 @@ impl Catalog for SqliteCatalog {
         }
         let rows = sqlx::query(
             "SELECT table_name FROM iceberg_tables
-             WHERE catalog_name = ? AND table_namespace = ?
+             WHERE catalog_name = $1 AND table_namespace = $2
                AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL) ORDER BY table_name",
         )
         .bind(&self.name)
@@ -1278,14 +1235,15 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn drop_table(&self, ident: &TableIdent) -> Result<()> {
-        let deleted =
-            sqlx::query("DELETE FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?")
-                .bind(&self.name)
-                .bind(Self::ns_key(ident.namespace()))
-                .bind(ident.name())
-                .execute(&self.pool)
-                .await
-                .map_err(sql_err("drop table"))?;
+        let deleted = sqlx::query(
+            "DELETE FROM iceberg_tables WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3",
+        )
+        .bind(&self.name)
+        .bind(Self::ns_key(ident.namespace()))
+        .bind(ident.name())
+        .execute(&self.pool)
+        .await
+        .map_err(sql_err("drop table"))?;
         if deleted.rows_affected() == 0 {
             return Err(Self::no_such_table(ident));
         }
@@ -1312,8 +1270,8 @@ impl Catalog for SqliteCatalog {
             ));
         }
         let renamed = sqlx::query(
-            "UPDATE iceberg_tables SET table_namespace = ?, table_name = ?
-             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
+            "UPDATE iceberg_tables SET table_namespace = $1, table_name = $2
+             WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5",
         )
         .bind(Self::ns_key(dest.namespace()))
         .bind(dest.name())

@@ -1,4 +1,5 @@
-//! floe's Iceberg catalog: a SQLite file in the Iceberg **JDBC catalog layout**, plus the one thing
+//! floe's Iceberg catalog: a database in the Iceberg **JDBC catalog layout** — a SQLite file by
+//! default, or PostgreSQL ([`store`]) — plus the one thing
 //! a streaming sink needs that no stock catalog gives it — a commit that records *how far in the
 //! stream* it has landed, atomically with the table's new metadata pointer.
 //!
@@ -11,6 +12,18 @@
 //!                                every namespace has the marker property  exists = true
 //! floe_sink_positions           (catalog_name, pipeline, sink) -> table, table_uuid, position,
 //!                                snapshot_id, updated_at_ms            (floe's own, ignored by others)
+//! floe_sink_attempts            (catalog_name, pipeline, sink, attempt) -> table_location, started_at_ms
+//! floe_stream_logs              (catalog_name, stream) -> log_id, recorded_at_ms
+//! floe_schema_migrations        (version) -> name, applied_at_ms   (see store: versioned migrations)
+//! ```
+//!
+//! # Layers
+//!
+//! ```text
+//! FloeCatalog (catalog.rs)   iceberg::Catalog + the commit path: requirements, updates, location
+//!     │                      rule, metadata files, position moves — pure of any SQL dialect choice
+//!     ▼
+//! Store (store.rs)           one pool over SQLite or PostgreSQL, schema migrations, error codes
 //! ```
 //!
 //! Namespaces are stored dot-joined (`a.b`), as the JDBC layout does; a `.` or `%` inside one
@@ -26,7 +39,7 @@
 //! # Commit protocol
 //!
 //! ```text
-//!  sink                               SqliteCatalog::update_table              SQLite
+//!  sink                               FloeCatalog::update_table              database
 //!   │ fast-append(files, summary{floe.pipeline, floe.sink,                       │
 //!   │             floe.position.from = F, floe.position.to = T})                 │
 //!   ├──────────────► load current row, check requirements, apply updates         │
@@ -55,8 +68,9 @@ mod pipeline_positions;
 mod positions;
 pub mod purge;
 pub mod requirements;
+pub mod store;
 
-pub use catalog::{CommittedTable, SqliteCatalog, TableChange, file_io_for, sync_local_file};
+pub use catalog::{CommittedTable, FloeCatalog, TableChange, file_io_for, sync_local_file};
 pub use location::{MAX_METADATA_BYTES, Warehouse};
 pub use outcome::{CommitStateUnknown, commit_state_unknown};
 pub use positions::{
@@ -64,3 +78,4 @@ pub use positions::{
     position_summary,
 };
 pub use purge::PurgeReport;
+pub use store::{Backend, Store};

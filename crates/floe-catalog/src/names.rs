@@ -1,6 +1,6 @@
 //! The one rule for table names and namespace levels, checked in one place for every entry point
 //! that *creates* a name: the REST API (create, stage-create, register, rename, create
-//! namespace), floe's config (`table = "analytics.events"`) and [`SqliteCatalog`] itself, so the
+//! namespace), floe's config (`table = "analytics.events"`) and [`FloeCatalog`] itself, so the
 //! Rust API is as safe as the HTTP one.
 //!
 //! A name becomes a directory of the warehouse (`<warehouse>/<level>/…/<table>`), so the rule is
@@ -17,7 +17,7 @@
 //! Lookups (load, drop, exists) do not apply the rule, so a table another catalog client created
 //! under a name outside it stays reachable and droppable.
 //!
-//! [`SqliteCatalog`]: crate::SqliteCatalog
+//! [`FloeCatalog`]: crate::FloeCatalog
 
 use iceberg::{Error, ErrorKind, NamespaceIdent, Result, TableIdent};
 

@@ -1,4 +1,4 @@
-//! A commit whose **outcome is unknown**: the SQLite `COMMIT` of the pointer swap itself failed
+//! A commit whose **outcome is unknown**: the database `COMMIT` of the pointer swap itself failed
 //! (an I/O error, a full disk, a constraint checked at commit time…). Unlike a lost
 //! compare-and-swap, which is detected *before* `COMMIT` and rolled back, this failure leaves no
 //! way to tell from the error whether the new pointer is durable. So the catalog keeps the

@@ -13,10 +13,11 @@
 use iceberg::Result;
 use sqlx::Row;
 
-use crate::catalog::{SELECT_POSITIONS, SqliteCatalog, position_from_row, sql_err};
+use crate::catalog::{FloeCatalog, SELECT_POSITIONS, position_from_row};
 use crate::positions::SinkPosition;
+use crate::store::sql_err;
 
-impl SqliteCatalog {
+impl FloeCatalog {
     /// Records the position a (pipeline, sink) that never committed starts from, before any row
     /// of it is read, so that rows acknowledged after the start are replayed after a crash.
     /// `table` is `namespace.table`; `table_uuid` may be empty when the table does not exist yet
@@ -32,9 +33,10 @@ impl SqliteCatalog {
     ) -> Result<SinkPosition> {
         let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
         sqlx::query(
-            "INSERT OR IGNORE INTO floe_sink_positions
+            "INSERT INTO floe_sink_positions
                  (catalog_name, pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, -1, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, -1, $7)
+                 ON CONFLICT (catalog_name, pipeline, sink) DO NOTHING",
         )
         .bind(&self.name)
         .bind(pipeline)
@@ -46,7 +48,7 @@ impl SqliteCatalog {
         .execute(&mut *tx)
         .await
         .map_err(sql_err("record start position"))?;
-        let row = sqlx::query(&format!("{SELECT_POSITIONS} AND pipeline = ? AND sink = ?"))
+        let row = sqlx::query(&format!("{SELECT_POSITIONS} AND pipeline = $2 AND sink = $3"))
             .bind(&self.name)
             .bind(pipeline)
             .bind(sink)
@@ -67,7 +69,7 @@ impl SqliteCatalog {
         for sink in sinks {
             let pattern = format!("{}.%", like_escape(sink));
             let rows = sqlx::query(&format!(
-                "{SELECT_POSITIONS} AND pipeline = ? AND (sink = ? OR sink LIKE ? ESCAPE '\\')"
+                "{SELECT_POSITIONS} AND pipeline = $2 AND (sink = $3 OR sink LIKE $4 ESCAPE '\\')"
             ))
             .bind(&self.name)
             .bind(old)
@@ -79,7 +81,7 @@ impl SqliteCatalog {
             for row in rows {
                 let mut p = position_from_row(&row);
                 let taken = sqlx::query(
-                    "SELECT 1 FROM floe_sink_positions WHERE catalog_name = ? AND pipeline = ? AND sink = ?",
+                    "SELECT 1 FROM floe_sink_positions WHERE catalog_name = $1 AND pipeline = $2 AND sink = $3",
                 )
                 .bind(&self.name)
                 .bind(new)
@@ -93,7 +95,7 @@ impl SqliteCatalog {
                 }
                 for table in ["floe_sink_positions", "floe_sink_attempts"] {
                     sqlx::query(&format!(
-                        "UPDATE {table} SET pipeline = ? WHERE catalog_name = ? AND pipeline = ? AND sink = ?"
+                        "UPDATE {table} SET pipeline = $1 WHERE catalog_name = $2 AND pipeline = $3 AND sink = $4"
                     ))
                     .bind(new)
                     .bind(&self.name)
@@ -113,7 +115,7 @@ impl SqliteCatalog {
 
     /// Whether pipeline `pipeline` has any recorded position.
     pub async fn pipeline_has_positions(&self, pipeline: &str) -> Result<bool> {
-        let row = sqlx::query("SELECT count(*) FROM floe_sink_positions WHERE catalog_name = ? AND pipeline = ?")
+        let row = sqlx::query("SELECT count(*) FROM floe_sink_positions WHERE catalog_name = $1 AND pipeline = $2")
             .bind(&self.name)
             .bind(pipeline)
             .fetch_one(&self.pool)
@@ -123,26 +125,10 @@ impl SqliteCatalog {
     }
 }
 
-impl SqliteCatalog {
-    async fn ensure_stream_logs(&self) -> Result<()> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS floe_stream_logs (
-                catalog_name VARCHAR(255) NOT NULL,
-                stream VARCHAR(255) NOT NULL,
-                log_id VARCHAR(64) NOT NULL,
-                recorded_at_ms INTEGER NOT NULL,
-                PRIMARY KEY (catalog_name, stream))",
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(sql_err("create floe_stream_logs"))?;
-        Ok(())
-    }
-
+impl FloeCatalog {
     /// The log id recorded for `stream`, if any.
     pub async fn stream_log_id(&self, stream: &str) -> Result<Option<String>> {
-        self.ensure_stream_logs().await?;
-        let row = sqlx::query("SELECT log_id FROM floe_stream_logs WHERE catalog_name = ? AND stream = ?")
+        let row = sqlx::query("SELECT log_id FROM floe_stream_logs WHERE catalog_name = $1 AND stream = $2")
             .bind(&self.name)
             .bind(stream)
             .fetch_optional(&self.pool)
@@ -153,9 +139,8 @@ impl SqliteCatalog {
 
     /// Records (or replaces) the log id of `stream`.
     pub async fn set_stream_log_id(&self, stream: &str, log_id: &str) -> Result<()> {
-        self.ensure_stream_logs().await?;
         sqlx::query(
-            "INSERT INTO floe_stream_logs (catalog_name, stream, log_id, recorded_at_ms) VALUES (?, ?, ?, ?)
+            "INSERT INTO floe_stream_logs (catalog_name, stream, log_id, recorded_at_ms) VALUES ($1, $2, $3, $4)
              ON CONFLICT (catalog_name, stream) DO UPDATE SET log_id = excluded.log_id, recorded_at_ms = excluded.recorded_at_ms",
         )
         .bind(&self.name)

@@ -91,6 +91,10 @@ pub struct CatalogConfig {
     /// Warehouse URI or folder; default `<data_dir>/warehouse`.
     #[serde(default)]
     pub warehouse: Option<String>,
+    /// The catalog database: `sqlite:///path/catalog.db` or `postgres://user:pass@host:port/db`;
+    /// default the SQLite file `<data_dir>/catalog.db`.
+    #[serde(default)]
+    pub uri: Option<String>,
 }
 
 fn default_catalog_name() -> String {
@@ -102,6 +106,7 @@ impl Default for CatalogConfig {
         Self {
             name: default_catalog_name(),
             warehouse: None,
+            uri: None,
         }
     }
 }
@@ -603,9 +608,17 @@ impl Config {
         self.resolve(&self.server.data_dir)
     }
 
-    /// The SQLite catalog file.
+    /// The default SQLite catalog file (used when `catalog.uri` is not set).
     pub fn catalog_db(&self) -> PathBuf {
         self.data_dir().join("catalog.db")
+    }
+
+    /// The catalog database's URI: `catalog.uri`, or the SQLite file [`catalog_db`](Self::catalog_db).
+    pub fn catalog_uri(&self) -> String {
+        match &self.catalog.uri {
+            Some(uri) => uri.clone(),
+            None => floe_catalog::Store::sqlite_uri(&self.catalog_db()),
+        }
     }
 
     /// The folder of one stream's log.
@@ -654,6 +667,11 @@ impl Config {
         }
         if self.catalog.name.is_empty() {
             return invalid("catalog.name".into(), "must not be empty".into());
+        }
+        if let Some(uri) = &self.catalog.uri
+            && let Err(e) = floe_catalog::Store::backend_of(uri)
+        {
+            return invalid("catalog.uri".into(), e.message().to_string());
         }
         // Table locations are confined to the warehouse: it must not hold floe's own files
         // (stream logs, catalog.db), or a table could be placed over them.

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use floe::config::Config;
 use floe::query::OutputFormat;
-use floe_catalog::SqliteCatalog;
+use floe_catalog::FloeCatalog;
 
 /// Rows per request that `floe send` packs (DESIGN.md: "in batches").
 const SEND_BATCH_ROWS: usize = 1000;
@@ -244,19 +244,82 @@ async fn validate(config: &Config, sql: &str, json: bool) -> std::process::ExitC
     }
 }
 
-async fn open_catalog(config: &Config) -> anyhow::Result<SqliteCatalog> {
-    let db = config.catalog_db();
-    if !db.exists() {
-        bail!(
-            "no catalog at {} (has `floe serve` run with this config?)",
-            db.display()
-        );
+async fn open_catalog(config: &Config) -> anyhow::Result<FloeCatalog> {
+    if config.catalog.uri.is_none() {
+        let db = config.catalog_db();
+        if !db.exists() {
+            bail!(
+                "no catalog at {} (has `floe serve` run with this config?)",
+                db.display()
+            );
+        }
     }
-    Ok(SqliteCatalog::open(&db, &config.catalog.name, &config.warehouse_uri()).await?)
+    Ok(FloeCatalog::connect(&config.catalog_uri(), &config.catalog.name, &config.warehouse_uri()).await?)
+}
+
+/// How outside engines open the catalog database directly (without a running server): the
+/// lines of `floe catalog` after "Without a running server".
+fn direct_access(config: &Config, name: &str, wh: &str) -> String {
+    match config.catalog.uri.as_deref() {
+        Some(uri)
+            if matches!(
+                floe_catalog::Store::backend_of(uri),
+                Ok(floe_catalog::Backend::Postgres)
+            ) =>
+        {
+            // postgres://user:pass@host:port/db → SQLAlchemy and JDBC spellings.
+            let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+            let (auth, hostdb) = rest.rsplit_once('@').map_or(("", rest), |(a, h)| (a, h));
+            let at = if auth.is_empty() {
+                String::new()
+            } else {
+                format!("{auth}@")
+            };
+            let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
+            format!(
+                "Without a running server, the PostgreSQL catalog directly:
+  PyIceberg (pip install 'pyiceberg[sql-postgres]'):
+    from pyiceberg.catalog.sql import SqlCatalog
+    catalog = SqlCatalog({name:?}, uri=\"postgresql+psycopg2://{at}{hostdb}\", warehouse=\"{wh}\")
+  Spark (JdbcCatalog):
+    --conf spark.sql.catalog.{name}=org.apache.iceberg.spark.SparkCatalog
+    --conf spark.sql.catalog.{name}.catalog-impl=org.apache.iceberg.jdbc.JdbcCatalog
+    --conf spark.sql.catalog.{name}.uri=jdbc:postgresql://{hostdb}
+    --conf spark.sql.catalog.{name}.jdbc.user={user}
+    --conf spark.sql.catalog.{name}.jdbc.password={password}
+    --conf spark.sql.catalog.{name}.warehouse={wh}"
+            )
+        }
+        _ => {
+            let db = match config.catalog.uri.as_deref() {
+                Some(uri) => uri
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:")
+                    .split('?')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                None => config.catalog_db().display().to_string(),
+            };
+            format!(
+                "Without a running server, the SQLite file directly:
+  PyIceberg:
+    from pyiceberg.catalog.sql import SqlCatalog
+    catalog = SqlCatalog({name:?}, uri=\"sqlite:///{db}\", warehouse=\"{wh}\")
+  DuckDB (read the current metadata file):
+    SELECT * FROM iceberg_scan((SELECT metadata_location FROM sqlite_scan('{db}', 'iceberg_tables')
+                                WHERE table_namespace = 'analytics' AND table_name = 'events'));
+  Spark (JdbcCatalog):
+    --conf spark.sql.catalog.{name}=org.apache.iceberg.spark.SparkCatalog
+    --conf spark.sql.catalog.{name}.catalog-impl=org.apache.iceberg.jdbc.JdbcCatalog
+    --conf spark.sql.catalog.{name}.uri=jdbc:sqlite:{db}
+    --conf spark.sql.catalog.{name}.warehouse={wh}"
+            )
+        }
+    }
 }
 
 fn print_catalog(config: &Config) {
-    let db = config.catalog_db();
     let wh = config.warehouse_uri();
     let name = &config.catalog.name;
     // The REST catalog is served on floe's own listener; a wildcard address is reached on loopback.
@@ -275,7 +338,7 @@ fn print_catalog(config: &Config) {
         "floe catalog {name:?}
   Iceberg REST catalog:         {uri}   (served by `floe serve`)
   warehouse:                    {wh}
-  SQLite (Iceberg JDBC layout): {db}{token_note}
+  catalog database:             {db}{token_note}
 
 PyIceberg (REST):
   from pyiceberg.catalog.rest import RestCatalog
@@ -293,20 +356,27 @@ DuckDB (REST catalog):
   ATTACH '' AS {name} (TYPE iceberg, ENDPOINT '{uri}', AUTHORIZATION_TYPE 'none');
   SELECT * FROM {name}.analytics.events;
 
-Without a running server, the SQLite file directly:
-  PyIceberg:
-    from pyiceberg.catalog.sql import SqlCatalog
-    catalog = SqlCatalog({name:?}, uri=\"sqlite:///{db}\", warehouse=\"{wh}\")
-  DuckDB (read the current metadata file):
-    SELECT * FROM iceberg_scan((SELECT metadata_location FROM sqlite_scan('{db}', 'iceberg_tables')
-                                WHERE table_namespace = 'analytics' AND table_name = 'events'));
-  Spark (JdbcCatalog):
-    --conf spark.sql.catalog.{name}=org.apache.iceberg.spark.SparkCatalog
-    --conf spark.sql.catalog.{name}.catalog-impl=org.apache.iceberg.jdbc.JdbcCatalog
-    --conf spark.sql.catalog.{name}.uri=jdbc:sqlite:{db}
-    --conf spark.sql.catalog.{name}.warehouse={wh}",
-        db = db.display()
+{direct}",
+        db = match &config.catalog.uri {
+            Some(uri) => masked_uri(uri),
+            None => config.catalog_db().display().to_string(),
+        },
+        direct = direct_access(config, name, &wh),
     );
+}
+
+/// A catalog URI with any password replaced by `***`, for printing.
+fn masked_uri(uri: &str) -> String {
+    match uri.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((auth, host)) => match auth.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => uri.to_string(),
+            },
+            None => uri.to_string(),
+        },
+        None => uri.to_string(),
+    }
 }
 
 /// Reads NDJSON or a JSON array and posts it in batches.

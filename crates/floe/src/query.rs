@@ -30,7 +30,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{self as sql_ast, Visit, Visitor};
-use floe_catalog::SqliteCatalog;
+use floe_catalog::FloeCatalog;
 use futures::StreamExt;
 use iceberg_datafusion::IcebergCatalogProvider;
 use serde::Deserialize;
@@ -94,7 +94,7 @@ impl OutputFormat {
 }
 
 /// Runs `sql` over every table of `catalog`, within `limits` (rows and time).
-pub async fn run_sql(catalog: &SqliteCatalog, sql: &str, limits: &Limits) -> Result<QueryOutput> {
+pub async fn run_sql(catalog: &FloeCatalog, sql: &str, limits: &Limits) -> Result<QueryOutput> {
     let timeout = Duration::from_secs_f64(limits.query_timeout_seconds);
     match tokio::time::timeout(timeout, run_sql_unbounded(catalog, sql, limits.query_max_rows)).await {
         Ok(r) => r,
@@ -112,7 +112,7 @@ pub async fn run_sql(catalog: &SqliteCatalog, sql: &str, limits: &Limits) -> Res
 /// A session over `catalog`: default catalog floe's, `information_schema` on, one partition per
 /// core, and the same SQL surface as pipelines: PostgreSQL's dialect (so `data->'a'` is the JSON
 /// operator) and the JSON functions of `datafusion-functions-json`.
-pub async fn session(catalog: &SqliteCatalog) -> Result<SessionContext> {
+pub async fn session(catalog: &FloeCatalog) -> Result<SessionContext> {
     let name = catalog.name().to_string();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let config = SessionConfig::new()
@@ -279,7 +279,7 @@ pub async fn plan_read_only(ctx: &SessionContext, sql: &str) -> Result<datafusio
     Ok(ctx.execute_logical_plan(plan).await?)
 }
 
-async fn run_sql_unbounded(catalog: &SqliteCatalog, sql: &str, max_rows: usize) -> Result<QueryOutput> {
+async fn run_sql_unbounded(catalog: &FloeCatalog, sql: &str, max_rows: usize) -> Result<QueryOutput> {
     let ctx = session(catalog).await?;
     let df = plan_read_only(&ctx, sql).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());

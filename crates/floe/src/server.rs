@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use floe_catalog::SqliteCatalog;
+use floe_catalog::FloeCatalog;
 use floe_stream::{LogOptions, StreamLog};
 use serde_json::json;
 use tokio::sync::watch;
@@ -50,7 +50,7 @@ pub struct App {
     /// The configuration.
     pub config: Config,
     /// The Iceberg catalog.
-    pub catalog: SqliteCatalog,
+    pub catalog: FloeCatalog,
     /// Streams by name.
     pub streams: HashMap<String, StreamState>,
     /// Metrics.
@@ -66,7 +66,8 @@ impl App {
     /// Builds the app: catalog, logs (with recovery), pipeline plans.
     pub async fn open(mut config: Config) -> Result<Arc<App>> {
         std::fs::create_dir_all(config.data_dir())?;
-        let catalog = SqliteCatalog::open(&config.catalog_db(), &config.catalog.name, &config.warehouse_uri()).await?;
+        let catalog =
+            FloeCatalog::connect(&config.catalog_uri(), &config.catalog.name, &config.warehouse_uri()).await?;
         let metrics = Arc::new(Metrics::default());
         // Streams with on_invalid = "dead_letter" get an internal stream for their dead letters.
         let dead_letter_streams: Vec<String> = config

@@ -11,7 +11,7 @@ use floe::config::{Compression, Rolling, SinkConfig, SinkType};
 use floe::error::Error;
 use floe::lookup::{LookupEngine, LookupRequest, LookupResult, parse_table_ident};
 use floe::sink::iceberg::IcebergSink;
-use floe_catalog::SqliteCatalog;
+use floe_catalog::FloeCatalog;
 use iceberg::TableIdent;
 
 const NS: [&str; 3] = ["acme.com", "beta.io", "corp.net"];
@@ -100,7 +100,7 @@ async fn lookups_prune_cache_and_follow_commits() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("catalog.db");
     let warehouse = format!("file://{}", dir.path().join("warehouse").display());
-    let catalog = SqliteCatalog::open(&db, "floe", &warehouse).await.unwrap();
+    let catalog = FloeCatalog::open(&db, "floe", &warehouse).await.unwrap();
     let mut sink = IcebergSink::open(catalog.clone(), &sink_config(), "pipe", &schema())
         .await
         .unwrap();
@@ -200,7 +200,7 @@ async fn lookups_prune_cache_and_follow_commits() {
     assert_eq!(after.1, mid.1 + 1, "only the new manifest is read");
 
     // An outside commit (another catalog instance, another writer): seen too.
-    let other = SqliteCatalog::open(&db, "floe", &warehouse).await.unwrap();
+    let other = FloeCatalog::open(&db, "floe", &warehouse).await.unwrap();
     let mut outside = IcebergSink::open(other, &sink_config(), "outside", &schema())
         .await
         .unwrap();

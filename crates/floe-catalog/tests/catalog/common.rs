@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, Int32Array, Int64Array, RecordBatch, StringArray};
-use floe_catalog::{SqliteCatalog, position_summary};
+use floe_catalog::{Backend, Store};
+use floe_catalog::{FloeCatalog, position_summary};
 use futures::TryStreamExt;
 use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
 use iceberg::spec::{
@@ -22,8 +23,8 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 use parquet::file::properties::WriterProperties;
-use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
 use tempfile::TempDir;
 
 /// What every test returns.
@@ -32,50 +33,81 @@ pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 /// The catalog name most tests use.
 pub const CATALOG: &str = "floe";
 
-/// A catalog database and warehouse in a temporary directory.
+/// Environment variable naming a PostgreSQL server (`postgres://user@127.0.0.1:port/db`) to run
+/// these tests against instead of SQLite; `scripts/test.sh` starts one and sets it. Each test then
+/// gets a database of its own on that server.
+pub const POSTGRES_ENV: &str = "FLOE_TEST_POSTGRES";
+
+/// A catalog database and warehouse in a temporary directory (or a fresh PostgreSQL database).
 pub struct Env {
     /// Keeps the directory alive.
     pub _dir: TempDir,
-    /// The SQLite file.
-    pub db: PathBuf,
+    /// The catalog database's URI.
+    pub uri: String,
+    /// Which backend the tests run on.
+    pub backend: Backend,
     /// `file:///…/warehouse`.
     pub warehouse: String,
     /// A catalog named [`CATALOG`].
-    pub catalog: SqliteCatalog,
+    pub catalog: FloeCatalog,
 }
 
 impl Env {
     /// A fresh catalog.
     pub async fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("catalog").join("catalog.db");
+        let uri = match std::env::var(POSTGRES_ENV) {
+            Ok(server) if !server.is_empty() => fresh_postgres_database(&server).await,
+            _ => Store::sqlite_uri(&dir.path().join("catalog").join("catalog.db")),
+        };
         let warehouse = format!("file://{}", dir.path().join("warehouse").display());
-        let catalog = SqliteCatalog::open(&db, CATALOG, &warehouse)
+        let catalog = FloeCatalog::connect(&uri, CATALOG, &warehouse)
             .await
             .expect("open catalog");
         Self {
             _dir: dir,
-            db,
+            backend: catalog.store().backend(),
+            uri,
             warehouse,
             catalog,
         }
     }
 
-    /// Another catalog instance (its own connection pool) on the same file.
-    pub async fn open(&self, name: &str) -> SqliteCatalog {
-        SqliteCatalog::open(&self.db, name, &self.warehouse)
+    /// Another catalog instance (its own connection pool) on the same database.
+    pub async fn open(&self, name: &str) -> FloeCatalog {
+        FloeCatalog::connect(&self.uri, name, &self.warehouse)
             .await
             .expect("open catalog")
     }
 
-    /// A plain sqlx pool on the catalog file, to check the JDBC-layout rows directly.
-    pub async fn raw(&self) -> SqlitePool {
-        SqlitePoolOptions::new()
+    /// A plain sqlx pool on the catalog database, to check the JDBC-layout rows directly.
+    pub async fn raw(&self) -> AnyPool {
+        sqlx::any::install_default_drivers();
+        AnyPoolOptions::new()
             .max_connections(1)
-            .connect_with(SqliteConnectOptions::new().filename(&self.db))
+            .connect(&self.uri)
             .await
             .expect("raw pool")
     }
+}
+
+/// Creates a database of its own for one test on the PostgreSQL server at `server` and answers
+/// its URI.
+async fn fresh_postgres_database(server: &str) -> String {
+    sqlx::any::install_default_drivers();
+    let admin = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(server)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    let name = format!("floe_t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .expect("create test database");
+    admin.close().await;
+    let (base, _) = server.rsplit_once('/').expect("a postgres URI names a database");
+    format!("{base}/{name}")
 }
 
 /// One `iceberg_tables` row.
@@ -90,7 +122,7 @@ pub struct TableRow {
 }
 
 /// Every `iceberg_tables` row, ordered by (catalog, namespace, name).
-pub async fn table_rows(pool: &SqlitePool) -> Vec<TableRow> {
+pub async fn table_rows(pool: &AnyPool) -> Vec<TableRow> {
     sqlx::query(
         "SELECT catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location,
                 iceberg_type
@@ -112,7 +144,7 @@ pub async fn table_rows(pool: &SqlitePool) -> Vec<TableRow> {
 }
 
 /// The `iceberg_tables` row of one table.
-pub async fn table_row(pool: &SqlitePool, catalog: &str, namespace: &str, name: &str) -> Option<TableRow> {
+pub async fn table_row(pool: &AnyPool, catalog: &str, namespace: &str, name: &str) -> Option<TableRow> {
     table_rows(pool)
         .await
         .into_iter()
@@ -120,10 +152,10 @@ pub async fn table_row(pool: &SqlitePool, catalog: &str, namespace: &str, name: 
 }
 
 /// The `iceberg_namespace_properties` of one namespace, marker included.
-pub async fn namespace_rows(pool: &SqlitePool, catalog: &str, namespace: &str) -> HashMap<String, Option<String>> {
+pub async fn namespace_rows(pool: &AnyPool, catalog: &str, namespace: &str) -> HashMap<String, Option<String>> {
     sqlx::query(
         "SELECT property_key, property_value FROM iceberg_namespace_properties
-         WHERE catalog_name = ? AND namespace = ?",
+         WHERE catalog_name = $1 AND namespace = $2",
     )
     .bind(catalog)
     .bind(namespace)
@@ -197,7 +229,7 @@ pub fn creation(name: &str, partitioned: bool) -> TableCreation {
 }
 
 /// Creates the namespace when missing, then the table.
-pub async fn create_table(catalog: &SqliteCatalog, dotted: &str, partitioned: bool) -> Table {
+pub async fn create_table(catalog: &FloeCatalog, dotted: &str, partitioned: bool) -> Table {
     let ident = ident(dotted);
     if !catalog
         .namespace_exists(ident.namespace())

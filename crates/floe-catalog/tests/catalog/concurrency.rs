@@ -1,7 +1,7 @@
 //! Compare-and-swap against other writers: a commit from a stale `Table` handle lands on the
 //! refreshed metadata; an outside commit slipped in between iceberg's refresh and the catalog
 //! update is a retryable conflict that iceberg's `Transaction` retries; a competing floe commit
-//! of the same range is fenced even after that retry; and two `SqliteCatalog` instances (two
+//! of the same range is fenced even after that retry; and two `FloeCatalog` instances (two
 //! pools on one file) committing concurrently both land, with nothing lost or doubled.
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use floe_catalog::{PROP_POSITION_TO, SqliteCatalog};
+use floe_catalog::{FloeCatalog, PROP_POSITION_TO};
 use iceberg::table::Table;
 use iceberg::{Catalog, ErrorKind, Namespace, NamespaceIdent, Result, TableCommit, TableCreation, TableIdent};
 
@@ -22,11 +22,11 @@ struct SideCommit {
     properties: HashMap<String, String>,
 }
 
-/// Delegates to a [`SqliteCatalog`]; the first `update_table` first lands a [`SideCommit`]
+/// Delegates to a [`FloeCatalog`]; the first `update_table` first lands a [`SideCommit`]
 /// through the same database, so the forwarded commit's base is stale: exactly the window
 /// between iceberg's refresh and the catalog's compare-and-swap.
 struct Interleaving {
-    inner: SqliteCatalog,
+    inner: FloeCatalog,
     side: Mutex<Option<SideCommit>>,
     update_calls: AtomicUsize,
 }
@@ -40,7 +40,7 @@ impl std::fmt::Debug for Interleaving {
 }
 
 impl Interleaving {
-    fn new(inner: SqliteCatalog, side: SideCommit) -> Self {
+    fn new(inner: FloeCatalog, side: SideCommit) -> Self {
         Self {
             inner,
             side: Mutex::new(Some(side)),

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use floe_catalog::{MAX_METADATA_BYTES, SqliteCatalog, TableChange, commit_state_unknown};
+use floe_catalog::{Backend, FloeCatalog, MAX_METADATA_BYTES, TableChange, commit_state_unknown};
 use iceberg::spec::{
     FormatVersion, NestedField, PrimitiveType, Schema, SortOrder, StatisticsFile, TableMetadataBuilder, Transform,
     Type, UnboundPartitionSpec,
@@ -253,7 +253,7 @@ async fn purge_deletes_only_what_the_table_references_under_its_location() -> Te
     std::fs::create_dir_all(&meta_dir)?;
     let outside_meta = meta_dir.join("00000-x.metadata.json");
     std::fs::copy(local_path(&pointer(&b)), &outside_meta)?;
-    sqlx::query("UPDATE iceberg_tables SET metadata_location = ? WHERE table_name = 'b'")
+    sqlx::query("UPDATE iceberg_tables SET metadata_location = $1 WHERE table_name = 'b'")
         .bind(format!("file://{}", outside_meta.display()))
         .execute(&env.raw().await)
         .await?;
@@ -322,7 +322,7 @@ async fn metadata_reads_are_bounded_regular_files_inside_the_warehouse() -> Test
     }
     // A table row pointing at a FIFO (written by another client of the file): load and commit
     // answer an error at once.
-    sqlx::query("UPDATE iceberg_tables SET metadata_location = ? WHERE table_name = 't'")
+    sqlx::query("UPDATE iceberg_tables SET metadata_location = $1 WHERE table_name = 't'")
         .bind(format!("file://{}", fifo.display()))
         .execute(&env.raw().await)
         .await?;
@@ -494,7 +494,7 @@ async fn staged_create_applies_every_update_with_the_ids_the_client_saw() -> Tes
 }
 
 /// The table is usable afterwards: an empty properties commit lands on it.
-async fn write_and_append_nothing(cat: &SqliteCatalog, t: &iceberg::table::Table) {
+async fn write_and_append_nothing(cat: &FloeCatalog, t: &iceberg::table::Table) {
     let done = cat
         .commit_changes(vec![TableChange {
             ident: t.identifier().clone(),
@@ -600,14 +600,26 @@ async fn a_failed_commit_statement_keeps_the_files_and_says_the_outcome_is_unkno
     let cat = &env.catalog;
     let t = create_table(cat, "ns.t", false).await;
     let before = pointer(&t);
-    // Make SQLite's COMMIT itself fail, after every statement of the commit succeeded: a
+    // Make the database's COMMIT itself fail, after every statement of the commit succeeded: a
     // deferred foreign key is only checked at COMMIT.
     let raw = env.raw().await;
+    let trigger: &[&str] = match env.backend {
+        Backend::Sqlite => {
+            &["CREATE TRIGGER fail_commit AFTER UPDATE ON iceberg_tables BEGIN INSERT INTO fail_child VALUES (42); END"]
+        }
+        Backend::Postgres => &[
+            "CREATE FUNCTION fail_commit_fn() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN INSERT INTO fail_child VALUES (42); RETURN NULL; END $$",
+            "CREATE TRIGGER fail_commit AFTER UPDATE ON iceberg_tables FOR EACH ROW EXECUTE FUNCTION fail_commit_fn()",
+        ],
+    };
     for ddl in [
-        "CREATE TABLE fail_parent (id INTEGER PRIMARY KEY)",
-        "CREATE TABLE fail_child (pid INTEGER REFERENCES fail_parent(id) DEFERRABLE INITIALLY DEFERRED)",
-        "CREATE TRIGGER fail_commit AFTER UPDATE ON iceberg_tables BEGIN INSERT INTO fail_child VALUES (42); END",
-    ] {
+        "CREATE TABLE fail_parent (id BIGINT PRIMARY KEY)",
+        "CREATE TABLE fail_child (pid BIGINT REFERENCES fail_parent(id) DEFERRABLE INITIALLY DEFERRED)",
+    ]
+    .iter()
+    .chain(trigger)
+    {
         sqlx::query(ddl).execute(&raw).await?;
     }
     let change = TableChange {
@@ -632,7 +644,11 @@ async fn a_failed_commit_statement_keeps_the_files_and_says_the_outcome_is_unkno
     assert_eq!(cat.current_metadata_location(&ident("ns.t")).await?, Some(before));
 
     // An ordinary conflict is not "unknown", and its file is deleted as before.
-    sqlx::query("DROP TRIGGER fail_commit").execute(&raw).await?;
+    let drop = match env.backend {
+        Backend::Sqlite => "DROP TRIGGER fail_commit",
+        Backend::Postgres => "DROP TRIGGER fail_commit ON iceberg_tables",
+    };
+    sqlx::query(drop).execute(&raw).await?;
     let e = cat
         .commit_changes(vec![TableChange {
             ident: ident("ns.t"),

@@ -1,4 +1,4 @@
-//! Integration tests of `floe_catalog::SqliteCatalog` through the `iceberg::Catalog` trait:
+//! Integration tests of `floe_catalog::FloeCatalog` through the `iceberg::Catalog` trait:
 //! namespaces, tables (checked against the SQLite rows of the JDBC layout), commits that move
 //! sink positions, commit attempts, compare-and-swap against other writers, and reading
 //! committed rows back; and the hardening against hostile or careless clients.

@@ -1,4 +1,4 @@
-//! `SqliteCatalog::commit_changes`, the one commit path behind the sinks, REST table commits and
+//! `FloeCatalog::commit_changes`, the one commit path behind the sinks, REST table commits and
 //! REST multi-table transactions: all or nothing across tables (a failed requirement or a lost
 //! swap on one table leaves every table and every metadata folder as it was), staged creates
 //! (`assert-create`), plus namespace property updates and register-with-overwrite.

@@ -33,7 +33,7 @@ use arrow::array::{
 };
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use floe_catalog::SqliteCatalog;
+use floe_catalog::FloeCatalog;
 use futures::StreamExt;
 use iceberg::spec::{
     DataContentType, DataFile, Datum, Literal, ManifestContentType, PrimitiveLiteral, PrimitiveType, Type,
@@ -184,7 +184,7 @@ struct CachedTable {
 /// The lookup engine: caches of tables, manifests, Parquet footers and bloom filters, shared by
 /// every request of a server (or one CLI process).
 pub struct LookupEngine {
-    catalog: SqliteCatalog,
+    catalog: FloeCatalog,
     tables: Mutex<HashMap<TableIdent, Arc<CachedTable>>>,
     manifests: Mutex<HashMap<String, Arc<Vec<Arc<FileEntry>>>>>,
     files: parquet::FileCache,
@@ -194,7 +194,7 @@ pub struct LookupEngine {
 
 impl LookupEngine {
     /// An engine over `catalog`'s tables; caches start empty.
-    pub fn new(catalog: SqliteCatalog) -> Self {
+    pub fn new(catalog: FloeCatalog) -> Self {
         let counters = Arc::new(CacheCounters::default());
         Self {
             catalog,

@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use floe_catalog::SqliteCatalog;
+use floe_catalog::FloeCatalog;
 
 use super::Transform;
 use crate::config::{Config, PipelineStart};
@@ -37,7 +37,7 @@ pub fn dead_letter_sink_name(sink: &str) -> String {
 /// Checks and fixes up the position of every statement; see the module docs.
 pub async fn prepare_positions(
     config: &Config,
-    catalog: &SqliteCatalog,
+    catalog: &FloeCatalog,
     streams: &HashMap<String, StreamState>,
     transforms: &[Transform],
 ) -> Result<()> {

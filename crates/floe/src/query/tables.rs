@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider};
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::{DataFusionError, Result as DFResult};
-use floe_catalog::SqliteCatalog;
+use floe_catalog::FloeCatalog;
 use futures::TryStreamExt;
 use iceberg::spec::{DataContentType, Literal};
 use iceberg::table::Table;
@@ -31,12 +31,12 @@ use iceberg_datafusion::IcebergStaticTableProvider;
 #[derive(Debug)]
 pub struct FloeCatalogProvider {
     inner: Arc<dyn CatalogProvider>,
-    catalog: SqliteCatalog,
+    catalog: FloeCatalog,
 }
 
 impl FloeCatalogProvider {
     /// Wraps `inner` (an `IcebergCatalogProvider` over `catalog`).
-    pub fn new(inner: Arc<dyn CatalogProvider>, catalog: SqliteCatalog) -> Self {
+    pub fn new(inner: Arc<dyn CatalogProvider>, catalog: FloeCatalog) -> Self {
         Self { inner, catalog }
     }
 }
@@ -63,7 +63,7 @@ impl CatalogProvider for FloeCatalogProvider {
 #[derive(Debug)]
 struct FloeSchemaProvider {
     inner: Arc<dyn SchemaProvider>,
-    catalog: SqliteCatalog,
+    catalog: FloeCatalog,
     namespace: NamespaceIdent,
 }
 

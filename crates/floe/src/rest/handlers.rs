@@ -1,5 +1,5 @@
 //! The route handlers of the Iceberg REST API: request and response bodies (kebab-case JSON, as
-//! the spec names them) and their translation onto [`SqliteCatalog`].
+//! the spec names them) and their translation onto [`FloeCatalog`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use floe_catalog::{SqliteCatalog, TableChange, carries_sink_keys};
+use floe_catalog::{FloeCatalog, TableChange, carries_sink_keys};
 use iceberg::spec::{FormatVersion, Schema, SortOrder, TableMetadata, UnboundPartitionSpec};
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent, TableRequirement, TableUpdate};
 use serde::{Deserialize, Serialize};
@@ -45,7 +45,7 @@ fn begin(
     Ok((RestPath::new(app, params)?, query))
 }
 
-fn catalog(app: &App) -> &SqliteCatalog {
+fn catalog(app: &App) -> &FloeCatalog {
     &app.catalog
 }
 
@@ -304,7 +304,7 @@ pub async fn create_table(
     let (path, _) = begin(&app, &headers, Access::Write, params, query)?;
     let RestJson(mut req) = body?;
     let ns = path.namespace()?;
-    // The name rule and the location rule are the catalog's (`SqliteCatalog::stage_table` /
+    // The name rule and the location rule are the catalog's (`FloeCatalog::stage_table` /
     // `create_table`): a refusal is a 400 that names the rule.
     let name = check_table_name(&req.name)?;
     let format_version = match req.properties.remove("format-version").as_deref() {
@@ -393,7 +393,7 @@ fn refuse_sink_keys(ident: &TableIdent, updates: &[TableUpdate]) -> RestResult<(
 }
 
 /// `POST /v1/{prefix}/namespaces/{namespace}/tables/{table}`: requirements and updates, one
-/// compare-and-swap ([`SqliteCatalog::commit_changes`]).
+/// compare-and-swap ([`FloeCatalog::commit_changes`]).
 pub async fn commit_table(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -543,7 +543,7 @@ pub struct CommitTransactionRequest {
 }
 
 /// `POST /v1/{prefix}/transactions/commit`: several tables, all or nothing — one SQLite
-/// transaction swaps every table's pointer ([`SqliteCatalog::commit_changes`]).
+/// transaction swaps every table's pointer ([`FloeCatalog::commit_changes`]).
 pub async fn commit_transaction(
     State(app): State<Arc<App>>,
     headers: HeaderMap,

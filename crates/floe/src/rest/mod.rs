@@ -2,9 +2,9 @@
 //! `open-api/rest-catalog-open-api.yaml`), mounted under `/iceberg` on floe's listener, so Spark,
 //! PyIceberg, DuckDB and Trino connect with a URI (`http://host:port/iceberg`) and nothing else.
 //!
-//! Every route is a thin translation onto [`floe_catalog::SqliteCatalog`] — the same catalog, the
+//! Every route is a thin translation onto [`floe_catalog::FloeCatalog`] — the same catalog, the
 //! same SQLite file and the same compare-and-swap commit path that floe's own sinks use
-//! ([`SqliteCatalog::commit_changes`](floe_catalog::SqliteCatalog::commit_changes)). So an
+//! ([`FloeCatalog::commit_changes`](floe_catalog::FloeCatalog::commit_changes)). So an
 //! outside engine's commit and a sink commit race on one `metadata_location` swap, and the catalog
 //! behaves the same whether it is reached over REST or as the SQLite file.
 //!

@@ -6,7 +6,7 @@
 //!  should_roll()? interval since first pending row, or pending bytes ≥ size      │
 //!  commit()  ──► close writers → DataFiles ──► fast-append with summary          ▼
 //!                {floe.pipeline, floe.sink, floe.position.from, floe.position.to}
-//!                ──► SqliteCatalog CAS: pointer + position in one SQLite transaction
+//!                ──► FloeCatalog CAS: pointer + position in one SQLite transaction
 //! ```
 //!
 //! Data files are named `floe-<pipeline>-<sink>-<attempt uuid>-…parquet`, so files of an
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema as ArrowSchema, SchemaRef};
-use floe_catalog::{SqliteCatalog, position_summary};
+use floe_catalog::{FloeCatalog, position_summary};
 use iceberg::arrow::{arrow_schema_to_schema_auto_assign_ids, schema_to_arrow_schema};
 use iceberg::spec::{DataFile, DataFileFormat, PartitionSpecRef, Schema as IcebergSchema};
 use iceberg::table::Table;
@@ -69,7 +69,7 @@ enum Writer {
 pub struct IcebergSink {
     pipeline: String,
     name: String,
-    catalog: SqliteCatalog,
+    catalog: FloeCatalog,
     ident: TableIdent,
     table: Table,
     table_arrow: SchemaRef,
@@ -96,7 +96,7 @@ pub struct IcebergSink {
 impl IcebergSink {
     /// Opens the sink: creates namespace and table from `output` when missing, checks an
     /// existing table's schema, and reads the committed position (0 when it never committed).
-    pub async fn open(catalog: SqliteCatalog, cfg: &SinkConfig, pipeline: &str, output: &ArrowSchema) -> Result<Self> {
+    pub async fn open(catalog: FloeCatalog, cfg: &SinkConfig, pipeline: &str, output: &ArrowSchema) -> Result<Self> {
         let table_name = cfg.table.as_deref().expect("validated: iceberg sink has a table");
         let parts: Vec<&str> = table_name.split('.').collect();
         let (ns, name) = parts.split_at(parts.len() - 1);

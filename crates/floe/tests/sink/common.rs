@@ -10,7 +10,7 @@ use arrow::array::{Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use floe::config::{Compression, Rolling, SinkConfig, SinkType};
 use floe::sink::iceberg::IcebergSink;
-use floe_catalog::SqliteCatalog;
+use floe_catalog::FloeCatalog;
 use futures::TryStreamExt;
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
@@ -39,7 +39,7 @@ pub struct Env {
     /// Controls the faults of `catalog`'s storage.
     pub faults: Arc<Faults>,
     /// The catalog, as the server would open it (but with the faulty `FileIO`).
-    pub catalog: SqliteCatalog,
+    pub catalog: FloeCatalog,
 }
 
 impl Env {
@@ -49,7 +49,7 @@ impl Env {
         let db = dir.path().join("catalog.db");
         let warehouse = format!("file://{}", dir.path().join("warehouse").display());
         let faults = Arc::new(Faults::default());
-        let catalog = SqliteCatalog::open_with_file_io(&db, "floe", &warehouse, faulty_file_io(faults.clone()))
+        let catalog = FloeCatalog::open_with_file_io(&db, "floe", &warehouse, faulty_file_io(faults.clone()))
             .await
             .expect("open catalog");
         Self {
@@ -63,8 +63,8 @@ impl Env {
 
     /// A second, independent catalog instance (its own pool and plain local `FileIO`) on the same
     /// file: another floe process.
-    pub async fn other_instance(&self) -> SqliteCatalog {
-        SqliteCatalog::open(&self.db, "floe", &self.warehouse)
+    pub async fn other_instance(&self) -> FloeCatalog {
+        FloeCatalog::open(&self.db, "floe", &self.warehouse)
             .await
             .expect("open catalog")
     }
@@ -96,7 +96,7 @@ impl Env {
 }
 
 /// Opens the sink on `catalog`.
-pub async fn open_sink(catalog: &SqliteCatalog, partition_by: &[&str]) -> IcebergSink {
+pub async fn open_sink(catalog: &FloeCatalog, partition_by: &[&str]) -> IcebergSink {
     IcebergSink::open(catalog.clone(), &sink_config(partition_by), PIPELINE, &output_schema())
         .await
         .expect("open sink")

@@ -1,0 +1,179 @@
+"""The catalog on PostgreSQL (docs/catalog.md): two `floe serve` processes on one PostgreSQL
+catalog append to the same table at once; every acknowledged row lands exactly once, and
+PyIceberg's `SqlCatalog` reads the table from PostgreSQL, as `floe catalog` prints it.
+
+The server comes from `FLOE_TEST_POSTGRES` (scripts/test.sh starts one) or, when that is unset,
+from `scripts/postgres.sh` started here; each test gets a database of its own.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import pathlib
+import re
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import (
+    EVENT_FIELDS,
+    LOOPBACK,
+    FloeServer,
+    assert_accepted,
+    free_port,
+    ids_exactly_once,
+    make_events,
+    post_events,
+    run_floe,
+    wait_until,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TABLE = "analytics.events"
+
+
+@pytest.fixture(scope="module")
+def postgres_server(tmp_path_factory):
+    """The URL of a PostgreSQL server on loopback (the `postgres` database)."""
+    url = os.environ.get("FLOE_TEST_POSTGRES")
+    if url:
+        yield url
+        return
+    parent = tmp_path_factory.mktemp("pg")
+    parent.chmod(0o755)
+    pg_dir = parent / "pg"
+    out = subprocess.run([str(ROOT / "scripts/postgres.sh"), "start", str(pg_dir)], check=True,
+                         capture_output=True, text=True, timeout=180)
+    try:
+        yield out.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([str(ROOT / "scripts/postgres.sh"), "stop", str(pg_dir)], timeout=120)
+
+
+@pytest.fixture
+def postgres_db(postgres_server):
+    """A fresh database on the server: its `postgres://` URL."""
+    import psycopg2
+
+    name = f"floe_e2e_{uuid.uuid4().hex[:12]}"
+    con = psycopg2.connect(postgres_server)
+    con.autocommit = True
+    with con.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    con.close()
+    return postgres_server.rsplit("/", 1)[0] + "/" + name
+
+
+def node_config(port: int, stream: str, pipeline: str, catalog_uri: str, warehouse: pathlib.Path) -> str:
+    """One floe process of the shared catalog: its own stream and pipeline, the shared table."""
+    return f"""\
+[server]
+listen = "{LOOPBACK}:{port}"
+data_dir = "floe-data"
+
+[catalog]
+name = "floe"
+warehouse = {json.dumps(str(warehouse))}
+uri = {json.dumps(catalog_uri)}
+
+[[streams]]
+name = "{stream}"
+{EVENT_FIELDS}
+
+[[sinks]]
+name = "events_table"
+type = "iceberg"
+table = "{TABLE}"
+partition_by = ["ns"]
+rolling = {{ interval_seconds = 1 }}
+
+[[pipelines]]
+name = "{pipeline}"
+sql = "INSERT INTO events_table SELECT ns, type, id, ts, data, visibility, seq FROM {stream}"
+"""
+
+
+def pg_sql_catalog(catalog_uri: str, warehouse: pathlib.Path):
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    return SqlCatalog("floe", uri=catalog_uri.replace("postgres://", "postgresql+psycopg2://", 1),
+                      warehouse=f"file://{warehouse}", init_catalog_tables="false")
+
+
+def read_ids(catalog_uri: str, warehouse: pathlib.Path):
+    catalog = pg_sql_catalog(catalog_uri, warehouse)
+    try:
+        return catalog.load_table(TABLE).scan().to_arrow()
+    finally:
+        catalog.engine.dispose()
+
+
+def test_two_floes_on_one_postgres_catalog_race_the_same_table(tmp_path, floe_bin, postgres_db):
+    warehouse = tmp_path / "warehouse"
+    nodes = []
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            server = FloeServer(tmp_path / name, port=port,
+                                config_text=node_config(port, f"events_{name}", f"{name}_to_table",
+                                                        postgres_db, warehouse))
+            nodes.append(server)
+        for server in nodes:
+            server.start()
+
+        # Both post at once, in many small requests, so their commits to the one table race.
+        def feed(i: int, server: FloeServer, stream: str, prefix: str) -> list[str]:
+            events = make_events(f"{prefix}{i}-", 40)
+            assert_accepted(post_events(server.url, events, stream=stream), 40)
+            return [e["id"] for e in events]
+
+        acked: list[str] = []
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            futures = [pool.submit(feed, i, server, f"events_{name}", name)
+                       for i in range(12) for server, name in zip(nodes, ("a", "b"))]
+            for f in futures:
+                acked.extend(f.result(timeout=120))
+        assert len(acked) == 12 * 2 * 40
+
+        def all_landed():
+            try:
+                table = read_ids(postgres_db, warehouse)
+            except Exception:  # the table is created by the first commit
+                return None
+            return table if set(acked) <= set(table.column("id").to_pylist()) else None
+
+        wait_until(all_landed, 90, "every acknowledged row of both processes in the table")
+        # Let any late duplicate commit land before judging.
+        time.sleep(2.0)
+        assert all(s.running for s in nodes)
+        ids_exactly_once(read_ids(postgres_db, warehouse), acked)
+
+        # Both processes committed to the one table, through one PostgreSQL catalog.
+        catalog = pg_sql_catalog(postgres_db, warehouse)
+        try:
+            pipelines = {s.summary.additional_properties.get("floe.pipeline")
+                         for s in catalog.load_table(TABLE).snapshots()}
+        finally:
+            catalog.engine.dispose()
+        assert {"a_to_table", "b_to_table"} <= pipelines, pipelines
+
+        # `floe catalog` prints the PostgreSQL way in, and its PyIceberg snippet works.
+        out = run_floe("catalog", "--config", nodes[0].config_path, cwd=nodes[0].workdir)
+        assert out.returncode == 0, out.stderr
+        (snippet_uri,) = re.findall(r'SqlCatalog\("floe", uri="(postgresql\+psycopg2://[^"]+)"', out.stdout)
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        snippet = SqlCatalog("floe", uri=snippet_uri, warehouse=f"file://{warehouse}", init_catalog_tables="false")
+        try:
+            assert snippet.load_table(TABLE).scan().to_arrow().num_rows == len(acked)
+        finally:
+            snippet.engine.dispose()
+        assert "jdbc:postgresql://" in out.stdout, out.stdout
+    finally:
+        for server in nodes:
+            if server.running:
+                server.stop()
