@@ -16,18 +16,12 @@ Contract:
 import email.utils
 import re
 
-from conftest import (
-    SINK,
-    assert_accepted,
-    assert_error_body,
-    healthz,
-    ids_exactly_once,
-    make_events,
-    metric_value,
-    metrics_samples,
-    wait_for_ids,
-    wait_until,
-)
+from floe_e2e.config import SINK
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted, assert_error_body
+from floe_e2e.metrics import healthz, metric_value, metrics_samples
+from floe_e2e.server import wait_until
+from floe_e2e.tables import ids_exactly_once, wait_for_ids
 
 SETTLE = 3.0
 PIPELINE = "events_to_table"

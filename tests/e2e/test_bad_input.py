@@ -10,17 +10,10 @@ import json
 
 import pytest
 
-from conftest import (
-    STREAM,
-    assert_accepted,
-    assert_error_body,
-    assert_row_error,
-    ids_exactly_once,
-    make_events,
-    post_events,
-    post_large,
-    wait_for_rows,
-)
+from floe_e2e.config import STREAM
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted, assert_error_body, assert_row_error, post_events, post_large
+from floe_e2e.tables import ids_exactly_once, wait_for_rows
 
 
 def _good(prefix, n=3):

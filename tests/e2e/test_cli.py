@@ -6,15 +6,10 @@ import re
 
 import pytest
 
-from conftest import (
-    assert_accepted,
-    encode_rows,
-    ids_exactly_once,
-    make_events,
-    read_table,
-    run_floe,
-    wait_for_rows,
-)
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted, encode_rows
+from floe_e2e.server import run_floe
+from floe_e2e.tables import ids_exactly_once, read_table, wait_for_rows
 
 
 def _json_rows(stdout: str) -> list[dict]:

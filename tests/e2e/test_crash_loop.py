@@ -27,15 +27,9 @@ import threading
 import time
 import traceback
 
-from conftest import (
-    id_counts,
-    is_replayed,
-    key_headers,
-    make_events,
-    read_table,
-    try_post_events,
-    wait_for_ids,
-)
+from floe_e2e.events import make_events
+from floe_e2e.http import is_replayed, key_headers, try_post_events
+from floe_e2e.tables import id_counts, read_table, wait_for_ids
 
 KILLS = int(os.environ.get("FLOE_CRASH_KILLS", "20"))
 CLIENTS = 4

@@ -7,7 +7,8 @@
 
 import tomllib
 
-from conftest import floe_config, metric_value, parse_prometheus
+from floe_e2e.config import floe_config
+from floe_e2e.metrics import metric_value, parse_prometheus
 
 
 def test_duckdb_iceberg_extension_loads_offline(duckdb_con):

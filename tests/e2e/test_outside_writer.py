@@ -11,13 +11,9 @@ import time
 
 import pyarrow as pa
 
-from conftest import (
-    assert_accepted,
-    ids_exactly_once,
-    load_table,
-    make_events,
-    wait_for_rows,
-)
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted
+from floe_e2e.tables import ids_exactly_once, load_table, wait_for_rows
 
 #: PyIceberg appends made during the run (bounded).
 OUTSIDE_APPENDS = 8

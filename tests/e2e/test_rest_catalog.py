@@ -16,16 +16,10 @@ import urllib.parse
 import pyarrow as pa
 import pytest
 
-from conftest import (
-    CATALOG_NAME,
-    assert_accepted,
-    http_request,
-    ids_exactly_once,
-    make_events,
-    read_table,
-    sql_catalog,
-    wait_for_rows,
-)
+from floe_e2e.config import CATALOG_NAME
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted, http_request
+from floe_e2e.tables import ids_exactly_once, read_table, sql_catalog, wait_for_rows
 
 SEP = "\x1f"
 
@@ -419,7 +413,7 @@ def test_no_tokens_serves_bearer_none(floe_server):
 def test_floe_catalog_prints_snippets_that_work(floe_server, duckdb_con):
     import re
 
-    from conftest import run_floe
+    from floe_e2e.server import run_floe
 
     events = make_events("cli", 5)
     assert_accepted(floe_server.post_events(events), 5)

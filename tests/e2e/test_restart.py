@@ -7,12 +7,9 @@ time, so late duplicates (a replay after a commit that did land) are caught too.
 
 import time
 
-from conftest import (
-    assert_accepted,
-    ids_exactly_once,
-    make_events,
-    wait_for_rows,
-)
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted
+from floe_e2e.tables import ids_exactly_once, wait_for_rows
 
 #: Extra wait after the expected count is reached, to catch rows committed twice.
 SETTLE = 3.0

@@ -16,15 +16,10 @@ import base64
 import datetime as dt
 import json
 
-from conftest import (
-    LOOPBACK,
-    free_port,
-    http_request,
-    post_events,
-    read_table,
-    run_floe,
-    wait_for_rows,
-)
+from floe_e2e.config import LOOPBACK
+from floe_e2e.http import http_request, post_events
+from floe_e2e.server import free_port, run_floe
+from floe_e2e.tables import read_table, wait_for_rows
 
 UTC = dt.timezone.utc
 

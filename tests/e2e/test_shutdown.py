@@ -16,20 +16,10 @@ import socket
 import threading
 import time
 
-from conftest import (
-    CONNECTION_ERRORS,
-    LOOPBACK,
-    Response,
-    STREAM,
-    assert_accepted,
-    id_counts,
-    ids_exactly_once,
-    make_events,
-    read_table,
-    read_table_or_none,
-    try_post_events,
-    wait_for_ids,
-)
+from floe_e2e.config import LOOPBACK, STREAM
+from floe_e2e.events import make_events
+from floe_e2e.http import CONNECTION_ERRORS, Response, assert_accepted, try_post_events
+from floe_e2e.tables import id_counts, ids_exactly_once, read_table, read_table_or_none, wait_for_ids
 
 #: The contract's bound on a graceful shutdown.
 EXIT_WITHIN = 30.0
