@@ -9,7 +9,9 @@ bounded; no test sends traffic anywhere but 127.0.0.1.
 - `floe_e2e.http`: requests and answers (`post_events`, `post_large`, `http_request`, checks of
   answers, idempotency-key headers).
 - `floe_e2e.server`: `floe serve` in a temp dir (`FloeServer`), `run_floe` for CLI commands.
-- `floe_e2e.tables`: reading tables back with PyIceberg, waiting for rows, exactly-once checks.
+- `floe_e2e.tables`: reading tables back with PyIceberg (`SqlCatalog` on the SQLite file,
+  `RestCatalog` on `/iceberg`), waiting for rows, exactly-once checks.
+- `floe_e2e.outside`: an outside engine appending to floe's table while floe ingests.
 - `floe_e2e.engines`: DuckDB with the iceberg extension, offline; `duckdb_scan`.
 - `floe_e2e.metrics`: `/healthz` and `/metrics`, the Prometheus text parser.
 

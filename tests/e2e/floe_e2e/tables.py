@@ -2,8 +2,9 @@
 
 PyIceberg's `SqlCatalog` on floe's SQLite catalog file (JDBC layout; opened only once the file
 exists, with `init_catalog_tables="false"`, so the tests never create or alter floe's catalog
-tables), and the catalog's `iceberg_tables` row read with sqlite3 (`metadata_location`, for
-DuckDB's `iceberg_scan`). The waits poll until rows or ids are there, bounded by a timeout.
+tables), PyIceberg's `RestCatalog` on floe's `/iceberg` routes (docs/rest-catalog.md), and the
+catalog's `iceberg_tables` row read with sqlite3 (`metadata_location`, for DuckDB's
+`iceberg_scan`). The waits poll until rows or ids are there, bounded by a timeout.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def sql_catalog(server: FloeServer):
         warehouse=f"file://{server.warehouse}",
         init_catalog_tables="false",
     )
+
+
+def rest_catalog(server: FloeServer, token: str | None = None, **props):
+    """PyIceberg's RestCatalog on floe's `/iceberg` (no proxies: loopback only)."""
+    from pyiceberg.catalog.rest import RestCatalog
+
+    if token is not None:
+        props["token"] = token
+    return RestCatalog(CATALOG_NAME, uri=f"{server.url}/iceberg", **props)
 
 
 def load_table(server: FloeServer, table: str = TABLE):
