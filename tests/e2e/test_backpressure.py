@@ -1,4 +1,5 @@
-"""Backpressure (429) and sinks whose commits fail (DESIGN.md sections 4, 6 and 8).
+"""Backpressure (429) and sinks whose commits fail (docs/design.md "Backpressure"; docs/config.md
+"Limits and what they answer"; `/healthz` and `/metrics` in README.md "HTTP").
 
 Contract:
 - `[limits] max_uncommitted_rows`: when the slowest pipeline reading a stream is that many rows

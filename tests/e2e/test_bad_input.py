@@ -1,8 +1,9 @@
 """Rejected requests: the right status and error body, and nothing of them in the table.
 
-DESIGN.md section 2: a 4xx means nothing of that request was stored. Each bad request below mixes
-good rows with the bad one, so a server that stores the good half of a rejected request is caught
-by the final check (the table holds exactly the rows of the one good batch).
+docs/design.md ("What a 200 means, and why it holds"): a 4xx means nothing of that request was
+stored. Each bad request below mixes good rows with the bad one, so a server that stores the good
+half of a rejected request is caught by the final check (the table holds exactly the rows of the
+one good batch).
 """
 
 import gzip

@@ -1,4 +1,5 @@
-"""The CLI (DESIGN.md section 5): `floe sql` and `floe send` against a running server."""
+"""The CLI against a running server: `floe sql` (docs/query.md, "SQL") and `floe send` (README.md,
+"Quickstart")."""
 
 import collections
 import json

@@ -1,7 +1,7 @@
 """Checks of the test harness itself; these need no floe binary.
 
 - DuckDB loads iceberg (and avro, httpfs) from the pip wheels with auto-install off: no network.
-- The standard floe.toml is valid TOML with the keys DESIGN.md section 3 names.
+- The standard floe.toml is valid TOML with the keys docs/config.md names.
 - The Prometheus text parser used by test_metrics.py.
 """
 

@@ -1,4 +1,5 @@
-"""`Idempotency-Key` on `POST /v1/streams/{s}/events` (DESIGN.md sections 2 and 4).
+"""`Idempotency-Key` on `POST /v1/streams/{s}/events` (docs/design.md "Idempotency keys"; README.md
+"HTTP").
 
 The contract under test:
 - A retry with the same key (per stream) within `[limits] idempotency_window_seconds` (default

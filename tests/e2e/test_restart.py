@@ -1,8 +1,9 @@
 """Every accepted row appears exactly once across graceful restarts and `kill -9`.
 
-DESIGN.md section 2: a 200 means the rows are durable and will appear exactly once in the table,
-across crashes at any instruction and restarts. The checks count ids in the table after a settle
-time, so late duplicates (a replay after a commit that did land) are caught too.
+docs/design.md ("What a 200 means, and why it holds"): a 200 means the rows are durable and will
+appear exactly once in the table, across crashes at any instruction and restarts. The checks count
+ids in the table after a settle time, so late duplicates (a replay after a commit that did land)
+are caught too.
 """
 
 import time

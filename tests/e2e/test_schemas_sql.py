@@ -7,7 +7,7 @@
   values that were sent.
 - `unknown_fields = "drop"`, unstructured streams (one `value` json column).
 - `floe pipelines validate` (offline CLI) and `POST /v1/validate_sql` (200 with schemas, 400 with
-  the error in DESIGN's shape and its position).
+  the error in the shape of docs/sql.md, "Validation", and its position).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Graceful shutdown on SIGTERM (DESIGN.md section 2; docs/design.md "Micro-batches and rolling").
+"""Graceful shutdown on SIGTERM (docs/design.md "Shutdown" and "Micro-batches and rolling").
 
 Contract: SIGTERM → stop accepting connections, finish the requests in flight, commit what is
 durable (also rows the sink would only commit much later: `rolling.interval_seconds = 3600`),
