@@ -54,7 +54,8 @@ def floe_config(
     """The floe.toml text for the standard test setup (keys from docs/config.md).
 
     `catalog_uri`, when given, becomes `[catalog] uri` (a catalog database other than the SQLite
-    file `<data_dir>/catalog.db`); omitted, the file has no `uri` key and floe's default applies.
+    file `<data_dir>/catalog.db`; floe does not have that key yet and refuses it); omitted, the
+    file has no `uri` key and the catalog is the SQLite file.
     `stream_extra` / `sink_extra` are extra `key = value` lines appended to the stream / sink
     tables; `extra` is appended at the end of the file (e.g. more `[[sinks]]`, or
     `two_stream_extra()`). `limits` becomes a `[limits]` table (`{"max_uncommitted_rows": 50}`);
