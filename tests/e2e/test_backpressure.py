@@ -1,4 +1,5 @@
-"""Backpressure (429) and sinks whose commits fail (DESIGN.md sections 4, 6 and 8).
+"""Backpressure (429) and sinks whose commits fail (docs/design.md "Backpressure"; docs/config.md
+"Limits and what they answer"; `/healthz` and `/metrics` in README.md "HTTP").
 
 Contract:
 - `[limits] max_uncommitted_rows`: when the slowest pipeline reading a stream is that many rows
@@ -16,18 +17,12 @@ Contract:
 import email.utils
 import re
 
-from conftest import (
-    SINK,
-    assert_accepted,
-    assert_error_body,
-    healthz,
-    ids_exactly_once,
-    make_events,
-    metric_value,
-    metrics_samples,
-    wait_for_ids,
-    wait_until,
-)
+from floe_e2e.config import SINK
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted, assert_error_body
+from floe_e2e.metrics import healthz, metric_value, metrics_samples
+from floe_e2e.server import wait_until
+from floe_e2e.tables import ids_exactly_once, wait_for_ids
 
 SETTLE = 3.0
 PIPELINE = "events_to_table"

@@ -1,8 +1,9 @@
 """Rejected requests: the right status and error body, and nothing of them in the table.
 
-DESIGN.md section 2: a 4xx means nothing of that request was stored. Each bad request below mixes
-good rows with the bad one, so a server that stores the good half of a rejected request is caught
-by the final check (the table holds exactly the rows of the one good batch).
+docs/design.md ("What a 200 means, and why it holds"): a 4xx means nothing of that request was
+stored. Each bad request below mixes good rows with the bad one, so a server that stores the good
+half of a rejected request is caught by the final check (the table holds exactly the rows of the
+one good batch).
 """
 
 import gzip
@@ -10,17 +11,10 @@ import json
 
 import pytest
 
-from conftest import (
-    STREAM,
-    assert_accepted,
-    assert_error_body,
-    assert_row_error,
-    ids_exactly_once,
-    make_events,
-    post_events,
-    post_large,
-    wait_for_rows,
-)
+from floe_e2e.config import STREAM
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted, assert_error_body, assert_row_error, post_events, post_large
+from floe_e2e.tables import ids_exactly_once, wait_for_rows
 
 
 def _good(prefix, n=3):

@@ -1,4 +1,5 @@
-"""The CLI (DESIGN.md section 5): `floe sql` and `floe send` against a running server."""
+"""The CLI against a running server: `floe sql` (docs/query.md, "SQL") and `floe send` (README.md,
+"Quickstart")."""
 
 import collections
 import json
@@ -6,15 +7,10 @@ import re
 
 import pytest
 
-from conftest import (
-    assert_accepted,
-    encode_rows,
-    ids_exactly_once,
-    make_events,
-    read_table,
-    run_floe,
-    wait_for_rows,
-)
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted, encode_rows
+from floe_e2e.server import run_floe
+from floe_e2e.tables import ids_exactly_once, read_table, wait_for_rows
 
 
 def _json_rows(stdout: str) -> list[dict]:

@@ -1,7 +1,8 @@
 """Crash loop: steady load from 4 clients while `floe serve` is SIGKILLed at random moments.
 
-DESIGN.md section 2: a 200 means the rows land exactly once, across `kill -9` at any instruction;
-a retry with the same `Idempotency-Key` gets the first answer and stores no second copy.
+docs/design.md ("What a 200 means, and why it holds"; "Idempotency keys"): a 200 means the rows
+land exactly once, across `kill -9` at any instruction; a retry with the same `Idempotency-Key`
+gets the first answer and stores no second copy.
 
 Each client sends batches of 1–50 uniquely numbered events (ids `c{client}-{n}`). The server
 (rolling interval 1 s) is killed with SIGKILL at least 20 times, at moments drawn from a seeded
@@ -27,15 +28,9 @@ import threading
 import time
 import traceback
 
-from conftest import (
-    id_counts,
-    is_replayed,
-    key_headers,
-    make_events,
-    read_table,
-    try_post_events,
-    wait_for_ids,
-)
+from floe_e2e.events import make_events
+from floe_e2e.http import is_replayed, key_headers, try_post_events
+from floe_e2e.tables import id_counts, read_table, wait_for_ids
 
 KILLS = int(os.environ.get("FLOE_CRASH_KILLS", "20"))
 CLIENTS = 4

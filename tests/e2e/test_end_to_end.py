@@ -16,16 +16,10 @@ import pytest
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import LongType, StringType, TimestamptzType
 
-from conftest import (
-    TABLE_COLUMNS,
-    assert_accepted,
-    duckdb_scan,
-    expected_rows,
-    load_table,
-    local_path,
-    parse_ts,
-    wait_for_rows,
-)
+from floe_e2e.engines import duckdb_scan
+from floe_e2e.events import TABLE_COLUMNS, expected_rows, parse_ts
+from floe_e2e.http import assert_accepted
+from floe_e2e.tables import load_table, local_path, wait_for_rows
 
 
 def _requests():

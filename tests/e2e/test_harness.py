@@ -1,13 +1,14 @@
 """Checks of the test harness itself; these need no floe binary.
 
 - DuckDB loads iceberg (and avro, httpfs) from the pip wheels with auto-install off: no network.
-- The standard floe.toml is valid TOML with the keys DESIGN.md section 3 names.
+- The standard floe.toml is valid TOML with the keys docs/config.md names.
 - The Prometheus text parser used by test_metrics.py.
 """
 
 import tomllib
 
-from conftest import floe_config, metric_value, parse_prometheus
+from floe_e2e.config import floe_config
+from floe_e2e.metrics import metric_value, parse_prometheus
 
 
 def test_duckdb_iceberg_extension_loads_offline(duckdb_con):

@@ -44,22 +44,12 @@ import uuid
 
 import pytest
 
-from conftest import (
-    CATALOG_NAME,
-    CONNECTION_ERRORS,
-    IDEMPOTENCY_KEY,
-    FloeServer,
-    assert_accepted,
-    events_url,
-    healthz,
-    http_request,
-    local_path,
-    make_events,
-    metadata_location,
-    read_table,
-    run_floe,
-    wait_for_ids,
-)
+from floe_e2e.config import CATALOG_NAME
+from floe_e2e.events import make_events
+from floe_e2e.http import CONNECTION_ERRORS, IDEMPOTENCY_KEY, assert_accepted, events_url, http_request
+from floe_e2e.metrics import healthz
+from floe_e2e.server import FloeServer, run_floe
+from floe_e2e.tables import local_path, metadata_location, read_table, wait_for_ids
 
 #: Address-space cap of the server process (see the module docstring). A debug floe serves
 #: normally far below it.

@@ -1,4 +1,5 @@
-"""`Idempotency-Key` on `POST /v1/streams/{s}/events` (DESIGN.md sections 2 and 4).
+"""`Idempotency-Key` on `POST /v1/streams/{s}/events` (docs/design.md "Idempotency keys"; README.md
+"HTTP").
 
 The contract under test:
 - A retry with the same key (per stream) within `[limits] idempotency_window_seconds` (default
@@ -21,21 +22,10 @@ must hold each id exactly once after a settle time (late duplicates).
 import threading
 import time
 
-from conftest import (
-    OTHER_STREAM,
-    OTHER_TABLE,
-    STREAM,
-    assert_accepted,
-    assert_error_body,
-    id_counts,
-    ids_exactly_once,
-    read_table,
-    is_replayed,
-    key_headers,
-    make_events,
-    two_stream_extra,
-    wait_for_ids,
-)
+from floe_e2e.config import OTHER_STREAM, OTHER_TABLE, STREAM, two_stream_extra
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted, assert_error_body, is_replayed, key_headers
+from floe_e2e.tables import id_counts, ids_exactly_once, read_table, wait_for_ids
 
 #: Extra wait after the expected ids are in the table, to catch rows committed twice.
 SETTLE = 3.0

@@ -12,16 +12,10 @@ import pyarrow.ipc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import (
-    assert_accepted,
-    assert_error_body,
-    http_get,
-    http_request,
-    load_table,
-    make_events,
-    run_floe,
-    wait_for_ids,
-)
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted, assert_error_body, http_get, http_request
+from floe_e2e.server import run_floe
+from floe_e2e.tables import load_table, wait_for_ids
 
 FIRST = make_events("lk", 60)
 SECOND = make_events("lk2", 30)

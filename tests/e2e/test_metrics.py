@@ -1,14 +1,9 @@
 """GET /metrics (Prometheus text) counts what happened; GET /healthz answers 200."""
 
-from conftest import (
-    assert_accepted,
-    assert_error_body,
-    http_get,
-    make_events,
-    metric_value,
-    parse_prometheus,
-    wait_for_rows,
-)
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted, assert_error_body, http_get
+from floe_e2e.metrics import metric_value, parse_prometheus
+from floe_e2e.tables import wait_for_rows
 
 
 def _metrics(server):

@@ -6,15 +6,11 @@ log that went backwards is refused at start with the numbers, and an outside eng
 import shutil
 import time
 
-from conftest import (
-    assert_accepted,
-    healthz,
-    ids_exactly_once,
-    load_table,
-    make_events,
-    run_floe,
-    wait_for_ids,
-)
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted
+from floe_e2e.metrics import healthz
+from floe_e2e.server import run_floe
+from floe_e2e.tables import ids_exactly_once, load_table, wait_for_ids
 
 #: Bound on a refused start (floe exits before serving).
 REFUSE_TIMEOUT = 60.0

@@ -5,7 +5,9 @@ Multi-member gzip bodies are read whole and trailing garbage is a 400."""
 import gzip
 import json
 
-from conftest import assert_accepted, http_request, make_events, run_floe
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted, http_request
+from floe_e2e.server import run_floe
 
 
 def _query(server, sql):

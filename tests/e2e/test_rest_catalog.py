@@ -16,27 +16,13 @@ import urllib.parse
 import pyarrow as pa
 import pytest
 
-from conftest import (
-    CATALOG_NAME,
-    assert_accepted,
-    http_request,
-    ids_exactly_once,
-    make_events,
-    read_table,
-    sql_catalog,
-    wait_for_rows,
-)
+from floe_e2e.config import CATALOG_NAME
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted, http_request
+from floe_e2e.outside import outside_batch
+from floe_e2e.tables import ids_exactly_once, read_table, rest_catalog, sql_catalog, wait_for_rows
 
 SEP = "\x1f"
-
-
-def rest_catalog(server, token: str | None = None, **props):
-    """PyIceberg's RestCatalog on floe's `/iceberg` (no proxies: loopback only)."""
-    from pyiceberg.catalog.rest import RestCatalog
-
-    if token is not None:
-        props["token"] = token
-    return RestCatalog(CATALOG_NAME, uri=f"{server.url}/iceberg", **props)
 
 
 def api(server, method: str, path: str, body=None, token: str | None = None, prefixed: bool = True):
@@ -116,9 +102,7 @@ def test_pyiceberg_reads_floe_rows_appends_and_sees_the_same_catalog(floe_server
     assert sorted(got.column("id").to_pylist()) == sorted(e["id"] for e in events)
 
     # Append through REST; floe's own sink and the SQLite file see it.
-    from test_outside_writer import _outside_batch
-
-    batch = _outside_batch(table, 1)
+    batch = outside_batch(table, 1)
     table.append(batch)
     more = make_events("floe2", 8)
     assert_accepted(floe_server.post_events(more), 8)
@@ -134,7 +118,7 @@ def test_pyiceberg_reads_floe_rows_appends_and_sees_the_same_catalog(floe_server
     forged = {"floe.pipeline": "events_to_table", "floe.sink": "events_table",
               "floe.position.from": "20", "floe.position.to": "1000"}
     with pytest.raises(BadRequestError, match="floe"):
-        cat.load_table("analytics.events").append(_outside_batch(table, 2), snapshot_properties=forged)
+        cat.load_table("analytics.events").append(outside_batch(table, 2), snapshot_properties=forged)
     assert sink_position(floe_server) == 20
     ids_exactly_once(cat.load_table("analytics.events").scan().to_arrow(), want)
 
@@ -419,7 +403,7 @@ def test_no_tokens_serves_bearer_none(floe_server):
 def test_floe_catalog_prints_snippets_that_work(floe_server, duckdb_con):
     import re
 
-    from conftest import run_floe
+    from floe_e2e.server import run_floe
 
     events = make_events("cli", 5)
     assert_accepted(floe_server.post_events(events), 5)

@@ -7,9 +7,8 @@ metadata, floe's sink retries its own. At the end the table holds every id that 
 acknowledged, each exactly once, and floe's sink position equals the rows floe accepted.
 """
 
-from conftest import ids_exactly_once, wait_for_rows
-from test_outside_writer import race_with_floe
-from test_rest_catalog import rest_catalog
+from floe_e2e.outside import race_with_floe
+from floe_e2e.tables import ids_exactly_once, rest_catalog, wait_for_rows
 
 #: REST appends made during the run (bounded).
 OUTSIDE_APPENDS = 10

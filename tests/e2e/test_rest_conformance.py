@@ -23,7 +23,8 @@ import urllib.parse
 import pytest
 import yaml
 
-from conftest import CATALOG_NAME, http_request
+from floe_e2e.config import CATALOG_NAME
+from floe_e2e.http import http_request
 
 SPEC_PATH = pathlib.Path(__file__).parent / "spec" / "rest-catalog-open-api.yaml"
 SEP = "%1F"

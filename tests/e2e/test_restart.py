@@ -1,18 +1,16 @@
 """Every accepted row appears exactly once across graceful restarts and `kill -9`.
 
-DESIGN.md section 2: a 200 means the rows are durable and will appear exactly once in the table,
-across crashes at any instruction and restarts. The checks count ids in the table after a settle
-time, so late duplicates (a replay after a commit that did land) are caught too.
+docs/design.md ("What a 200 means, and why it holds"): a 200 means the rows are durable and will
+appear exactly once in the table, across crashes at any instruction and restarts. The checks count
+ids in the table after a settle time, so late duplicates (a replay after a commit that did land)
+are caught too.
 """
 
 import time
 
-from conftest import (
-    assert_accepted,
-    ids_exactly_once,
-    make_events,
-    wait_for_rows,
-)
+from floe_e2e.events import make_events
+from floe_e2e.http import assert_accepted
+from floe_e2e.tables import ids_exactly_once, wait_for_rows
 
 #: Extra wait after the expected count is reached, to catch rows committed twice.
 SETTLE = 3.0

@@ -7,7 +7,7 @@
   values that were sent.
 - `unknown_fields = "drop"`, unstructured streams (one `value` json column).
 - `floe pipelines validate` (offline CLI) and `POST /v1/validate_sql` (200 with schemas, 400 with
-  the error in DESIGN's shape and its position).
+  the error in the shape of docs/sql.md, "Validation", and its position).
 """
 
 from __future__ import annotations
@@ -16,15 +16,10 @@ import base64
 import datetime as dt
 import json
 
-from conftest import (
-    LOOPBACK,
-    free_port,
-    http_request,
-    post_events,
-    read_table,
-    run_floe,
-    wait_for_rows,
-)
+from floe_e2e.config import LOOPBACK
+from floe_e2e.http import http_request, post_events
+from floe_e2e.server import free_port, run_floe
+from floe_e2e.tables import read_table, wait_for_rows
 
 UTC = dt.timezone.utc
 

@@ -1,4 +1,4 @@
-"""Graceful shutdown on SIGTERM (DESIGN.md section 2; docs/design.md "Micro-batches and rolling").
+"""Graceful shutdown on SIGTERM (docs/design.md "Shutdown" and "Micro-batches and rolling").
 
 Contract: SIGTERM → stop accepting connections, finish the requests in flight, commit what is
 durable (also rows the sink would only commit much later: `rolling.interval_seconds = 3600`),
@@ -16,20 +16,10 @@ import socket
 import threading
 import time
 
-from conftest import (
-    CONNECTION_ERRORS,
-    LOOPBACK,
-    Response,
-    STREAM,
-    assert_accepted,
-    id_counts,
-    ids_exactly_once,
-    make_events,
-    read_table,
-    read_table_or_none,
-    try_post_events,
-    wait_for_ids,
-)
+from floe_e2e.config import LOOPBACK, STREAM
+from floe_e2e.events import make_events
+from floe_e2e.http import CONNECTION_ERRORS, Response, assert_accepted, try_post_events
+from floe_e2e.tables import id_counts, ids_exactly_once, read_table, read_table_or_none, wait_for_ids
 
 #: The contract's bound on a graceful shutdown.
 EXIT_WITHIN = 30.0
