@@ -10,8 +10,13 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import shutil
+import subprocess
 import sys
+import tempfile
+import uuid
 
 import pytest
 
@@ -72,3 +77,43 @@ def duckdb_con(tmp_path_factory):
     con = duckdb_connect(tmp_path_factory.mktemp("duckdb-ext"))
     yield con
     con.close()
+
+
+# --- PostgreSQL (the catalog on PostgreSQL: docs/catalog.md) --------------------------------------
+
+_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The URL of a PostgreSQL server on loopback (its `postgres` database): `FLOE_TEST_POSTGRES`
+    (scripts/test.sh starts one), else one started here by scripts/postgres.sh for the session."""
+    url = os.environ.get("FLOE_TEST_POSTGRES")
+    if url:
+        yield url
+        return
+    # Not under pytest's tmp dir: as root the server runs as `postgres`, which must reach it.
+    parent = pathlib.Path(tempfile.mkdtemp(prefix="floe-e2e-pg-"))
+    parent.chmod(0o755)
+    pg_dir = parent / "pg"
+    out = subprocess.run([str(_ROOT / "scripts/postgres.sh"), "start", str(pg_dir)], check=True,
+                         capture_output=True, text=True, timeout=180)
+    try:
+        yield out.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([str(_ROOT / "scripts/postgres.sh"), "stop", str(pg_dir)], timeout=120)
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_db(postgres_server):
+    """A fresh database on the server: its `postgres://` URL."""
+    import psycopg2
+
+    name = f"floe_e2e_{uuid.uuid4().hex[:12]}"
+    con = psycopg2.connect(postgres_server)
+    con.autocommit = True
+    with con.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    con.close()
+    return postgres_server.rsplit("/", 1)[0] + "/" + name

@@ -10,62 +10,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 import pathlib
 import re
-import subprocess
 import time
-import uuid
 
-import pytest
+from floe_e2e.config import EVENT_FIELDS_TOML, LOOPBACK
+from floe_e2e.http import assert_accepted, post_events
+from floe_e2e.events import make_events
+from floe_e2e.server import FloeServer, free_port, run_floe, wait_until
+from floe_e2e.tables import ids_exactly_once, pg_sql_catalog
 
-from conftest import (
-    EVENT_FIELDS,
-    LOOPBACK,
-    FloeServer,
-    assert_accepted,
-    free_port,
-    ids_exactly_once,
-    make_events,
-    post_events,
-    run_floe,
-    wait_until,
-)
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 TABLE = "analytics.events"
-
-
-@pytest.fixture(scope="module")
-def postgres_server(tmp_path_factory):
-    """The URL of a PostgreSQL server on loopback (the `postgres` database)."""
-    url = os.environ.get("FLOE_TEST_POSTGRES")
-    if url:
-        yield url
-        return
-    parent = tmp_path_factory.mktemp("pg")
-    parent.chmod(0o755)
-    pg_dir = parent / "pg"
-    out = subprocess.run([str(ROOT / "scripts/postgres.sh"), "start", str(pg_dir)], check=True,
-                         capture_output=True, text=True, timeout=180)
-    try:
-        yield out.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([str(ROOT / "scripts/postgres.sh"), "stop", str(pg_dir)], timeout=120)
-
-
-@pytest.fixture
-def postgres_db(postgres_server):
-    """A fresh database on the server: its `postgres://` URL."""
-    import psycopg2
-
-    name = f"floe_e2e_{uuid.uuid4().hex[:12]}"
-    con = psycopg2.connect(postgres_server)
-    con.autocommit = True
-    with con.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    con.close()
-    return postgres_server.rsplit("/", 1)[0] + "/" + name
 
 
 def node_config(port: int, stream: str, pipeline: str, catalog_uri: str, warehouse: pathlib.Path) -> str:
@@ -82,7 +37,7 @@ uri = {json.dumps(catalog_uri)}
 
 [[streams]]
 name = "{stream}"
-{EVENT_FIELDS}
+{EVENT_FIELDS_TOML}
 
 [[sinks]]
 name = "events_table"
@@ -95,13 +50,6 @@ rolling = {{ interval_seconds = 1 }}
 name = "{pipeline}"
 sql = "INSERT INTO events_table SELECT ns, type, id, ts, data, visibility, seq FROM {stream}"
 """
-
-
-def pg_sql_catalog(catalog_uri: str, warehouse: pathlib.Path):
-    from pyiceberg.catalog.sql import SqlCatalog
-
-    return SqlCatalog("floe", uri=catalog_uri.replace("postgres://", "postgresql+psycopg2://", 1),
-                      warehouse=f"file://{warehouse}", init_catalog_tables="false")
 
 
 def read_ids(catalog_uri: str, warehouse: pathlib.Path):
@@ -120,7 +68,8 @@ def test_two_floes_on_one_postgres_catalog_race_the_same_table(tmp_path, floe_bi
             port = free_port()
             server = FloeServer(tmp_path / name, port=port,
                                 config_text=node_config(port, f"events_{name}", f"{name}_to_table",
-                                                        postgres_db, warehouse))
+                                                        postgres_db, warehouse),
+                                catalog_uri=postgres_db)
             nodes.append(server)
         for server in nodes:
             server.start()

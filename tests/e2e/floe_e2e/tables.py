@@ -35,9 +35,12 @@ def local_path(location: str) -> pathlib.Path:
 
 
 def sql_catalog(server: FloeServer):
-    """PyIceberg's SqlCatalog on floe's SQLite catalog (never creates catalog tables itself)."""
+    """PyIceberg's SqlCatalog on floe's catalog database — the SQLite file, or PostgreSQL when
+    the server was given a `catalog_uri` (never creates catalog tables itself)."""
     from pyiceberg.catalog.sql import SqlCatalog
 
+    if server.catalog_uri and server.catalog_uri.startswith(("postgres://", "postgresql://")):
+        return pg_sql_catalog(server.catalog_uri, server.warehouse)
     if not server.catalog_db.exists():
         # sqlite would create an empty file here; floe must be the one to create the catalog.
         raise FileNotFoundError(f"{server.catalog_db} does not exist (yet)")
@@ -47,6 +50,15 @@ def sql_catalog(server: FloeServer):
         warehouse=f"file://{server.warehouse}",
         init_catalog_tables="false",
     )
+
+
+def pg_sql_catalog(catalog_uri: str, warehouse: pathlib.Path):
+    """PyIceberg's SqlCatalog on a PostgreSQL catalog (`postgres://…` as floe.toml spells it)."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    scheme, rest = catalog_uri.split("://", 1)
+    return SqlCatalog(CATALOG_NAME, uri=f"postgresql+psycopg2://{rest}", warehouse=f"file://{warehouse}",
+                      init_catalog_tables="false")
 
 
 def rest_catalog(server: FloeServer, token: str | None = None, **props):
