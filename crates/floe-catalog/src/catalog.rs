@@ -26,6 +26,7 @@ use crate::outcome::{commit_state_unknown, unknown_outcome};
 use crate::positions::{PositionMove, SinkPosition, find_position_move};
 use crate::purge::{PurgeReport, purge_files, table_dir};
 use crate::requirements::check_requirement;
+use crate::storage::{Storage, storage_for};
 use crate::store::{Store, sql_err};
 
 const NAMESPACE_MARKER: &str = "exists";
@@ -106,6 +107,7 @@ pub struct FloeCatalog {
     // pub(crate): the pipeline position operations (pipeline_positions.rs) run their own SQL.
     pub(crate) pool: AnyPool,
     store: Store,
+    storage: Arc<dyn Storage>,
     pub(crate) name: String,
     warehouse: Warehouse,
     file_io: FileIO,
@@ -132,10 +134,12 @@ impl FloeCatalog {
     /// Like [`connect`](Self::connect), with a caller-supplied `FileIO`.
     pub async fn connect_with_file_io(uri: &str, name: &str, warehouse: &str, file_io: FileIO) -> Result<Self> {
         let warehouse = Warehouse::new(warehouse)?;
+        let storage = storage_for(&warehouse)?;
         let store = Store::connect(uri).await?;
         Ok(Self {
             pool: store.pool().clone(),
             store,
+            storage,
             name: name.to_string(),
             warehouse,
             file_io,
@@ -145,6 +149,12 @@ impl FloeCatalog {
     /// The database below the catalog.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The warehouse's storage ([`crate::storage`]): what floe itself reads, writes and deletes
+    /// of table files goes through it.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
 
     /// The JDBC layout's `catalog_name`.
@@ -489,7 +499,7 @@ impl FloeCatalog {
             metadata: new_metadata,
             position_move,
         };
-        if let Err(e) = sync_local_file(&prepared.new_location) {
+        if let Err(e) = self.storage.sync(&prepared.new_location).await {
             self.delete_metadata_files(std::slice::from_ref(&prepared)).await;
             return Err(e);
         }
@@ -558,7 +568,7 @@ impl FloeCatalog {
         let (metadata_location, metadata) = self.load_metadata(ident).await?;
         let dir = table_dir(&self.warehouse, &metadata)?;
         self.drop_table(ident).await?;
-        let report = purge_files(self.warehouse.clone(), dir, metadata_location, metadata).await?;
+        let report = purge_files(self.storage.as_ref(), dir, metadata_location, metadata).await?;
         tracing::info!(table = %ident, deleted = report.deleted, skipped = report.skipped, "purged table");
         Ok(report)
     }
@@ -879,20 +889,6 @@ impl FloeCatalog {
     }
 }
 
-/// Makes a freshly written local file and its directory entry durable before the catalog points
-/// at it (iceberg's local storage writes whole files without fsync). Other schemes: no-op.
-pub fn sync_local_file(location: &str) -> Result<()> {
-    let Some(path) = location.strip_prefix("file://") else {
-        return Ok(());
-    };
-    let io = |e: std::io::Error| Error::new(ErrorKind::Unexpected, format!("fsync {path}")).with_source(e);
-    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(io)?;
-    if let Some(dir) = Path::new(path).parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    }
-    Ok(())
-}
-
 /// Replaces the random UUID in a `<version>-<uuid>[.gz].metadata.json` location with `attempt`,
 /// so the metadata file of a sink commit attempt can be found by its attempt id.
 fn with_attempt_id(location: &str, attempt: uuid::Uuid) -> String {
@@ -1206,7 +1202,7 @@ impl Catalog for FloeCatalog {
         let location = metadata.location().to_string();
         let metadata_location = MetadataLocation::new_with_metadata(&location, &metadata);
         metadata.write_to(&self.file_io, &metadata_location).await?;
-        sync_local_file(&metadata_location.to_string())?;
+        self.storage.sync(&metadata_location.to_string()).await?;
         let inserted = sqlx::query(INSERT_TABLE_ROW)
             .bind(&self.name)
             .bind(Self::ns_key(namespace))

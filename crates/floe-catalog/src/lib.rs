@@ -24,6 +24,8 @@
 //!     │                      rule, metadata files, position moves — pure of any SQL dialect choice
 //!     ▼
 //! Store (store.rs)           one pool over SQLite or PostgreSQL, schema migrations, error codes
+//! Storage (storage.rs)       the warehouse's files: list, read (bounded / ranges), durable put,
+//!                            sync, delete — confined to the warehouse, regular files only
 //! ```
 //!
 //! Namespaces are stored dot-joined (`a.b`), as the JDBC layout does; a `.` or `%` inside one
@@ -68,9 +70,10 @@ mod pipeline_positions;
 mod positions;
 pub mod purge;
 pub mod requirements;
+pub mod storage;
 pub mod store;
 
-pub use catalog::{CommittedTable, FloeCatalog, TableChange, file_io_for, sync_local_file};
+pub use catalog::{CommittedTable, FloeCatalog, TableChange, file_io_for};
 pub use location::{MAX_METADATA_BYTES, Warehouse};
 pub use outcome::{CommitStateUnknown, commit_state_unknown};
 pub use positions::{
@@ -78,4 +81,5 @@ pub use positions::{
     position_summary,
 };
 pub use purge::PurgeReport;
+pub use storage::{Deleted, FileEntry, LocalStorage, Storage, storage_for};
 pub use store::{Backend, Store};

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use iceberg::spec::{Manifest, ManifestList, TableMetadata};
 use iceberg::{Error, ErrorKind, Result};
 
-use crate::location::{Warehouse, read_regular_file};
+use crate::location::Warehouse;
+use crate::storage::{Deleted, Storage};
 
 /// The largest manifest list or manifest file a purge reads.
 pub const MAX_MANIFEST_BYTES: u64 = 256 * 1024 * 1024;
@@ -48,34 +49,25 @@ pub(crate) fn table_dir(warehouse: &Warehouse, metadata: &TableMetadata) -> Resu
         })
 }
 
-/// Deletes the files of a dropped table (see the module docs). Runs on a blocking thread.
+/// Deletes the files of a dropped table (see the module docs), through the warehouse storage.
 pub(crate) async fn purge_files(
-    warehouse: Warehouse,
+    storage: &dyn Storage,
     table_dir: PathBuf,
     metadata_location: String,
     metadata: TableMetadata,
 ) -> Result<PurgeReport> {
-    tokio::task::spawn_blocking(move || purge_blocking(&warehouse, &table_dir, &metadata_location, &metadata))
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, "purge task failed").with_source(e))
-}
-
-fn purge_blocking(
-    warehouse: &Warehouse,
-    table_dir: &Path,
-    metadata_location: &str,
-    metadata: &TableMetadata,
-) -> PurgeReport {
+    let warehouse = storage.warehouse().clone();
+    let table_dir = table_dir.as_path();
     let mut report = PurgeReport::default();
     let mut files: BTreeSet<String> = BTreeSet::new();
-    files.insert(metadata_location.to_string());
+    files.insert(metadata_location);
     files.extend(metadata.metadata_log().iter().map(|l| l.metadata_file.clone()));
     files.extend(metadata.statistics_iter().map(|s| s.statistics_path.clone()));
     files.extend(metadata.partition_statistics_iter().map(|s| s.statistics_path.clone()));
     let mut manifests: BTreeSet<String> = BTreeSet::new();
     for snapshot in metadata.snapshots() {
         let list = snapshot.manifest_list().to_string();
-        if let Some(bytes) = read_below(warehouse, table_dir, &list) {
+        if let Some(bytes) = read_below(storage, table_dir, &list).await {
             match ManifestList::parse_with_version(&bytes, metadata.format_version()) {
                 Ok(l) => manifests.extend(l.entries().iter().map(|m| m.manifest_path.clone())),
                 Err(e) => tracing::warn!(manifest_list = %list, error = %e, "purge: unreadable manifest list"),
@@ -84,7 +76,7 @@ fn purge_blocking(
         files.insert(list);
     }
     for manifest in &manifests {
-        if let Some(bytes) = read_below(warehouse, table_dir, manifest) {
+        if let Some(bytes) = read_below(storage, table_dir, manifest).await {
             match Manifest::parse_avro(&bytes) {
                 Ok(m) => files.extend(m.entries().iter().map(|e| e.file_path().to_string())),
                 Err(e) => tracing::warn!(manifest = %manifest, error = %e, "purge: unreadable manifest"),
@@ -100,22 +92,20 @@ fn purge_blocking(
             report.skipped += 1;
             continue;
         };
-        match std::fs::symlink_metadata(&path) {
-            // Only regular files: a link, FIFO or directory under the table location stays.
-            Ok(m) if m.file_type().is_file() => match std::fs::remove_file(&path) {
-                Ok(()) => {
-                    report.deleted += 1;
-                    if let Some(p) = path.parent() {
-                        parents.insert(p.to_path_buf());
-                    }
+        // Only regular files: a link, FIFO or directory under the table location stays.
+        match storage.delete(&warehouse.to_location(&path)).await {
+            Ok(Deleted::Deleted) => {
+                report.deleted += 1;
+                if let Some(p) = path.parent() {
+                    parents.insert(p.to_path_buf());
                 }
-                Err(e) => {
-                    tracing::warn!(file = %file, error = %e, "purge: could not delete");
-                    report.skipped += 1;
-                }
-            },
-            Ok(_) => report.skipped += 1,
-            Err(_) => {} // already gone
+            }
+            Ok(Deleted::Missing) => {} // already gone
+            Ok(Deleted::NotAFile) => report.skipped += 1,
+            Err(e) => {
+                tracing::warn!(file = %file, error = %e, "purge: could not delete");
+                report.skipped += 1;
+            }
         }
     }
     // Deepest first, so a parent is tried after its children.
@@ -134,19 +124,24 @@ fn purge_blocking(
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     dirs.push(table_dir.to_path_buf());
     for dir in dirs {
-        // `remove_dir` removes only an empty directory (and not a link to one).
-        let is_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_dir());
-        if is_dir && std::fs::remove_dir(&dir).is_ok() {
+        if storage
+            .remove_empty_dir(&warehouse.to_location(&dir))
+            .await
+            .unwrap_or(false)
+        {
             report.dirs_removed += 1;
         }
     }
-    report
+    Ok(report)
 }
 
 /// The bytes of a manifest list or manifest, when it is a regular file below the table location.
-fn read_below(warehouse: &Warehouse, table_dir: &Path, location: &str) -> Option<Vec<u8>> {
-    let path = warehouse.below(table_dir, location)?;
-    match read_regular_file(&path, MAX_MANIFEST_BYTES, "manifest") {
+async fn read_below(storage: &dyn Storage, table_dir: &Path, location: &str) -> Option<bytes::Bytes> {
+    let path = storage.warehouse().below(table_dir, location)?;
+    match storage
+        .read(&storage.warehouse().to_location(&path), MAX_MANIFEST_BYTES, "manifest")
+        .await
+    {
         Ok(bytes) => Some(bytes),
         Err(why) => {
             tracing::warn!(file = %location, reason = %why, "purge: manifest not read");

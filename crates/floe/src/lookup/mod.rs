@@ -196,11 +196,12 @@ impl LookupEngine {
     /// An engine over `catalog`'s tables; caches start empty.
     pub fn new(catalog: FloeCatalog) -> Self {
         let counters = Arc::new(CacheCounters::default());
+        let files = parquet::FileCache::new(counters.clone(), catalog.storage().clone());
         Self {
             catalog,
             tables: Mutex::new(HashMap::new()),
             manifests: Mutex::new(HashMap::new()),
-            files: parquet::FileCache::new(counters.clone()),
+            files,
             counters,
         }
     }

@@ -6,22 +6,27 @@
 //! path with no invalidation; the caches are bounded by entry count.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, Scalar};
 use arrow::compute::kernels::cmp;
 use arrow::datatypes::SchemaRef;
-use futures::TryStreamExt;
+use bytes::Bytes;
+use floe_catalog::Storage;
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
 use iceberg::spec::{DataFile, PrimitiveLiteral};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter, RowSelection, RowSelector,
 };
-use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::bloom_filter::Sbbf;
-use parquet::file::metadata::PageIndexPolicy;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 
 use super::{CacheCounters, LookupStats, Predicate};
 use crate::error::{Error, Result};
@@ -40,6 +45,48 @@ pub struct FileCache {
     footers: Mutex<HashMap<String, ArrowReaderMetadata>>,
     blooms: Mutex<HashMap<BloomKey, Option<Arc<Sbbf>>>>,
     counters: Arc<CacheCounters>,
+    storage: Arc<dyn Storage>,
+}
+
+/// A data file read through the warehouse storage (byte ranges, confined to the warehouse):
+/// parquet's async reader interface.
+struct StorageFile {
+    storage: Arc<dyn Storage>,
+    location: String,
+    size: u64,
+}
+
+fn storage_err(e: iceberg::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for StorageFile {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.storage
+                .read_range(&self.location, range)
+                .await
+                .map_err(storage_err)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let mut reader = ParquetMetaDataReader::new();
+            if let Some(o) = options {
+                reader = reader
+                    .with_column_index_policy(o.column_index_policy())
+                    .with_offset_index_policy(o.offset_index_policy());
+            }
+            let size = self.size;
+            Ok(Arc::new(reader.load_and_finish(self, size).await?))
+        }
+        .boxed()
+    }
 }
 
 /// A predicate bound to one file's Arrow schema.
@@ -54,12 +101,13 @@ struct Bound<'a> {
 }
 
 impl FileCache {
-    /// Empty caches counting their loads into `counters`.
-    pub fn new(counters: Arc<CacheCounters>) -> Self {
+    /// Empty caches counting their loads into `counters`, reading files through `storage`.
+    pub fn new(counters: Arc<CacheCounters>, storage: Arc<dyn Storage>) -> Self {
         Self {
             footers: Mutex::new(HashMap::new()),
             blooms: Mutex::new(HashMap::new()),
             counters,
+            storage,
         }
     }
 
@@ -74,8 +122,17 @@ impl FileCache {
             files_read: 1,
             ..Default::default()
         };
-        let path = local_path(file.file_path())?;
-        let mut input = tokio::fs::File::open(&path).await?;
+        let path = local_location(file.file_path())?;
+        let mut input = StorageFile {
+            storage: self.storage.clone(),
+            // The manifest records the file's size; the storage refuses anything outside the
+            // warehouse or not a regular file before reading a byte.
+            size: file.file_size_in_bytes(),
+            location: path.clone(),
+        };
+        if input.size == 0 {
+            input.size = self.storage.size(&path).await?;
+        }
         let cached = self.footers.lock().expect("footers lock").get(&path).cloned();
         let meta = match cached {
             Some(m) => m,
@@ -238,13 +295,15 @@ fn parquet_err(e: parquet::errors::ParquetError) -> Error {
     Error::Io(std::io::Error::other(format!("parquet: {e}")))
 }
 
-fn local_path(location: &str) -> Result<String> {
-    if let Some(p) = location.strip_prefix("file://") {
-        Ok(p.to_string())
-    } else if let Some(p) = location.strip_prefix("file:") {
-        Ok(p.to_string())
-    } else if location.starts_with('/') {
+/// The location of a data file as the local storage takes it (`file:///…`); other schemes are
+/// refused, since this build's warehouses are local.
+fn local_location(location: &str) -> Result<String> {
+    if location.starts_with("file://") {
         Ok(location.to_string())
+    } else if let Some(p) = location.strip_prefix("file:") {
+        Ok(format!("file://{p}"))
+    } else if location.starts_with('/') {
+        Ok(format!("file://{location}"))
     } else {
         Err(Error::BadRequest {
             code: "unsupported_storage",

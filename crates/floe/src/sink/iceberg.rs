@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema as ArrowSchema, SchemaRef};
-use floe_catalog::{FloeCatalog, position_summary};
+use floe_catalog::{Deleted, FloeCatalog, Storage, position_summary};
 use iceberg::arrow::{arrow_schema_to_schema_auto_assign_ids, schema_to_arrow_schema};
 use iceberg::spec::{DataFile, DataFileFormat, PartitionSpecRef, Schema as IcebergSchema};
 use iceberg::table::Table;
@@ -144,7 +144,7 @@ impl IcebergSink {
             }
         };
         for (attempt, location) in catalog.pending_attempts(pipeline, &cfg.name).await? {
-            let removed = remove_attempt_files(&location, attempt)?;
+            let removed = remove_attempt_files(catalog.storage().as_ref(), &location, attempt).await?;
             tracing::info!(pipeline, sink = %cfg.name, %attempt, removed, "removed the files of a commit attempt that never landed");
             catalog.forget_attempt(pipeline, &cfg.name, attempt).await?;
         }
@@ -296,9 +296,7 @@ impl IcebergSink {
         dirs.sort_unstable();
         dirs.dedup();
         for dir in dirs {
-            if let Some(path) = dir.strip_prefix("file://") {
-                std::fs::File::open(path).and_then(|d| d.sync_all())?;
-            }
+            self.catalog.storage().sync(dir).await?;
         }
         let stats = CommitStats {
             rows: self.pending_rows,
@@ -338,7 +336,13 @@ impl IcebergSink {
                     Outcome::NotLanded => {
                         // Delete every file the attempt wrote (data, manifests, metadata).
                         // Should this fail, the attempt row stays and the next open retries.
-                        match remove_attempt_files(self.table.metadata().location(), self.attempt) {
+                        match remove_attempt_files(
+                            self.catalog.storage().as_ref(),
+                            self.table.metadata().location(),
+                            self.attempt,
+                        )
+                        .await
+                        {
                             Ok(_) => {
                                 if let Err(forget) = self
                                     .catalog
@@ -454,31 +458,15 @@ impl IcebergSink {
     }
 }
 
-/// Deletes every file under a table location whose name carries `attempt`; returns how many.
-/// Only local (`file://`) warehouses can be listed in this build; elsewhere nothing is removed.
-pub fn remove_attempt_files(table_location: &str, attempt: uuid::Uuid) -> Result<usize> {
-    let Some(root) = table_location.strip_prefix("file://") else {
-        tracing::warn!(table_location, %attempt, "cannot list a non-local warehouse; files of a failed attempt are left");
-        return Ok(0);
-    };
+/// Deletes every file under a table location whose name carries `attempt`, through the
+/// warehouse storage; returns how many.
+pub async fn remove_attempt_files(storage: &dyn Storage, table_location: &str, attempt: uuid::Uuid) -> Result<usize> {
     let needle = attempt.to_string();
     let mut removed = 0;
-    let mut dirs = vec![std::path::PathBuf::from(root)];
-    while let Some(dir) = dirs.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e.into()),
-        };
-        for entry in entries {
-            let entry = entry?;
-            let path = entry.path();
-            if entry.file_type()?.is_dir() {
-                dirs.push(path);
-            } else if entry.file_name().to_string_lossy().contains(&needle) {
-                std::fs::remove_file(&path)?;
-                removed += 1;
-            }
+    for f in storage.list(table_location).await? {
+        let name = f.location.rsplit_once('/').map_or(f.location.as_str(), |(_, n)| n);
+        if name.contains(&needle) && storage.delete(&f.location).await? == Deleted::Deleted {
+            removed += 1;
         }
     }
     Ok(removed)
