@@ -194,8 +194,8 @@ impl IcebergSink {
     /// retried on the fresh metadata before [`commit`](Self::commit) fails
     /// (`limits.commit_retries`; [`DEFAULT_COMMIT_RETRIES`](crate::config::DEFAULT_COMMIT_RETRIES)
     /// until set). It replaces the table's own `commit.retry.num-retries`; the waits between
-    /// attempts follow the table's `commit.retry.*-wait-ms` properties (iceberg's defaults:
-    /// 100 ms doubling up to 60 s).
+    /// attempts follow the table's other `commit.retry.*` properties (iceberg's defaults: 100 ms
+    /// doubling up to 60 s, 30 min in all).
     pub fn with_commit_retries(mut self, retries: u32) -> Self {
         self.commit_retries = retries;
         self
@@ -343,15 +343,20 @@ impl IcebergSink {
                 .advance_position(&self.pipeline, &self.name, &self.ident, from, to)
                 .await
         } else {
-            let base = with_commit_retries(&self.table, self.commit_retries)?;
-            let tx = Transaction::new(&base);
-            let action = tx
-                .fast_append()
-                .set_commit_uuid(self.attempt)
-                .add_data_files(files)
-                .set_snapshot_properties(position_summary(&self.pipeline, &self.name, from, to, self.attempt));
-            let committed = match action.apply(tx) {
-                Ok(tx) => tx.commit(&self.catalog).await,
+            let summary = position_summary(&self.pipeline, &self.name, from, to, self.attempt);
+            let committed = match with_commit_retries(&self.table, self.commit_retries) {
+                Ok(base) => {
+                    let tx = Transaction::new(&base);
+                    let action = tx
+                        .fast_append()
+                        .set_commit_uuid(self.attempt)
+                        .add_data_files(files)
+                        .set_snapshot_properties(summary);
+                    match action.apply(tx) {
+                        Ok(tx) => tx.commit(&self.catalog).await,
+                        Err(e) => Err(e),
+                    }
+                }
                 Err(e) => Err(e),
             };
             match committed {
@@ -489,7 +494,7 @@ impl IcebergSink {
 /// reads its retry budget from the base table's properties. The property is never written to the
 /// table (a fast-append's updates carry the snapshot only), and the first attempt reloads the
 /// table from the catalog anyway, so the base is used for nothing else.
-fn with_commit_retries(table: &Table, retries: u32) -> Result<Table> {
+fn with_commit_retries(table: &Table, retries: u32) -> iceberg::Result<Table> {
     let key = TableProperties::PROPERTY_COMMIT_NUM_RETRIES;
     if table.metadata().properties().get(key) == Some(&retries.to_string()) {
         return Ok(table.clone());
@@ -506,7 +511,7 @@ fn with_commit_retries(table: &Table, retries: u32) -> Result<Table> {
     if let Some(location) = table.metadata_location() {
         builder = builder.metadata_location(location);
     }
-    Ok(builder.build()?)
+    builder.build()
 }
 
 /// Deletes every file under a table location whose name carries `attempt`; returns how many.

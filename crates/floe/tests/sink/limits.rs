@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use floe::error::Error;
 use floe::sink::iceberg::IcebergSink;
 use floe_catalog::SqliteCatalog;
+use futures::future::BoxFuture;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, ErrorKind};
 
@@ -24,7 +25,7 @@ use crate::faulty_storage::{Hook, Op};
 fn rival(other: SqliteCatalog, times: usize) -> (Hook, Arc<AtomicUsize>) {
     let commits = Arc::new(AtomicUsize::new(0));
     let counter = commits.clone();
-    let hook: Hook = Arc::new(move || {
+    let hook: Hook = Arc::new(move || -> BoxFuture<'static, ()> {
         let other = other.clone();
         let counter = counter.clone();
         Box::pin(async move {
