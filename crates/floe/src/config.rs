@@ -959,20 +959,30 @@ mod tests {
     #[test]
     fn cors_origins_must_be_origins() {
         let stream = |origin: &str| format!("[[streams]]\nname = \"e\"\nhttp = {{ cors_origins = [{origin:?}] }}\n");
-        for bad in ["https://app.example.com/", "app.example.com", "https://", "ftp://x", "https://a b"] {
+        for bad in [
+            "https://app.example.com/",
+            "app.example.com",
+            "https://",
+            "ftp://x",
+            "https://a b",
+        ] {
             let err = Config::from_toml(&stream(bad), Path::new("f"), Path::new("/"))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("streams[0].http.cors_origins[0]"), "{bad}: {err}");
         }
         for good in ["*", "https://app.example.com", "http://localhost:3000"] {
-            assert!(Config::from_toml(&stream(good), Path::new("f"), Path::new("/")).is_ok(), "{good}");
+            assert!(
+                Config::from_toml(&stream(good), Path::new("f"), Path::new("/")).is_ok(),
+                "{good}"
+            );
         }
     }
 
     #[test]
     fn inactivity_of_zero_is_refused() {
-        let text = "[[sinks]]\nname = \"s\"\ntype = \"iceberg\"\ntable = \"a.b\"\nrolling = { inactivity_seconds = 0 }\n";
+        let text =
+            "[[sinks]]\nname = \"s\"\ntype = \"iceberg\"\ntable = \"a.b\"\nrolling = { inactivity_seconds = 0 }\n";
         let err = Config::from_toml(text, Path::new("f"), Path::new("/"))
             .unwrap_err()
             .to_string();

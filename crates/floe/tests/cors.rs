@@ -50,7 +50,10 @@ async fn preflight(url: &str, stream: &str, origin: &str) -> reqwest::Response {
         .request(Method::OPTIONS, format!("{url}/v1/streams/{stream}/events"))
         .header("origin", origin)
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "content-type,authorization,idempotency-key")
+        .header(
+            "access-control-request-headers",
+            "content-type,authorization,idempotency-key",
+        )
         .send()
         .await
         .unwrap()
@@ -117,9 +120,15 @@ async fn listed_origins_get_cors_answers_per_stream() {
 
     // Another listed origin of the same stream, and `*`.
     let resp = preflight(&url, "web", "http://localhost:3000").await;
-    assert_eq!(header(&resp, "access-control-allow-origin"), Some("http://localhost:3000"));
+    assert_eq!(
+        header(&resp, "access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
     let resp = preflight(&url, "any", "https://anyone.example").await;
-    assert_eq!(header(&resp, "access-control-allow-origin"), Some("https://anyone.example"));
+    assert_eq!(
+        header(&resp, "access-control-allow-origin"),
+        Some("https://anyone.example")
+    );
 
     // An origin the stream does not list, and a stream that lists none: no CORS headers.
     for (stream, origin) in [("web", "https://evil.example"), ("plain", APP_ORIGIN)] {

@@ -286,8 +286,7 @@ impl IcebergSink {
     /// still for `rolling.inactivity_seconds`.
     pub fn should_roll(&self) -> bool {
         self.through > self.committed
-            && (self.pending_bytes >= self.size_bytes
-                || self.roll_deadline().is_some_and(|t| Instant::now() >= t))
+            && (self.pending_bytes >= self.size_bytes || self.roll_deadline().is_some_and(|t| Instant::now() >= t))
     }
 
     /// When the next time-based roll (interval or inactivity) is due, if anything is pending.

@@ -106,7 +106,10 @@ async fn a_commit_that_loses_fewer_races_than_commit_retries_lands() -> TestResu
     assert_eq!((stats.from, stats.to, stats.rows), (0, 10, 10));
     let table = env.table().await;
     assert_eq!(scan_ids(&table).await?, (0..10).collect::<Vec<_>>());
-    assert_eq!(table.metadata().properties().get("rival.commit").map(String::as_str), Some("2"));
+    assert_eq!(
+        table.metadata().properties().get("rival.commit").map(String::as_str),
+        Some("2")
+    );
     assert!(
         !table.metadata().properties().contains_key("commit.retry.num-retries"),
         "the retry budget is never written to the table"
@@ -134,14 +137,20 @@ async fn a_sink_whose_input_went_still_rolls_after_inactivity_seconds() -> TestR
     let started = Instant::now();
     write_range(&mut sink, 0..10).await?;
     let deadline = sink.roll_deadline().expect("rows pending");
-    assert!(deadline <= Instant::now() + Duration::from_secs(2), "idle roll, not the hour");
+    assert!(
+        deadline <= Instant::now() + Duration::from_secs(2),
+        "idle roll, not the hour"
+    );
     assert!(!sink.should_roll());
 
     // More input pushes the idle roll back.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     write_range(&mut sink, 10..20).await?;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(!sink.should_roll(), "the input moved 1.2 s ago, less than inactivity_seconds");
+    assert!(
+        !sink.should_roll(),
+        "the input moved 1.2 s ago, less than inactivity_seconds"
+    );
     assert!(sink.roll_deadline().expect("pending") > deadline);
 
     // Still for 2 s: due, long before the interval.
