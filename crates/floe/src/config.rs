@@ -1,4 +1,4 @@
-//! `floe.toml`: the configuration contract (DESIGN.md §3).
+//! `floe.toml`: the configuration file, documented key by key in `docs/config.md`.
 //!
 //! Parsing is strict — every table denies unknown keys, so a typo fails at start with the key's
 //! name — and [`Config::validate`] checks what serde cannot (names, references between streams,
@@ -22,6 +22,8 @@ pub const DEFAULT_MAX_ERRORS_REPORTED: usize = 100;
 pub const DEFAULT_ROLL_INTERVAL_SECONDS: u64 = 10;
 /// Default sink roll size (uncompressed Arrow bytes buffered before a commit).
 pub const DEFAULT_ROLL_SIZE_MB: u64 = 128;
+/// Default of `limits.commit_retries`.
+pub const DEFAULT_COMMIT_RETRIES: u32 = 10;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -127,7 +129,9 @@ pub struct Limits {
     /// `limits.batch_bytes`: most log bytes a pipeline reads per micro-batch step.
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: usize,
-    /// `limits.commit_retries`: attempts of one sink commit before it is reported failed.
+    /// `limits.commit_retries`: how often one sink commit that lost the catalog's
+    /// compare-and-swap to another writer is retried on the fresh metadata before it is reported
+    /// failed (so one commit makes at most `commit_retries + 1` attempts).
     #[serde(default = "default_commit_retries")]
     pub commit_retries: u32,
     /// `limits.stream_max_disk_bytes`: a stream's log on disk above this → 429 until sinks catch up.
@@ -200,7 +204,7 @@ fn default_batch_bytes() -> usize {
     32 * 1024 * 1024
 }
 fn default_commit_retries() -> u32 {
-    10
+    DEFAULT_COMMIT_RETRIES
 }
 
 impl Default for Limits {
@@ -253,7 +257,9 @@ pub struct HttpIngestConfig {
     /// Whether a bearer token with `send:<stream>` is required.
     #[serde(default)]
     pub auth: bool,
-    /// Allowed CORS origins.
+    /// Browser origins (`https://app.example.com`, or `*` for any) allowed to call the stream's
+    /// ingest route cross-origin: CORS preflights are answered and responses carry
+    /// `Access-Control-Allow-Origin` for them. Empty: no CORS headers.
     #[serde(default)]
     pub cors_origins: Vec<String>,
 }
@@ -315,7 +321,7 @@ pub struct FieldConfig {
     pub fields: Option<Vec<FieldConfig>>,
 }
 
-/// Field types of DESIGN.md §3.
+/// Field types of a stream schema (`docs/config.md`, "Field types").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
@@ -409,7 +415,8 @@ pub struct Rolling {
     /// Commit when this many MB (in memory, Arrow) are pending.
     #[serde(default = "default_size_mb")]
     pub size_mb: u64,
-    /// Files sinks: close a file idle this long.
+    /// Commit once no new stream rows have arrived for this long (while rows are pending), without
+    /// waiting for `interval_seconds`. `None`: only interval and size roll.
     #[serde(default)]
     pub inactivity_seconds: Option<u64>,
 }
@@ -693,6 +700,11 @@ impl Config {
             if let Some(fields) = &s.fields {
                 check_fields(&format!("streams[{i}].fields"), fields)?;
             }
+            for (j, origin) in s.http.cors_origins.iter().enumerate() {
+                if let Err(message) = check_origin(origin) {
+                    return invalid(format!("streams[{i}].http.cors_origins[{j}]"), message);
+                }
+            }
         }
         for (i, s) in self.sinks.iter().enumerate() {
             check_name(&format!("sinks[{i}].name"), &s.name)?;
@@ -738,6 +750,12 @@ impl Config {
             }
             if s.rolling.size_mb == 0 {
                 return invalid(format!("sinks[{i}].rolling.size_mb"), "must be at least 1".into());
+            }
+            if s.rolling.inactivity_seconds == Some(0) {
+                return invalid(
+                    format!("sinks[{i}].rolling.inactivity_seconds"),
+                    "must be at least 1 (leave it out to roll by interval and size only)".into(),
+                );
             }
             for (j, p) in s.partition_by.iter().enumerate() {
                 if let Err(message) = crate::sink::partition::parse_partition_expr(p) {
@@ -835,6 +853,22 @@ fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
             key: key.to_string(),
             message: format!("{name:?}: names use letters, digits, '_' and '-' (at most 128)"),
         })
+    }
+}
+
+/// A CORS origin as browsers send it: `*`, or `http(s)://host[:port]` with nothing after.
+fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    match host {
+        Some(h) if !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic() && c != '/') => Ok(()),
+        _ => Err(format!(
+            "{origin:?} is not an origin: use \"*\" or scheme://host[:port] with no path or trailing slash (e.g. \"https://app.example.com\")"
+        )),
     }
 }
 
@@ -938,6 +972,39 @@ mod tests {
         }
         let ok = "[server]\ndata_dir = \"/d/floe\"\n[catalog]\nwarehouse = \"/d/wh\"\n";
         assert!(Config::from_toml(ok, Path::new("f"), Path::new("/")).is_ok());
+    }
+
+    #[test]
+    fn cors_origins_must_be_origins() {
+        let stream = |origin: &str| format!("[[streams]]\nname = \"e\"\nhttp = {{ cors_origins = [{origin:?}] }}\n");
+        for bad in [
+            "https://app.example.com/",
+            "app.example.com",
+            "https://",
+            "ftp://x",
+            "https://a b",
+        ] {
+            let err = Config::from_toml(&stream(bad), Path::new("f"), Path::new("/"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("streams[0].http.cors_origins[0]"), "{bad}: {err}");
+        }
+        for good in ["*", "https://app.example.com", "http://localhost:3000"] {
+            assert!(
+                Config::from_toml(&stream(good), Path::new("f"), Path::new("/")).is_ok(),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn inactivity_of_zero_is_refused() {
+        let text =
+            "[[sinks]]\nname = \"s\"\ntype = \"iceberg\"\ntable = \"a.b\"\nrolling = { inactivity_seconds = 0 }\n";
+        let err = Config::from_toml(text, Path::new("f"), Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sinks[0].rolling.inactivity_seconds"), "{err}");
     }
 
     #[test]

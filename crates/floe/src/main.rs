@@ -1,4 +1,5 @@
-//! The `floe` command line: `serve`, `send`, `sql`, `get`, `catalog` (DESIGN.md §5).
+//! The `floe` command line: `serve`, `send`, `sql`, `get`, `pipelines validate`, `catalog`
+//! (documented in `docs/cli.md`).
 
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use floe::config::Config;
 use floe::query::OutputFormat;
 use floe_catalog::FloeCatalog;
 
-/// Rows per request that `floe send` packs (DESIGN.md: "in batches").
+/// Rows per request that `floe send` packs (`docs/cli.md`, "floe send").
 const SEND_BATCH_ROWS: usize = 1000;
 /// Bytes per request that `floe send` stays under (below the default 5 MB body limit).
 const SEND_BATCH_BYTES: usize = 4 * 1024 * 1024;

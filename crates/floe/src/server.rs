@@ -243,8 +243,14 @@ impl App {
 
 /// The HTTP routes.
 pub fn router(app: Arc<App>) -> Router {
+    let ingest = post(crate::ingest::post_events);
+    // `streams[].http.cors_origins` (docs/http-api.md, "CORS").
+    let ingest = match crate::ingest::cors::layer(&app.config) {
+        Some(cors) => ingest.layer(cors),
+        None => ingest,
+    };
     Router::new()
-        .route("/v1/streams/{stream}/events", post(crate::ingest::post_events))
+        .route("/v1/streams/{stream}/events", ingest)
         .route("/v1/query", post(crate::query::post_query))
         .route("/v1/validate_sql", post(crate::pipeline::validate::post_validate_sql))
         .route("/v1/tables/{table}/rows", get(crate::lookup::get_rows))

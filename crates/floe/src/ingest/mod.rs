@@ -9,6 +9,7 @@
 //! to the stream's dead-letter log (see [`dead_letter`]) before the 200, which then says
 //! `{"accepted": N, "dead_lettered": M, "errors": [{row, field, message}, …]}`.
 
+pub mod cors;
 pub mod dead_letter;
 pub mod decode;
 pub mod idempotency;

@@ -5,7 +5,7 @@
 //!   open sink ── position P (from the catalog) ──► read log from P ──► SQL ──► write
 //!        ▲                                                                    │
 //!        │ error: files of the attempt deleted, nothing committed             ▼
-//!        └──────────── back off, reopen ◄──────── commit when the roll is due (interval / size)
+//!        └──────────── back off, reopen ◄──────── commit when the roll is due (interval / size / idle)
 //! ```
 //!
 //! The position only moves inside a catalog commit, so a crash or error anywhere replays the log
@@ -94,7 +94,9 @@ async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>
     let log = &stream.log;
     let metrics = app.metrics.sink(&t.pipeline, &t.sink);
     let mut sinks = Sinks {
-        main: IcebergSink::open(app.catalog.clone(), cfg, &t.pipeline, &t.output).await?,
+        main: IcebergSink::open(app.catalog.clone(), cfg, &t.pipeline, &t.output)
+            .await?
+            .with_commit_retries(app.config.limits.commit_retries),
         dead_letter: None,
     };
     let mut offset = sinks.main.committed();
@@ -191,7 +193,8 @@ async fn write_dead_letters(
     if sinks.dead_letter.is_none() {
         let cfg = dead_letter::sink_config(main, &t.pipeline);
         let schema = dead_letter::schema();
-        sinks.dead_letter = Some(IcebergSink::open(app.catalog.clone(), &cfg, &t.pipeline, &schema).await?);
+        let sink = IcebergSink::open(app.catalog.clone(), &cfg, &t.pipeline, &schema).await?;
+        sinks.dead_letter = Some(sink.with_commit_retries(app.config.limits.commit_retries));
     }
     let dl = sinks.dead_letter.as_mut().expect("just opened");
     let fresh: Vec<BadRow> = bad.iter().filter(|b| b.offset >= dl.committed()).cloned().collect();

@@ -139,7 +139,7 @@ pub fn answer_json(validated: &[Validated]) -> Value {
     })
 }
 
-/// The error answer (DESIGN's error shape plus the position).
+/// The error answer (the error shape of `docs/http-api.md`, "Errors", plus the position).
 pub fn error_json(e: &SqlError) -> Value {
     let mut err = json!({"code": "invalid_sql", "message": e.to_string()});
     if let (Some(l), Some(c)) = (e.line, e.column) {

@@ -118,8 +118,9 @@ pub enum Access {
     Write,
 }
 
-/// Checks the bearer token for `access` (DESIGN.md §3). With no tokens configured everything is
-/// served, whatever `Authorization` says (PyIceberg sends `Bearer None`).
+/// Checks the bearer token for `access` (`docs/security.md`, "With `[[auth.tokens]]`"). With no
+/// tokens configured everything is served, whatever `Authorization` says (PyIceberg sends
+/// `Bearer None`).
 pub fn authorize(app: &App, headers: &HeaderMap, access: Access) -> RestResult<()> {
     let auth = &app.config.auth;
     match access {

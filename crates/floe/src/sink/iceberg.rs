@@ -24,6 +24,7 @@
 //! lost a column the pipeline writes, changed its type (other than widening int → long, float →
 //! double), or gained a required column is refused with both schemas.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,9 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema as ArrowSchema, SchemaRef};
 use floe_catalog::{Deleted, FloeCatalog, Storage, position_summary};
 use iceberg::arrow::{arrow_schema_to_schema_auto_assign_ids, schema_to_arrow_schema};
-use iceberg::spec::{DataFile, DataFileFormat, PartitionSpecRef, Schema as IcebergSchema};
+use iceberg::spec::{
+    DataFile, DataFileFormat, PartitionSpecRef, Schema as IcebergSchema, TableMetadataBuilder, TableProperties,
+};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
@@ -87,8 +90,14 @@ pub struct IcebergSink {
     pending_rows: u64,
     pending_bytes: usize,
     first_pending: Option<Instant>,
+    /// When the input last moved on (rows read from the stream, filtered out or not).
+    last_input: Option<Instant>,
     interval: Duration,
     size_bytes: usize,
+    /// `rolling.inactivity_seconds`: commit once the input has been still this long.
+    inactivity: Option<Duration>,
+    /// `limits.commit_retries`: retries of a commit that lost the compare-and-swap.
+    commit_retries: u32,
     /// Set by a failed write or commit: the in-memory state no longer matches the table.
     broken: bool,
 }
@@ -172,10 +181,24 @@ impl IcebergSink {
             pending_rows: 0,
             pending_bytes: 0,
             first_pending: None,
+            last_input: None,
             interval: Duration::from_secs(cfg.rolling.interval_seconds),
             size_bytes: (cfg.rolling.size_mb as usize).saturating_mul(1024 * 1024),
+            inactivity: cfg.rolling.inactivity_seconds.map(Duration::from_secs),
+            commit_retries: crate::config::DEFAULT_COMMIT_RETRIES,
             broken: false,
         })
+    }
+
+    /// Sets how often a commit that lost the catalog's compare-and-swap to another writer is
+    /// retried on the fresh metadata before [`commit`](Self::commit) fails
+    /// (`limits.commit_retries`; [`DEFAULT_COMMIT_RETRIES`](crate::config::DEFAULT_COMMIT_RETRIES)
+    /// until set). It replaces the table's own `commit.retry.num-retries`; the waits between
+    /// attempts follow the table's other `commit.retry.*` properties (iceberg's defaults: 100 ms
+    /// doubling up to 60 s, 30 min in all).
+    pub fn with_commit_retries(mut self, retries: u32) -> Self {
+        self.commit_retries = retries;
+        self
     }
 
     /// The sink's name.
@@ -223,8 +246,10 @@ impl IcebergSink {
     }
 
     async fn write_inner(&mut self, batch: &RecordBatch, through: u64) -> Result<()> {
-        if self.first_pending.is_none() && through > self.through {
-            self.first_pending = Some(Instant::now());
+        if through > self.through {
+            let now = Instant::now();
+            self.first_pending.get_or_insert(now);
+            self.last_input = Some(now);
         }
         self.through = self.through.max(through);
         if batch.num_rows() == 0 {
@@ -256,16 +281,19 @@ impl IcebergSink {
         Ok(())
     }
 
-    /// Whether the pending rows should be committed now.
+    /// Whether the pending rows should be committed now: `rolling.size_mb` is pending,
+    /// `rolling.interval_seconds` passed since the first pending row, or the input has been
+    /// still for `rolling.inactivity_seconds`.
     pub fn should_roll(&self) -> bool {
         self.through > self.committed
-            && (self.pending_bytes >= self.size_bytes
-                || self.first_pending.is_some_and(|t| t.elapsed() >= self.interval))
+            && (self.pending_bytes >= self.size_bytes || self.roll_deadline().is_some_and(|t| Instant::now() >= t))
     }
 
-    /// When the interval roll is due, if anything is pending.
+    /// When the next time-based roll (interval or inactivity) is due, if anything is pending.
     pub fn roll_deadline(&self) -> Option<Instant> {
-        self.first_pending.map(|t| t + self.interval)
+        let interval = self.first_pending.map(|t| t + self.interval)?;
+        let idle = self.inactivity.zip(self.last_input).map(|(d, t)| t + d);
+        Some(idle.map_or(interval, |idle| idle.min(interval)))
     }
 
     /// Commits everything written so far, with the position it covers. On error nothing was
@@ -312,14 +340,20 @@ impl IcebergSink {
                 .advance_position(&self.pipeline, &self.name, &self.ident, from, to)
                 .await
         } else {
-            let tx = Transaction::new(&self.table);
-            let action = tx
-                .fast_append()
-                .set_commit_uuid(self.attempt)
-                .add_data_files(files)
-                .set_snapshot_properties(position_summary(&self.pipeline, &self.name, from, to, self.attempt));
-            let committed = match action.apply(tx) {
-                Ok(tx) => tx.commit(&self.catalog).await,
+            let summary = position_summary(&self.pipeline, &self.name, from, to, self.attempt);
+            let committed = match with_commit_retries(&self.table, self.commit_retries) {
+                Ok(base) => {
+                    let tx = Transaction::new(&base);
+                    let action = tx
+                        .fast_append()
+                        .set_commit_uuid(self.attempt)
+                        .add_data_files(files)
+                        .set_snapshot_properties(summary);
+                    match action.apply(tx) {
+                        Ok(tx) => tx.commit(&self.catalog).await,
+                        Err(e) => Err(e),
+                    }
+                }
                 Err(e) => Err(e),
             };
             match committed {
@@ -368,6 +402,7 @@ impl IcebergSink {
         self.pending_rows = 0;
         self.pending_bytes = 0;
         self.first_pending = None;
+        self.last_input = None;
         self.attempt = uuid::Uuid::now_v7();
         result?;
         self.committed = to;
@@ -456,6 +491,30 @@ impl IcebergSink {
             Writer::Partitioned(FanoutWriter::new(builder), splitter)
         })
     }
+}
+
+/// `table` with `commit.retry.num-retries = retries`, in memory only: iceberg's `Transaction`
+/// reads its retry budget from the base table's properties. The property is never written to the
+/// table (a fast-append's updates carry the snapshot only), and the first attempt reloads the
+/// table from the catalog anyway, so the base is used for nothing else.
+fn with_commit_retries(table: &Table, retries: u32) -> iceberg::Result<Table> {
+    let key = TableProperties::PROPERTY_COMMIT_NUM_RETRIES;
+    if table.metadata().properties().get(key) == Some(&retries.to_string()) {
+        return Ok(table.clone());
+    }
+    let metadata = TableMetadataBuilder::new_from_metadata(table.metadata().clone(), None)
+        .set_properties(HashMap::from([(key.to_string(), retries.to_string())]))?
+        .build()?
+        .metadata;
+    let mut builder = Table::builder()
+        .identifier(table.identifier().clone())
+        .file_io(table.file_io().clone())
+        .metadata(metadata)
+        .runtime(iceberg::Runtime::try_current()?);
+    if let Some(location) = table.metadata_location() {
+        builder = builder.metadata_location(location);
+    }
+    builder.build()
 }
 
 /// Deletes every file under a table location whose name carries `attempt`, through the

@@ -11,12 +11,17 @@
 //!   bytes written so far on disk.
 //!
 //! Every operation is logged with its path, so a test can tell which phase a fault hit.
+//!
+//! A hook can also run just before each table metadata file (`*.metadata.json`) is written: the
+//! catalog writes it between loading the table and swapping its pointer, so a hook that commits
+//! through another catalog instance makes that commit lose the compare-and-swap.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use iceberg::io::{
     FileIO, FileIOBuilder, FileMetadata, FileRead, FileWrite, InputFile, LocalFsStorage, OutputFile, Storage,
@@ -54,8 +59,11 @@ pub struct Logged {
     pub failed: bool,
 }
 
+/// What runs before a metadata file is written.
+pub type Hook = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// Shared fault plan and log; one per test, shared by every storage the factory builds.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Faults {
     writes: AtomicUsize,
     fail_write: AtomicUsize,
@@ -63,6 +71,16 @@ pub struct Faults {
     fail_delete: AtomicUsize,
     errno: AtomicUsize,
     log: Mutex<Vec<Logged>>,
+    before_metadata_write: Mutex<Option<Hook>>,
+}
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faults")
+            .field("writes", &self.writes)
+            .field("deletes", &self.deletes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Faults {
@@ -78,6 +96,12 @@ impl Faults {
         self.errno.store(errno as usize, Ordering::SeqCst);
         self.fail_delete
             .store(self.deletes.load(Ordering::SeqCst) + k, Ordering::SeqCst);
+    }
+
+    /// Runs `hook` (to completion) before every later write of a `*.metadata.json` file; `None`
+    /// removes it.
+    pub fn before_metadata_write(&self, hook: Option<Hook>) {
+        *self.before_metadata_write.lock().expect("hook") = hook;
     }
 
     /// Disarms every pending fault.
@@ -158,6 +182,12 @@ impl Storage for FaultyStorage {
     }
 
     async fn write(&self, path: &str, bs: Bytes) -> Result<()> {
+        if path.ends_with(".metadata.json") {
+            let hook = self.faults.before_metadata_write.lock().expect("hook").clone();
+            if let Some(hook) = hook {
+                hook().await;
+            }
+        }
         if let Err(e) = self.faults.next_write(Op::WriteAll, path) {
             // A torn file, as a full disk leaves it.
             self.inner.write(path, bs.slice(..bs.len() / 2)).await?;

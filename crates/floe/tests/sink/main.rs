@@ -2,10 +2,12 @@
 //! deletes that fail (through a fault-injecting iceberg `Storage` given to the catalog), crashes
 //! between writing and committing, and other writers of the same table. Every test ends by
 //! checking that each row is in the table exactly once and that no file of a failed attempt is
-//! referenced or left behind.
+//! referenced or left behind. `limits` covers the sink's configured commit retries and its
+//! inactivity roll.
 
 mod common;
 mod faulty_storage;
+mod limits;
 mod other_writers;
 mod recovery;
 mod storage_faults;

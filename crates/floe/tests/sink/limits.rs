@@ -1,0 +1,165 @@
+//! The sink's configured commit limits: `limits.commit_retries` bounds how often a commit that
+//! loses the catalog's compare-and-swap to another writer is tried again before it fails, and
+//! `rolling.inactivity_seconds` makes a sink whose input went still commit before its interval.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use floe::error::Error;
+use floe::sink::iceberg::IcebergSink;
+use floe_catalog::FloeCatalog;
+use futures::future::BoxFuture;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::{Catalog, ErrorKind};
+
+use crate::common::{
+    Env, PIPELINE, TestResult, files_under, output_schema, referenced_data_files, scan_ids, sink_config, table_ident,
+    write_range,
+};
+use crate::faulty_storage::{Hook, Op};
+
+/// A rival writer: before each of the sink catalog's next `times` metadata writes (one per
+/// commit attempt, between loading the table and swapping its pointer), `other` commits a
+/// property change to the table, so that attempt loses the compare-and-swap.
+fn rival(other: FloeCatalog, times: usize) -> (Hook, Arc<AtomicUsize>) {
+    let commits = Arc::new(AtomicUsize::new(0));
+    let counter = commits.clone();
+    let hook: Hook = Arc::new(move || -> BoxFuture<'static, ()> {
+        let other = other.clone();
+        let counter = counter.clone();
+        Box::pin(async move {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            if n > times {
+                return;
+            }
+            let table = other.load_table(&table_ident()).await.expect("rival load");
+            let tx = Transaction::new(&table);
+            let tx = tx
+                .update_table_properties()
+                .set("rival.commit".to_string(), n.to_string())
+                .apply(tx)
+                .expect("rival apply");
+            tx.commit(&other).await.expect("rival commit");
+        })
+    });
+    (hook, commits)
+}
+
+/// Metadata files the sink's catalog wrote since write operation `mark`: one per commit attempt.
+fn attempts_since(env: &Env, mark: usize) -> usize {
+    env.faults
+        .log_since(mark)
+        .iter()
+        .filter(|l| l.op == Op::WriteAll && l.path.ends_with(".metadata.json"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_always_loses_the_race_fails_after_commit_retries() -> TestResult {
+    let env = Env::new().await;
+    for retries in [2, 0] {
+        let mut sink = env.open_sink(&[]).await.with_commit_retries(retries);
+        write_range(&mut sink, 0..10).await?;
+        let (hook, _) = rival(env.other_instance().await, usize::MAX);
+        env.faults.before_metadata_write(Some(hook));
+        let mark = env.faults.writes();
+        let err = sink.commit().await.unwrap_err();
+        env.faults.before_metadata_write(None);
+        assert_eq!(
+            attempts_since(&env, mark),
+            retries as usize + 1,
+            "commit_retries = {retries}: one attempt plus {retries} retries"
+        );
+        match &err {
+            Error::Iceberg(e) => assert_eq!(e.kind(), ErrorKind::CatalogCommitConflicts, "{e}"),
+            other => panic!("expected a commit conflict, got {other}"),
+        }
+        assert_eq!(env.position().await, 0, "nothing committed");
+        assert!(env.table().await.metadata().current_snapshot_id().is_none());
+    }
+    // Every failed attempt's files are gone; with the rival quiet, the reopened sink commits.
+    let parquet = files_under(&env.table_dir())
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet"))
+        .count();
+    assert_eq!(parquet, 0);
+    let mut sink = env.open_sink(&[]).await.with_commit_retries(2);
+    write_range(&mut sink, 0..10).await?;
+    sink.commit().await?;
+    assert_eq!(scan_ids(&env.table().await).await?, (0..10).collect::<Vec<_>>());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_loses_fewer_races_than_commit_retries_lands() -> TestResult {
+    let env = Env::new().await;
+    let mut sink = env.open_sink(&[]).await.with_commit_retries(2);
+    write_range(&mut sink, 0..10).await?;
+    let (hook, rivals) = rival(env.other_instance().await, 2);
+    env.faults.before_metadata_write(Some(hook));
+    let mark = env.faults.writes();
+    let stats = sink.commit().await?;
+    env.faults.before_metadata_write(None);
+    assert_eq!(attempts_since(&env, mark), 3, "two lost races, then the commit");
+    assert_eq!(rivals.load(Ordering::SeqCst), 3);
+    assert_eq!((stats.from, stats.to, stats.rows), (0, 10, 10));
+    let table = env.table().await;
+    assert_eq!(scan_ids(&table).await?, (0..10).collect::<Vec<_>>());
+    assert_eq!(
+        table.metadata().properties().get("rival.commit").map(String::as_str),
+        Some("2")
+    );
+    assert!(
+        !table.metadata().properties().contains_key("commit.retry.num-retries"),
+        "the retry budget is never written to the table"
+    );
+    assert_eq!(env.position().await, 10);
+    let referenced = referenced_data_files(&table).await?;
+    assert!(
+        files_under(&env.table_dir())
+            .iter()
+            .filter(|f| f.ends_with(".parquet"))
+            .all(|f| referenced.contains(f))
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_whose_input_went_still_rolls_after_inactivity_seconds() -> TestResult {
+    let env = Env::new().await;
+    let mut cfg = sink_config(&[]);
+    cfg.rolling.interval_seconds = 3600;
+    cfg.rolling.inactivity_seconds = Some(2);
+    let mut sink = IcebergSink::open(env.catalog.clone(), &cfg, PIPELINE, &output_schema()).await?;
+    assert_eq!(sink.roll_deadline(), None, "nothing pending");
+
+    let started = Instant::now();
+    write_range(&mut sink, 0..10).await?;
+    let deadline = sink.roll_deadline().expect("rows pending");
+    assert!(
+        deadline <= Instant::now() + Duration::from_secs(2),
+        "idle roll, not the hour"
+    );
+    assert!(!sink.should_roll());
+
+    // More input pushes the idle roll back.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    write_range(&mut sink, 10..20).await?;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        !sink.should_roll(),
+        "the input moved 1.2 s ago, less than inactivity_seconds"
+    );
+    assert!(sink.roll_deadline().expect("pending") > deadline);
+
+    // Still for 2 s: due, long before the interval.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(sink.should_roll());
+    assert!(started.elapsed() < Duration::from_secs(60));
+    sink.commit().await?;
+    assert_eq!(sink.roll_deadline(), None);
+    assert!(!sink.should_roll());
+    assert_eq!(scan_ids(&env.table().await).await?, (0..20).collect::<Vec<_>>());
+    Ok(())
+}
