@@ -201,8 +201,9 @@ pub async fn post_events(
     // the outcome is still recorded (a record that became durable must keep its key).
     let task_app = app.clone();
     let task_stream = stream.clone();
+    let task_state = state.clone();
     let outcome = tokio::spawn(async move {
-        let state = &task_app.streams[&task_stream];
+        let state = &task_state;
         let appended = async {
             if let Some(letters) = letters {
                 let dl = task_app

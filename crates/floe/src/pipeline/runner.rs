@@ -80,18 +80,22 @@ struct Sinks {
 }
 
 async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>, progressed: &mut bool) -> Result<()> {
-    let cfg = app
-        .config
+    // The live topology: the statement's sink and pipeline as they are now.
+    let topology = app.topology();
+    let cfg = topology
         .sink(&t.sink)
+        .cloned()
         .ok_or_else(|| Error::Internal(format!("sink {:?} is not configured", t.sink)))?;
-    let stream = app
+    let cfg = &cfg;
+    let log = app
         .streams
         .get(&t.stream)
+        .map(|s| s.log.clone())
         .ok_or_else(|| Error::Internal(format!("stream {:?} is not open", t.stream)))?;
-    let pipeline = app.config.pipelines.iter().find(|p| p.name == t.pipeline);
+    let pipeline = topology.pipeline(&t.pipeline);
     let on_error = pipeline.map_or(OnError::DeadLetter, |p| p.on_error);
     let max_bad = pipeline.map_or(DEFAULT_MAX_BAD_ROWS_PER_BATCH, |p| p.max_bad_rows_per_batch);
-    let log = &stream.log;
+    drop(topology);
     let metrics = app.metrics.sink(&t.pipeline, &t.sink);
     let mut sinks = Sinks {
         main: IcebergSink::open(app.catalog.clone(), cfg, &t.pipeline, &t.output).await?,

@@ -174,7 +174,8 @@ pub async fn post_validate_sql(
             .into_response();
         }
     };
-    match validate_sql(&app.config, &req.sql).await {
+    // The live streams and sinks (dead-letter ones included).
+    match validate_sql(&app.topology().resolved_config(), &req.sql).await {
         Ok(v) => (StatusCode::OK, axum::Json(answer_json(&v))).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, axum::Json(error_json(&e))).into_response(),
     }
