@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -41,7 +41,7 @@ pub struct App {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Point lookups and their caches.
-    pub lookup: crate::lookup::LookupEngine,
+    pub lookup: Arc<crate::lookup::LookupEngine>,
     topology: RwLock<Arc<Topology>>,
     positions: Mutex<HashMap<(String, String), (String, u64)>>,
     /// Held while a stream's truncation point is computed and applied, and while the topology
@@ -65,7 +65,7 @@ impl App {
         crate::pipeline::identity::prepare_positions(&topology, &catalog, &streams, &topology.statements).await?;
         Ok(Arc::new(App {
             config,
-            lookup: crate::lookup::LookupEngine::new(catalog.clone()),
+            lookup: Arc::new(crate::lookup::LookupEngine::new(catalog.clone())),
             catalog,
             streams,
             metrics,
@@ -191,6 +191,49 @@ impl App {
                 Ok(freed) => tracing::debug!(stream = %name, before = min, freed, "log truncated"),
                 Err(e) => tracing::warn!(stream = %name, error = %e, "log truncation failed"),
             }
+        }
+    }
+}
+
+// Each HTTP area takes only the state it needs from the node.
+
+impl FromRef<Arc<App>> for crate::query::QueryState {
+    fn from_ref(app: &Arc<App>) -> Self {
+        crate::query::QueryState {
+            catalog: app.catalog.clone(),
+            limits: app.config.limits.clone(),
+            auth: app.config.auth.clone(),
+        }
+    }
+}
+
+impl FromRef<Arc<App>> for crate::lookup::LookupState {
+    fn from_ref(app: &Arc<App>) -> Self {
+        crate::lookup::LookupState {
+            engine: app.lookup.clone(),
+            limits: app.config.limits.clone(),
+            auth: app.config.auth.clone(),
+        }
+    }
+}
+
+impl FromRef<Arc<App>> for crate::pipeline::validate::ValidateState {
+    fn from_ref(app: &Arc<App>) -> Self {
+        crate::pipeline::validate::ValidateState {
+            topology: app.topology(),
+            auth: app.config.auth.clone(),
+        }
+    }
+}
+
+impl FromRef<Arc<App>> for crate::rest::RestState {
+    fn from_ref(app: &Arc<App>) -> Self {
+        crate::rest::RestState {
+            catalog: app.catalog.clone(),
+            config: crate::rest::RestConfig {
+                catalog: app.config.catalog.clone(),
+                auth: app.config.auth.clone(),
+            },
         }
     }
 }

@@ -33,7 +33,8 @@ async fn json_of(resp: Response) -> (StatusCode, serde_json::Value) {
 
 async fn query(app: &Arc<App>, sql: &str) -> (StatusCode, serde_json::Value) {
     let body = serde_json::to_vec(&serde_json::json!({ "sql": sql })).unwrap();
-    json_of(floe::query::post_query(State(app.clone()), HeaderMap::new(), body.into()).await).await
+    let state = <floe::query::QueryState as axum::extract::FromRef<Arc<App>>>::from_ref(app);
+    json_of(floe::query::post_query(State(state), HeaderMap::new(), body.into()).await).await
 }
 
 async fn send(app: &Arc<App>, body: Vec<u8>, gzip: bool) -> (StatusCode, serde_json::Value) {
