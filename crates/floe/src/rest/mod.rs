@@ -29,12 +29,11 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
+use floe_catalog::SqliteCatalog;
 use iceberg::{NamespaceIdent, TableIdent};
 use serde::de::DeserializeOwned;
 
 pub use error::{RestError, RestResult};
-
-use floe_catalog::SqliteCatalog;
 
 use crate::config::{AuthConfig, CatalogConfig};
 
