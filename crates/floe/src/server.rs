@@ -195,7 +195,51 @@ impl App {
     }
 }
 
-// Each HTTP area takes only the state it needs from the node.
+// Each stage takes only what it needs from the node.
+
+impl crate::ingest::IngestNode for App {
+    fn streams(&self) -> &StreamRegistry {
+        &self.streams
+    }
+
+    fn auth(&self) -> &crate::config::AuthConfig {
+        &self.config.auth
+    }
+
+    fn limits(&self) -> &crate::config::Limits {
+        &self.config.limits
+    }
+
+    fn backpressure(&self, stream: &str) -> Option<Error> {
+        App::backpressure(self, stream)
+    }
+}
+
+impl crate::pipeline::runner::RunnerNode for App {
+    fn catalog(&self) -> &SqliteCatalog {
+        &self.catalog
+    }
+
+    fn streams(&self) -> &StreamRegistry {
+        &self.streams
+    }
+
+    fn topology(&self) -> Arc<Topology> {
+        App::topology(self)
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn batch_bytes(&self) -> usize {
+        self.config.limits.batch_bytes
+    }
+
+    fn publish_position(&self, t: &Transform, position: u64) {
+        App::publish_position(self, t, position)
+    }
+}
 
 impl FromRef<Arc<App>> for crate::query::QueryState {
     fn from_ref(app: &Arc<App>) -> Self {
@@ -241,7 +285,7 @@ impl FromRef<Arc<App>> for crate::rest::RestState {
 /// The HTTP routes.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/v1/streams/{stream}/events", post(crate::ingest::post_events))
+        .route("/v1/streams/{stream}/events", post(crate::ingest::post_events::<App>))
         .route("/v1/query", post(crate::query::post_query))
         .route("/v1/validate_sql", post(crate::pipeline::validate::post_validate_sql))
         .route("/v1/tables/{table}/rows", get(crate::lookup::get_rows))
