@@ -111,7 +111,7 @@ async fn streams_sinks_and_pipelines_come_and_go_while_floe_runs() -> TestResult
     let base = format!("http://{}", listener.local_addr()?);
     let router = floe::server::router(app.clone());
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().no_proxy().build()?;
 
     // One stream and pipeline, as configured.
     assert_eq!(post(&client, &base, "events", 0..10).await, 200);

@@ -26,9 +26,9 @@ use super::dead_letter::{self, BadRow};
 use crate::config::{DEFAULT_MAX_BAD_ROWS_PER_BATCH, OnError, SinkConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::sink::iceberg::IcebergSink;
 use crate::stream::StreamRegistry;
 use crate::topology::Topology;
-use crate::sink::iceberg::IcebergSink;
 
 /// First wait after a failure; doubles up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
@@ -97,7 +97,12 @@ struct Sinks {
     dead_letter: Option<IcebergSink>,
 }
 
-async fn run_once<N: RunnerNode>(app: &N, t: &Transform, shutdown: &mut watch::Receiver<bool>, progressed: &mut bool) -> Result<()> {
+async fn run_once<N: RunnerNode>(
+    app: &N,
+    t: &Transform,
+    shutdown: &mut watch::Receiver<bool>,
+    progressed: &mut bool,
+) -> Result<()> {
     // The live topology: the statement's sink and pipeline as they are now.
     let topology = app.topology();
     let cfg = topology

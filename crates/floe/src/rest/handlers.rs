@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use super::paging::PageRequest;
 use super::{
-    Access, ENDPOINTS, NAMESPACE_SEPARATOR, RestError, RestJson, RestPath, RestResult, RestState, authorize, check_table_name,
-    namespace_from_levels, parse_namespace,
+    Access, ENDPOINTS, NAMESPACE_SEPARATOR, RestError, RestJson, RestPath, RestResult, RestState, authorize,
+    check_table_name, namespace_from_levels, parse_namespace,
 };
 
 type Params = Result<Path<HashMap<String, String>>, PathRejection>;
