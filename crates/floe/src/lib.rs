@@ -8,8 +8,11 @@
 //!        ─► sink (Parquet + Iceberg commit) ─► floe_catalog (SQLite, JDBC layout) ─► query, lookup
 //! ```
 //!
-//! [`server`] wires them together for `floe serve`; [`config`] is the `floe.toml` contract;
-//! [`rest`] serves the catalog over the Iceberg REST API under `/iceberg`.
+//! [`topology`] resolves the config into what runs (streams, sinks, pipeline statements, dead
+//! letters); [`stream`] is the registry of open streams; [`supervisor`] runs a runner per
+//! statement and changes the topology at run time; [`server`] wires them together for
+//! `floe serve`; [`config`] is the `floe.toml` contract; [`rest`] serves the catalog over the
+//! Iceberg REST API under `/iceberg`.
 
 pub mod auth;
 pub mod config;
@@ -23,3 +26,6 @@ pub mod query;
 pub mod rest;
 pub mod server;
 pub mod sink;
+pub mod stream;
+pub mod supervisor;
+pub mod topology;

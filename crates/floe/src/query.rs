@@ -35,9 +35,8 @@ use futures::StreamExt;
 use iceberg_datafusion::IcebergCatalogProvider;
 use serde::Deserialize;
 
-use crate::config::Limits;
+use crate::config::{AuthConfig, Limits};
 use crate::error::{Error, Result};
-use crate::server::App;
 
 /// A query's rows and their schema (kept for empty results: Arrow and Parquet need it).
 #[derive(Debug, Clone)]
@@ -370,11 +369,22 @@ pub struct QueryRequest {
     pub format: Option<OutputFormat>,
 }
 
+/// What `POST /v1/query` needs of the node.
+#[derive(Clone)]
+pub struct QueryState {
+    /// The Iceberg catalog.
+    pub catalog: FloeCatalog,
+    /// `[limits]` (rows and time of a query).
+    pub limits: Limits,
+    /// `[auth]`.
+    pub auth: AuthConfig,
+}
+
 /// `POST /v1/query` → `{"columns": [...], "rows": [...]}`, or CSV / table text / Arrow IPC /
 /// Parquet bytes when `format` (or `Accept`) asks for them.
-pub async fn post_query(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+pub async fn post_query(State(app): State<QueryState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let result = async {
-        crate::auth::require(&app.config.auth, &headers, "read")?;
+        crate::auth::require(&app.auth, &headers, "read")?;
         let req: QueryRequest = serde_json::from_slice(&body).map_err(|e| Error::BadRequest {
             code: "bad_request",
             message: format!(
@@ -390,7 +400,7 @@ pub async fn post_query(State(app): State<Arc<App>>, headers: HeaderMap, body: a
                     .and_then(OutputFormat::from_accept)
             })
             .unwrap_or(OutputFormat::Json);
-        let out = run_sql(&app.catalog, &req.sql, &app.config.limits).await?;
+        let out = run_sql(&app.catalog, &req.sql, &app.limits).await?;
         let bytes = if format == OutputFormat::Json {
             let columns: Vec<String> = out.schema.fields().iter().map(|f| f.name().clone()).collect();
             let rows = to_json(&out.batches)?;

@@ -1,181 +1,101 @@
-//! `floe serve`: opens the catalog and every stream log, plans the pipelines, starts one runner
-//! per pipeline statement, serves HTTP, and shuts down in order on SIGTERM / Ctrl-C (stop
-//! accepting, finish in-flight requests, commit what is durable, exit).
+//! `floe serve`: opens the catalog, resolves the [`Topology`] and opens its stream logs, has the
+//! [`Supervisor`] start one runner per pipeline statement, serves HTTP, and shuts down in order on
+//! SIGTERM / Ctrl-C (stop accepting, finish in-flight requests, commit what is durable, exit).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use floe_catalog::FloeCatalog;
-use floe_stream::{LogOptions, StreamLog};
 use serde_json::json;
-use tokio::sync::watch;
 
-use crate::config::{Config, OnInvalid, StreamConfig};
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::ingest::dead_letter;
-use crate::ingest::decode::RowDecoder;
-use crate::ingest::idempotency::IdempotencyStore;
-use crate::ingest::schema::{arrow_schema, stream_fields};
-use crate::metrics::{Metrics, StreamMetrics};
-use crate::pipeline::{Transform, plan_pipeline};
+use crate::metrics::Metrics;
+use crate::pipeline::Transform;
+pub use crate::stream::StreamState;
+use crate::stream::{StreamRegistry, open_streams};
+use crate::supervisor::Supervisor;
+use crate::topology::Topology;
 
 /// How often stream logs are truncated behind their slowest reader.
 pub const TRUNCATE_INTERVAL: Duration = Duration::from_secs(2);
 /// Longest wait for pipelines to commit at shutdown.
 pub const SHUTDOWN_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One stream: its config, log, decoder and counters.
-pub struct StreamState {
-    /// The `[[streams]]` entry.
-    pub config: StreamConfig,
-    /// The durable log.
-    pub log: Arc<StreamLog>,
-    /// JSON → Arrow decoder for the stream's schema.
-    pub decoder: Arc<RowDecoder>,
-    /// Counters.
-    pub metrics: Arc<StreamMetrics>,
-    /// Remembered `Idempotency-Key`s.
-    pub idempotency: IdempotencyStore,
-}
-
 /// Everything a request handler or pipeline runner needs.
 pub struct App {
-    /// The configuration.
+    /// The configuration floe started with (settings: server, catalog, limits, auth). The live
+    /// streams, sinks and pipelines are in [`App::topology`].
     pub config: Config,
     /// The Iceberg catalog.
     pub catalog: FloeCatalog,
-    /// Streams by name.
-    pub streams: HashMap<String, StreamState>,
+    /// The open streams.
+    pub streams: StreamRegistry,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Planned pipeline statements.
-    pub transforms: Vec<Transform>,
     /// Point lookups and their caches.
-    pub lookup: crate::lookup::LookupEngine,
+    pub lookup: Arc<crate::lookup::LookupEngine>,
+    topology: RwLock<Arc<Topology>>,
     positions: Mutex<HashMap<(String, String), (String, u64)>>,
+    /// Held while a stream's truncation point is computed and applied, and while the topology
+    /// changes: a statement added to the topology is seen by every truncation after that.
+    truncation: Mutex<()>,
 }
 
 impl App {
-    /// Builds the app: catalog, logs (with recovery), pipeline plans.
-    pub async fn open(mut config: Config) -> Result<Arc<App>> {
+    /// Builds the app: catalog, topology (pipeline plans), logs (with recovery), start positions.
+    pub async fn open(config: Config) -> Result<Arc<App>> {
         std::fs::create_dir_all(config.data_dir())?;
         let catalog =
             FloeCatalog::connect(&config.catalog_uri(), &config.catalog.name, &config.warehouse_uri()).await?;
         let metrics = Arc::new(Metrics::default());
-        // Streams with on_invalid = "dead_letter" get an internal stream for their dead letters.
-        let dead_letter_streams: Vec<String> = config
-            .streams
-            .iter()
-            .filter(|s| s.on_invalid == OnInvalid::DeadLetter)
-            .map(|s| s.name.clone())
-            .collect();
-        for s in &dead_letter_streams {
-            config.streams.push(dead_letter::stream_config(s));
-        }
-        let mut logs = HashMap::new();
-        for s in &config.streams {
-            logs.insert(
-                s.name.clone(),
-                StreamLog::open(
-                    &config.stream_dir(&s.name),
-                    LogOptions {
-                        max_record_bytes: config.limits.max_record_bytes,
-                        ..LogOptions::default()
-                    },
-                )?,
-            );
-        }
-        let mut streams = HashMap::new();
-        let mut schemas = Vec::new();
-        for s in &config.streams {
-            let fields = stream_fields(s.fields.as_ref());
-            let log = logs[&s.name].clone();
-            let dead_letters = (s.on_invalid == OnInvalid::DeadLetter)
-                .then(|| logs.get(&dead_letter::stream_name(&s.name)))
-                .flatten();
-            let decoder = RowDecoder::new(
-                &fields,
-                s.unknown_fields,
-                config.limits.max_row_bytes,
-                config.limits.max_errors_reported,
-                s.fields.is_none(),
-            );
-            let m = metrics.stream(&s.name);
-            m.log_end_offset.store(log.end_offset(), Ordering::Relaxed);
-            m.log_disk_bytes.store(log.disk_bytes(), Ordering::Relaxed);
-            let idempotency = IdempotencyStore::open(
-                &config.stream_dir(&s.name),
-                &log,
-                dead_letters.map(|l| l.as_ref()),
-                (&config.limits).into(),
-            )?;
-            schemas.push((s.name.clone(), arrow_schema(&fields)));
-            streams.insert(
-                s.name.clone(),
-                StreamState {
-                    config: s.clone(),
-                    log,
-                    decoder: Arc::new(decoder),
-                    metrics: m,
-                    idempotency,
-                },
-            );
-        }
-        let mut sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
-        sink_names.extend(dead_letter_streams.iter().map(|s| dead_letter::sink_name(s)));
-        let mut transforms = Vec::new();
-        for p in &config.pipelines {
-            transforms.extend(plan_pipeline(&p.name, &p.sql, &schemas, &sink_names).await?);
-        }
-        for s in &dead_letter_streams {
-            // The namespace and roll interval of the first Iceberg sink the stream feeds.
-            let fed = transforms.iter().filter(|t| t.stream == *s).find_map(|t| {
-                config
-                    .sink(&t.sink)
-                    .and_then(|c| c.table.clone().map(|tb| (tb, c.rolling.interval_seconds)))
-            });
-            let (namespace, interval) = match fed {
-                Some((table, interval)) => (
-                    table.rsplit_once('.').map(|(ns, _)| ns.to_string()).unwrap_or_default(),
-                    interval,
-                ),
-                None => (
-                    dead_letter::DEFAULT_NAMESPACE.to_string(),
-                    crate::config::DEFAULT_ROLL_INTERVAL_SECONDS,
-                ),
-            };
-            config.sinks.push(dead_letter::sink_config(s, &namespace, interval));
-            let name = dead_letter::stream_name(s);
-            transforms.extend(plan_pipeline(&name, &dead_letter::pipeline_sql(s), &schemas, &sink_names).await?);
-        }
-        let mut seen = std::collections::HashSet::new();
-        for t in &transforms {
-            if !seen.insert((t.pipeline.clone(), t.sink.clone())) {
-                return Err(Error::Config(format!(
-                    "pipeline {:?} writes to sink {:?} twice; use one INSERT per sink",
-                    t.pipeline, t.sink
-                )));
-            }
+        let topology = Topology::from_config(&config).await?;
+        let streams = StreamRegistry::default();
+        for s in open_streams(&config, &topology.streams, &metrics, &streams)? {
+            streams.insert(s);
         }
         // Before HTTP serves: every statement's start position is in the catalog, and a log that
         // went backwards or lost rows a pipeline still needs stops floe here.
-        crate::pipeline::identity::prepare_positions(&config, &catalog, &streams, &transforms).await?;
+        crate::pipeline::identity::prepare_positions(&topology, &catalog, &streams, &topology.statements).await?;
         Ok(Arc::new(App {
             config,
-            lookup: crate::lookup::LookupEngine::new(catalog.clone()),
+            lookup: Arc::new(crate::lookup::LookupEngine::new(catalog.clone())),
             catalog,
             streams,
             metrics,
-            transforms,
+            topology: RwLock::new(Arc::new(topology)),
             positions: Mutex::new(HashMap::new()),
+            truncation: Mutex::new(()),
         }))
+    }
+
+    /// The live topology.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.read().expect("topology lock").clone()
+    }
+
+    /// Every planned statement of the live topology.
+    pub fn statements(&self) -> Vec<Transform> {
+        self.topology().statements.clone()
+    }
+
+    /// The open stream `name`.
+    pub fn stream(&self, name: &str) -> Option<Arc<StreamState>> {
+        self.streams.get(name)
+    }
+
+    /// Makes `topology` the live one (see [`crate::supervisor`], which brings the runners in
+    /// line with it).
+    pub(crate) fn set_topology(&self, topology: Arc<Topology>) {
+        let _truncation = self.truncation.lock().expect("truncation lock");
+        *self.topology.write().expect("topology lock") = topology;
     }
 
     /// Records a statement's committed position (for log truncation).
@@ -186,11 +106,20 @@ impl App {
             .insert((t.pipeline.clone(), t.sink.clone()), (t.stream.clone(), position));
     }
 
+    /// Forgets the position of a statement that no longer runs.
+    pub(crate) fn forget_position(&self, pipeline: &str, sink: &str) {
+        self.positions
+            .lock()
+            .expect("positions lock")
+            .remove(&(pipeline.to_string(), sink.to_string()));
+    }
+
     /// The lowest committed position over every statement reading `stream`, once all have one.
     fn min_position(&self, stream: &str) -> Option<u64> {
+        let topology = self.topology();
         let positions = self.positions.lock().expect("positions lock");
         let mut min: Option<u64> = None;
-        for t in self.transforms.iter().filter(|t| t.stream == stream) {
+        for t in topology.statements_reading(stream) {
             let (_, p) = positions.get(&(t.pipeline.clone(), t.sink.clone()))?;
             min = Some(min.map_or(*p, |m: u64| m.min(*p)));
         }
@@ -201,8 +130,8 @@ impl App {
     pub fn backpressure(&self, stream: &str) -> Option<Error> {
         let s = self.streams.get(stream)?;
         // A stream's dead letters are part of its ingest: their log's limits apply too.
-        if s.config.on_invalid == OnInvalid::DeadLetter
-            && let Some(e) = self.backpressure(&dead_letter::stream_name(stream))
+        if let Some(dl) = self.topology().dead_letter_stream_of(stream)
+            && let Some(e) = self.backpressure(dl)
         {
             return Some(e);
         }
@@ -233,17 +162,134 @@ impl App {
         None
     }
 
-    fn stream_of_pipeline(&self, pipeline: &str) -> Option<String> {
-        self.transforms
-            .iter()
-            .find(|t| t.pipeline == pipeline)
-            .map(|t| t.stream.clone())
+    /// One truncation pass over the open streams: expired idempotency keys go, and each log is
+    /// truncated behind the slowest statement reading it.
+    pub fn truncate_logs(&self) {
+        for (name, s) in self.streams.list() {
+            s.idempotency.expire();
+            let _truncation = self.truncation.lock().expect("truncation lock");
+            let Some(min) = self.min_position(&name) else {
+                continue;
+            };
+            // Keys must be durable in the keys file before their records leave the log — for a
+            // dead-letter log, the keys file of the stream it belongs to as well.
+            let owner = self
+                .topology()
+                .owner_of_dead_letters(&name)
+                .and_then(|o| self.streams.get(o));
+            if let Some(o) = owner
+                && let Err(e) = o.idempotency.sync()
+            {
+                tracing::warn!(stream = %name, error = %e, "could not sync idempotency keys; not truncating");
+                continue;
+            }
+            if let Err(e) = s.idempotency.sync() {
+                tracing::warn!(stream = %name, error = %e, "could not sync idempotency keys; not truncating");
+                continue;
+            }
+            match s.log.truncate_before(min) {
+                Ok(0) => {}
+                Ok(freed) => tracing::debug!(stream = %name, before = min, freed, "log truncated"),
+                Err(e) => tracing::warn!(stream = %name, error = %e, "log truncation failed"),
+            }
+        }
+    }
+}
+
+// Each stage takes only what it needs from the node.
+
+impl crate::ingest::IngestNode for App {
+    fn streams(&self) -> &StreamRegistry {
+        &self.streams
+    }
+
+    fn auth(&self) -> &crate::config::AuthConfig {
+        &self.config.auth
+    }
+
+    fn limits(&self) -> &crate::config::Limits {
+        &self.config.limits
+    }
+
+    fn backpressure(&self, stream: &str) -> Option<Error> {
+        App::backpressure(self, stream)
+    }
+}
+
+impl crate::pipeline::runner::RunnerNode for App {
+    fn catalog(&self) -> &FloeCatalog {
+        &self.catalog
+    }
+
+    fn streams(&self) -> &StreamRegistry {
+        &self.streams
+    }
+
+    fn topology(&self) -> Arc<Topology> {
+        App::topology(self)
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn batch_bytes(&self) -> usize {
+        self.config.limits.batch_bytes
+    }
+
+    fn commit_retries(&self) -> u32 {
+        self.config.limits.commit_retries
+    }
+
+    fn publish_position(&self, t: &Transform, position: u64) {
+        App::publish_position(self, t, position)
+    }
+}
+
+impl FromRef<Arc<App>> for crate::query::QueryState {
+    fn from_ref(app: &Arc<App>) -> Self {
+        crate::query::QueryState {
+            catalog: app.catalog.clone(),
+            limits: app.config.limits.clone(),
+            auth: app.config.auth.clone(),
+        }
+    }
+}
+
+impl FromRef<Arc<App>> for crate::lookup::LookupState {
+    fn from_ref(app: &Arc<App>) -> Self {
+        crate::lookup::LookupState {
+            engine: app.lookup.clone(),
+            limits: app.config.limits.clone(),
+            auth: app.config.auth.clone(),
+        }
+    }
+}
+
+impl FromRef<Arc<App>> for crate::pipeline::validate::ValidateState {
+    fn from_ref(app: &Arc<App>) -> Self {
+        crate::pipeline::validate::ValidateState {
+            topology: app.topology(),
+            auth: app.config.auth.clone(),
+        }
+    }
+}
+
+impl FromRef<Arc<App>> for crate::rest::RestState {
+    fn from_ref(app: &Arc<App>) -> Self {
+        crate::rest::RestState {
+            catalog: app.catalog.clone(),
+            config: crate::rest::RestConfig {
+                catalog: app.config.catalog.clone(),
+                auth: app.config.auth.clone(),
+            },
+        }
     }
 }
 
 /// The HTTP routes.
 pub fn router(app: Arc<App>) -> Router {
-    let ingest = post(crate::ingest::post_events);
+    let ingest = post(crate::ingest::post_events::<App>);
     // `streams[].http.cors_origins` (docs/http-api.md, "CORS").
     let ingest = match crate::ingest::cors::layer(&app.config) {
         Some(cors) => ingest.layer(cors),
@@ -276,13 +322,16 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    for (name, s) in &app.streams {
-        let m = app.metrics.stream(name);
+    for (name, s) in app.streams.list() {
+        let m = app.metrics.stream(&name);
         m.log_end_offset.store(s.log.end_offset(), Ordering::Relaxed);
         m.log_start_offset.store(s.log.start_offset(), Ordering::Relaxed);
         m.log_disk_bytes.store(s.log.disk_bytes(), Ordering::Relaxed);
     }
-    let body = app.metrics.render(&|p| app.stream_of_pipeline(p));
+    let topology = app.topology();
+    let body = app
+        .metrics
+        .render(&|p| topology.stream_of_pipeline(p).map(str::to_string));
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -290,12 +339,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.server.listen.clone();
     let app = App::open(config).await?;
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut runners = tokio::task::JoinSet::new();
-    for t in app.transforms.clone() {
-        runners.spawn(crate::pipeline::runner::run(app.clone(), t, shutdown_rx.clone()));
-    }
-    let truncator = tokio::spawn(truncate_loop(app.clone(), shutdown_rx.clone()));
+    let supervisor = Supervisor::start(app.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
@@ -308,59 +352,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("HTTP stopped; committing what is durable");
-    let _ = shutdown_tx.send(true);
-    let drained = tokio::time::timeout(SHUTDOWN_COMMIT_TIMEOUT, async {
-        while runners.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
+    if !supervisor.shutdown(SHUTDOWN_COMMIT_TIMEOUT).await {
         tracing::warn!(
             "pipelines did not finish committing within {SHUTDOWN_COMMIT_TIMEOUT:?}; they resume from the log at the next start"
         );
     }
-    truncator.abort();
     for s in app.streams.values() {
         s.log.close();
     }
     app.catalog.close().await;
     Ok(())
-}
-
-async fn truncate_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(TRUNCATE_INTERVAL) => {}
-            _ = shutdown.changed() => return,
-        }
-        for (name, s) in &app.streams {
-            s.idempotency.expire();
-            if let Some(min) = app.min_position(name) {
-                // Keys must be durable in the keys file before their records leave the log —
-                // for a dead-letter log, the keys file of the stream it belongs to as well.
-                let owner = app
-                    .config
-                    .streams
-                    .iter()
-                    .find(|o| o.on_invalid == OnInvalid::DeadLetter && dead_letter::stream_name(&o.name) == *name)
-                    .and_then(|o| app.streams.get(&o.name));
-                if let Some(o) = owner
-                    && let Err(e) = o.idempotency.sync()
-                {
-                    tracing::warn!(stream = %name, error = %e, "could not sync idempotency keys; not truncating");
-                    continue;
-                }
-                if let Err(e) = s.idempotency.sync() {
-                    tracing::warn!(stream = %name, error = %e, "could not sync idempotency keys; not truncating");
-                    continue;
-                }
-                match s.log.truncate_before(min) {
-                    Ok(0) => {}
-                    Ok(freed) => tracing::debug!(stream = %name, before = min, freed, "log truncated"),
-                    Err(e) => tracing::warn!(stream = %name, error = %e, "log truncation failed"),
-                }
-            }
-        }
-    }
 }
 
 async fn shutdown_signal() {

@@ -33,7 +33,8 @@ async fn json_of(resp: Response) -> (StatusCode, serde_json::Value) {
 
 async fn query(app: &Arc<App>, sql: &str) -> (StatusCode, serde_json::Value) {
     let body = serde_json::to_vec(&serde_json::json!({ "sql": sql })).unwrap();
-    json_of(floe::query::post_query(State(app.clone()), HeaderMap::new(), body.into()).await).await
+    let state = <floe::query::QueryState as axum::extract::FromRef<Arc<App>>>::from_ref(app);
+    json_of(floe::query::post_query(State(state), HeaderMap::new(), body.into()).await).await
 }
 
 async fn send(app: &Arc<App>, body: Vec<u8>, gzip: bool) -> (StatusCode, serde_json::Value) {
@@ -150,7 +151,7 @@ async fn gzip_members_are_all_read_and_trailing_garbage_is_a_400() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["accepted"], 2, "both members are read: {body}");
     // One member then garbage: refused whole, nothing stored.
-    let end = app.streams["events"].log.end_offset();
+    let end = app.streams.get("events").unwrap().log.end_offset();
     let mut garbage = gz(b"{\"id\":3}\n");
     garbage.extend_from_slice(b"this is not gzip");
     let (status, body) = send(&app, garbage, true).await;
@@ -160,7 +161,7 @@ async fn gzip_members_are_all_read_and_trailing_garbage_is_a_400() {
     let whole = gz(b"{\"id\":4}\n{\"id\":5}\n");
     let (status, _) = send(&app, whole[..whole.len() - 4].to_vec(), true).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(app.streams["events"].log.end_offset(), end);
+    assert_eq!(app.streams.get("events").unwrap().log.end_offset(), end);
 }
 
 #[tokio::test]
@@ -181,7 +182,7 @@ async fn a_request_too_large_for_one_record_is_a_413_and_nothing_is_stored() {
     let (status, body) = send(&app, rows.into_bytes(), false).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["error"]["limit"], "limits.max_record_bytes", "{body}");
-    assert_eq!(app.streams["events"].log.end_offset(), 0);
+    assert_eq!(app.streams.get("events").unwrap().log.end_offset(), 0);
     // A small request still fits.
     let (status, body) = send(&app, b"{\"id\":1}\n".to_vec(), false).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -195,5 +196,5 @@ async fn a_float32_out_of_range_is_a_row_error() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["rows"][0]["row"], 0, "{body}");
     assert_eq!(body["rows"][0]["field"], "x", "{body}");
-    assert_eq!(app.streams["events"].log.end_offset(), 0);
+    assert_eq!(app.streams.get("events").unwrap().log.end_offset(), 0);
 }

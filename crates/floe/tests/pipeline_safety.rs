@@ -95,7 +95,7 @@ async fn send(app: &Arc<App>, rows: &[(i64, &str)]) {
 
 /// Every statement reads to the end of its stream and commits.
 async fn catch_up(app: &Arc<App>) -> floe::error::Result<()> {
-    for t in &app.transforms {
+    for t in &app.statements() {
         floe::pipeline::runner::catch_up(app, t).await?;
     }
     Ok(())
@@ -270,7 +270,7 @@ async fn a_position_behind_the_log_start_is_refused_at_start() -> TestResult {
     }
     let app = floe.open(&a).await?;
     catch_up(&app).await?;
-    let start = app.streams["events"].log.start_offset();
+    let start = app.streams.get("events").unwrap().log.start_offset();
     close(app).await;
 
     // pb comes back: its position (2) is behind the log's start.

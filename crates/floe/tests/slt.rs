@@ -117,7 +117,7 @@ impl FloeDb {
     async fn catch_up(&mut self, pipeline: Option<&str>) -> Result<(), SltError> {
         let app = self.app().await?;
         for t in app
-            .transforms
+            .statements()
             .iter()
             .filter(|t| pipeline.is_none_or(|p| t.pipeline == p))
         {

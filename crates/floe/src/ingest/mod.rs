@@ -26,18 +26,30 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use self::decode::{DecodeError, Framing};
-use crate::config::OnInvalid;
+use crate::config::{AuthConfig, Limits, OnInvalid};
 use crate::error::Error;
-use crate::server::App;
+use crate::stream::StreamRegistry;
+
+/// What ingest needs of the node it runs in.
+pub trait IngestNode: Send + Sync + 'static {
+    /// The open streams.
+    fn streams(&self) -> &StreamRegistry;
+    /// `[auth]`.
+    fn auth(&self) -> &AuthConfig;
+    /// `[limits]`.
+    fn limits(&self) -> &Limits;
+    /// The 429 to answer instead of ingesting into `stream`, if a limit is hit.
+    fn backpressure(&self, stream: &str) -> Option<Error>;
+}
 
 /// `POST /v1/streams/{stream}/events`
-pub async fn post_events(
-    State(app): State<Arc<App>>,
+pub async fn post_events<N: IngestNode>(
+    State(app): State<Arc<N>>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(state) = app.streams.get(&stream).filter(|s| s.config.http.enabled) else {
+    let Some(state) = app.streams().get(&stream).filter(|s| s.config.http.enabled) else {
         return Error::NotFound {
             what: "stream",
             name: stream,
@@ -45,7 +57,7 @@ pub async fn post_events(
         .into_response();
     };
     if state.config.http.auth
-        && let Err(e) = crate::auth::require(&app.config.auth, &headers, &format!("send:{stream}"))
+        && let Err(e) = crate::auth::require(app.auth(), &headers, &format!("send:{stream}"))
     {
         return e.into_response();
     }
@@ -94,7 +106,7 @@ pub async fn post_events(
     if let Some(e) = app.backpressure(&stream) {
         return fail(guard, e.into_response());
     }
-    let limit = app.config.limits.max_body_bytes;
+    let limit = app.limits().max_body_bytes;
     let read = async {
         let raw = axum::body::to_bytes(body, limit)
             .await
@@ -144,7 +156,7 @@ pub async fn post_events(
         }
     };
     // Too large for one log record: a 413 now, before any IPC frame is built or anything stored.
-    let record_limit = app.config.limits.max_record_bytes;
+    let record_limit = app.limits().max_record_bytes;
     if let Some(b) = &decoded.batch
         && let Err(e) = check_record_size(b, record_limit)
     {
@@ -155,7 +167,7 @@ pub async fn post_events(
     let errors: Vec<decode::RowError> = decoded
         .invalid
         .iter()
-        .take(app.config.limits.max_errors_reported)
+        .take(app.limits().max_errors_reported)
         .map(|(e, _)| e.clone())
         .collect();
     // The idempotency key rides on the last record of the request (see `dead_letter`).
@@ -202,12 +214,13 @@ pub async fn post_events(
     // the outcome is still recorded (a record that became durable must keep its key).
     let task_app = app.clone();
     let task_stream = stream.clone();
+    let task_state = state.clone();
     let outcome = tokio::spawn(async move {
-        let state = &task_app.streams[&task_stream];
+        let state = &task_state;
         let appended = async {
             if let Some(letters) = letters {
                 let dl = task_app
-                    .streams
+                    .streams()
                     .get(&dead_letter::stream_name(&task_stream))
                     .ok_or_else(|| Error::Internal(format!("stream {task_stream:?} has no dead-letter stream")))?;
                 let ack = dl.log.append(letters).await?;

@@ -44,7 +44,6 @@ use iceberg::{Catalog, TableIdent};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::server::App;
 
 /// Rows a lookup returns when the request names no `limit`.
 pub const DEFAULT_LOOKUP_LIMIT: usize = 100;
@@ -660,17 +659,28 @@ pub async fn lookup_with_limits(
     }
 }
 
+/// What `GET /v1/tables/{table}/rows` needs of the node.
+#[derive(Clone)]
+pub struct LookupState {
+    /// The lookup engine (its caches are shared by every request).
+    pub engine: Arc<LookupEngine>,
+    /// `[limits]` (the lookup's time limit).
+    pub limits: crate::config::Limits,
+    /// `[auth]`.
+    pub auth: crate::config::AuthConfig,
+}
+
 /// `GET /v1/tables/{table}/rows?col=value…` → `{"table", "snapshot_id", "rows", "stats"}`.
 pub async fn get_rows(
-    State(app): State<Arc<App>>,
+    State(app): State<LookupState>,
     Path(table): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
     headers: axum::http::HeaderMap,
 ) -> Response {
     let result = async {
-        crate::auth::require(&app.config.auth, &headers, "read")?;
+        crate::auth::require(&app.auth, &headers, "read")?;
         let ident = parse_table_ident(&table)?;
-        let res = lookup_with_limits(&app.lookup, &ident, &params, &app.config.limits).await?;
+        let res = lookup_with_limits(&app.engine, &ident, &params, &app.limits).await?;
         let rows = crate::query::to_json(&res.batches)?;
         let mut out = Vec::with_capacity(rows.len() + 512);
         out.extend_from_slice(b"{\"table\":");

@@ -1,6 +1,6 @@
 //! Pipeline identity: which committed position a pipeline statement resumes from, checked at
-//! start (in `App::open`, before HTTP serves) so that nothing is skipped, replayed twice or
-//! stalled silently.
+//! start (in `App::open`, before HTTP serves) and when a pipeline is added to a running floe
+//! (before its runner starts), so that nothing is skipped, replayed twice or stalled silently.
 //!
 //! A position is keyed by `(pipeline, sink)`. At start, for every statement:
 //!
@@ -19,14 +19,15 @@
 //! time; a different id later, while positions committed against the old log exist, is refused:
 //! the folder holds another log, even if that one is long enough to pass the offset checks.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use floe_catalog::FloeCatalog;
 
 use super::Transform;
-use crate::config::{Config, PipelineStart};
+use crate::config::PipelineStart;
 use crate::error::{Error, Result};
-use crate::server::StreamState;
+use crate::stream::StreamRegistry;
+use crate::topology::Topology;
 
 /// The dead-letter sink of statement `(pipeline, sink)` is keyed `(pipeline, "<sink>.dead_letter")`:
 /// a `.` never appears in a configured sink name, so it cannot collide with one.
@@ -34,16 +35,22 @@ pub fn dead_letter_sink_name(sink: &str) -> String {
     format!("{sink}.dead_letter")
 }
 
-/// Checks and fixes up the position of every statement; see the module docs.
+/// Checks and fixes up the position of each of `transforms` (statements of `topology`, whose
+/// streams are open in `streams`); see the module docs. At start `transforms` is every statement
+/// of the topology; when a pipeline is added, its statements.
 pub async fn prepare_positions(
-    config: &Config,
+    topology: &Topology,
     catalog: &FloeCatalog,
-    streams: &HashMap<String, StreamState>,
+    streams: &StreamRegistry,
     transforms: &[Transform],
 ) -> Result<()> {
-    let running: HashSet<&str> = transforms.iter().map(|t| t.pipeline.as_str()).collect();
-    for p in &config.pipelines {
+    let running: HashSet<&str> = topology.statements.iter().map(|t| t.pipeline.as_str()).collect();
+    let preparing: HashSet<&str> = transforms.iter().map(|t| t.pipeline.as_str()).collect();
+    for p in &topology.pipelines {
         let Some(old) = &p.replaces else { continue };
+        if !preparing.contains(p.name.as_str()) {
+            continue;
+        }
         let sinks: Vec<String> = transforms
             .iter()
             .filter(|t| t.pipeline == p.name)
@@ -146,7 +153,7 @@ pub async fn prepare_positions(
     // Statements without a position: refuse a silent rename, else record where they start.
     for t in fresh {
         let log = log_of(t)?;
-        let table = config
+        let table = topology
             .sink(&t.sink)
             .and_then(|s| s.table.clone())
             .ok_or_else(|| Error::Internal(format!("sink {:?} has no table", t.sink)))?;
@@ -167,7 +174,7 @@ pub async fn prepare_positions(
                 t.pipeline
             )));
         }
-        let from = match start_of(config, &t.pipeline) {
+        let from = match start_of(topology, &t.pipeline) {
             PipelineStart::Latest => log.end_offset(),
             PipelineStart::Earliest => log.start_offset(),
         };
@@ -180,12 +187,8 @@ pub async fn prepare_positions(
     Ok(())
 }
 
-/// A configured pipeline's `start`; built-in pipelines (a stream's dead letters) read their
-/// internal stream from its first row: nothing else reads it.
-fn start_of(config: &Config, pipeline: &str) -> PipelineStart {
-    config
-        .pipelines
-        .iter()
-        .find(|p| p.name == pipeline)
-        .map_or(PipelineStart::Earliest, |p| p.start)
+/// A pipeline's `start` (built-in pipelines, a stream's dead letters, read their internal stream
+/// from its first row: the topology says `earliest` for them).
+fn start_of(topology: &Topology, pipeline: &str) -> PipelineStart {
+    topology.pipeline(pipeline).map_or(PipelineStart::Earliest, |p| p.start)
 }

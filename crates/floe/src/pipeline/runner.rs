@@ -25,21 +25,41 @@ use super::Transform;
 use super::dead_letter::{self, BadRow};
 use crate::config::{DEFAULT_MAX_BAD_ROWS_PER_BATCH, OnError, SinkConfig};
 use crate::error::{Error, Result};
-use crate::server::App;
+use crate::metrics::Metrics;
 use crate::sink::iceberg::IcebergSink;
+use crate::stream::StreamRegistry;
+use crate::topology::Topology;
 
 /// First wait after a failure; doubles up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between attempts after repeated failures.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// What a runner needs of the node it runs in.
+pub trait RunnerNode: Send + Sync + 'static {
+    /// The Iceberg catalog.
+    fn catalog(&self) -> &floe_catalog::FloeCatalog;
+    /// The open streams.
+    fn streams(&self) -> &StreamRegistry;
+    /// The live topology (the statement's sink and pipeline settings).
+    fn topology(&self) -> Arc<Topology>;
+    /// Counters.
+    fn metrics(&self) -> &Metrics;
+    /// Bytes of log records one micro-batch reads (`limits.batch_bytes`).
+    fn batch_bytes(&self) -> usize;
+    /// Attempts of one sink commit before it is reported failed (`limits.commit_retries`).
+    fn commit_retries(&self) -> u32;
+    /// Records a statement's committed position (for log truncation and backpressure).
+    fn publish_position(&self, t: &Transform, position: u64);
+}
+
 /// Runs `t` until `shutdown` turns true; commits what is pending before returning.
-pub async fn run(app: Arc<App>, t: Transform, mut shutdown: watch::Receiver<bool>) {
-    let metrics = app.metrics.sink(&t.pipeline, &t.sink);
+pub async fn run<N: RunnerNode>(app: Arc<N>, t: Transform, mut shutdown: watch::Receiver<bool>) {
+    let metrics = app.metrics().sink(&t.pipeline, &t.sink);
     let mut backoff = MIN_BACKOFF;
     loop {
         let mut progressed = false;
-        match run_once(&app, &t, &mut shutdown, &mut progressed).await {
+        match run_once(&*app, &t, &mut shutdown, &mut progressed).await {
             Ok(()) => return,
             Err(e) => {
                 backoff = wait_after_failure(backoff, progressed);
@@ -65,12 +85,12 @@ fn wait_after_failure(scheduled: Duration, progressed: bool) -> Duration {
 /// Runs `t` once up to the current end of its stream's log, commits, and returns — or returns
 /// the first error (a sink that cannot open, a schema mismatch, a failed commit) instead of
 /// retrying. Used by tests and tools that need "everything durable so far is committed".
-pub async fn catch_up(app: &App, t: &Transform) -> Result<()> {
+pub async fn catch_up<N: RunnerNode>(app: &Arc<N>, t: &Transform) -> Result<()> {
     let (tx, mut rx) = watch::channel(false);
     // The receiver has not seen `true` yet, so the runner stops as soon as it has caught up.
     tx.send(true)
         .map_err(|_| Error::Internal("shutdown channel closed".into()))?;
-    run_once(app, t, &mut rx, &mut false).await
+    run_once(&**app, t, &mut rx, &mut false).await
 }
 
 /// The main sink of a statement and, once a row failed, its dead-letter sink.
@@ -79,24 +99,33 @@ struct Sinks {
     dead_letter: Option<IcebergSink>,
 }
 
-async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>, progressed: &mut bool) -> Result<()> {
-    let cfg = app
-        .config
+async fn run_once<N: RunnerNode>(
+    app: &N,
+    t: &Transform,
+    shutdown: &mut watch::Receiver<bool>,
+    progressed: &mut bool,
+) -> Result<()> {
+    // The live topology: the statement's sink and pipeline as they are now.
+    let topology = app.topology();
+    let cfg = topology
         .sink(&t.sink)
+        .cloned()
         .ok_or_else(|| Error::Internal(format!("sink {:?} is not configured", t.sink)))?;
-    let stream = app
-        .streams
+    let cfg = &cfg;
+    let log = app
+        .streams()
         .get(&t.stream)
+        .map(|s| s.log.clone())
         .ok_or_else(|| Error::Internal(format!("stream {:?} is not open", t.stream)))?;
-    let pipeline = app.config.pipelines.iter().find(|p| p.name == t.pipeline);
+    let pipeline = topology.pipeline(&t.pipeline);
     let on_error = pipeline.map_or(OnError::DeadLetter, |p| p.on_error);
     let max_bad = pipeline.map_or(DEFAULT_MAX_BAD_ROWS_PER_BATCH, |p| p.max_bad_rows_per_batch);
-    let log = &stream.log;
-    let metrics = app.metrics.sink(&t.pipeline, &t.sink);
+    drop(topology);
+    let metrics = app.metrics().sink(&t.pipeline, &t.sink);
     let mut sinks = Sinks {
-        main: IcebergSink::open(app.catalog.clone(), cfg, &t.pipeline, &t.output)
+        main: IcebergSink::open(app.catalog().clone(), cfg, &t.pipeline, &t.output)
             .await?
-            .with_commit_retries(app.config.limits.commit_retries),
+            .with_commit_retries(app.commit_retries()),
         dead_letter: None,
     };
     let mut offset = sinks.main.committed();
@@ -129,7 +158,7 @@ async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>
     let mut stopping = false;
     loop {
         durable.borrow_and_update();
-        let records = log.read(offset, app.config.limits.batch_bytes)?;
+        let records = log.read(offset, app.batch_bytes())?;
         if let (Some(first), Some(last)) = (records.first(), records.last()) {
             let first_offset = first.offset;
             let through = last.end();
@@ -182,8 +211,8 @@ async fn run_once(app: &App, t: &Transform, shutdown: &mut watch::Receiver<bool>
 /// Hands the failing rows of one micro-batch (ending at `through`) to the dead-letter sink,
 /// opening it on first use; rows its committed position covers are in its table already (a
 /// replay after the dead-letter commit landed but the main one did not) and are skipped.
-async fn write_dead_letters(
-    app: &App,
+async fn write_dead_letters<N: RunnerNode>(
+    app: &N,
     t: &Transform,
     main: &SinkConfig,
     sinks: &mut Sinks,
@@ -193,8 +222,8 @@ async fn write_dead_letters(
     if sinks.dead_letter.is_none() {
         let cfg = dead_letter::sink_config(main, &t.pipeline);
         let schema = dead_letter::schema();
-        let sink = IcebergSink::open(app.catalog.clone(), &cfg, &t.pipeline, &schema).await?;
-        sinks.dead_letter = Some(sink.with_commit_retries(app.config.limits.commit_retries));
+        let sink = IcebergSink::open(app.catalog().clone(), &cfg, &t.pipeline, &schema).await?;
+        sinks.dead_letter = Some(sink.with_commit_retries(app.commit_retries()));
     }
     let dl = sinks.dead_letter.as_mut().expect("just opened");
     let fresh: Vec<BadRow> = bad.iter().filter(|b| b.offset >= dl.committed()).cloned().collect();
@@ -206,8 +235,8 @@ async fn write_dead_letters(
     dl.write(&dead_letter::batch(t, &fresh, now_us)?, through).await
 }
 
-async fn commit(app: &App, t: &Transform, sinks: &mut Sinks, newest_appended_ms: i64) -> Result<()> {
-    let metrics = app.metrics.sink(&t.pipeline, &t.sink);
+async fn commit<N: RunnerNode>(app: &N, t: &Transform, sinks: &mut Sinks, newest_appended_ms: i64) -> Result<()> {
+    let metrics = app.metrics().sink(&t.pipeline, &t.sink);
     // Dead letters first: should the main commit then fail, the replay skips the rows the
     // dead-letter table holds already; the other order would lose them.
     if let Some(dl) = sinks.dead_letter.as_mut()

@@ -27,7 +27,7 @@ use crate::config::{Config, OnInvalid};
 use crate::error::Error;
 use crate::ingest::dead_letter;
 use crate::ingest::schema::{arrow_schema, stream_fields};
-use crate::server::App;
+use crate::topology::Topology;
 
 /// The streams a pipeline of `config` may read, with their schemas (dead-letter streams included).
 pub fn stream_schemas(config: &Config) -> Vec<(String, SchemaRef)> {
@@ -155,13 +155,23 @@ struct ValidateRequest {
     sql: String,
 }
 
+/// What `POST /v1/validate_sql` needs of the node: the live topology (taken per request) and
+/// the tokens.
+#[derive(Clone)]
+pub struct ValidateState {
+    /// The topology the SQL is planned against.
+    pub topology: Arc<Topology>,
+    /// `[auth]`.
+    pub auth: crate::config::AuthConfig,
+}
+
 /// `POST /v1/validate_sql` `{"sql": "…"}` → 200 with the output schema per sink, or 400.
 pub async fn post_validate_sql(
-    State(app): State<Arc<App>>,
+    State(app): State<ValidateState>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(e) = crate::auth::require(&app.config.auth, &headers, "read") {
+    if let Err(e) = crate::auth::require(&app.auth, &headers, "read") {
         return e.into_response();
     }
     let req: ValidateRequest = match serde_json::from_slice(&body) {
@@ -174,7 +184,8 @@ pub async fn post_validate_sql(
             .into_response();
         }
     };
-    match validate_sql(&app.config, &req.sql).await {
+    // The live streams and sinks (dead-letter ones included).
+    match validate_sql(&app.topology.resolved_config(), &req.sql).await {
         Ok(v) => (StatusCode::OK, axum::Json(answer_json(&v))).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, axum::Json(error_json(&e))).into_response(),
     }

@@ -286,7 +286,7 @@ fn no_query() -> QueryParams {
 /// Runs the handler for a seed kind on `bytes`; answers the status (`None`: not parsed).
 async fn call(app: &Arc<App>, kind: &str, bytes: &[u8]) -> Option<u16> {
     let h = HeaderMap::new;
-    let state = || State(app.clone());
+    let state = || State(<RestState as axum::extract::FromRef<Arc<App>>>::from_ref(app));
     let status = |r: RestResult<Response>| match r {
         Ok(resp) => resp.status().as_u16(),
         Err(e) => e.status.as_u16(),

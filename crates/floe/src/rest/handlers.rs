@@ -2,7 +2,6 @@
 //! the spec names them) and their translation onto [`FloeCatalog`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -16,17 +15,16 @@ use serde_json::{Value, json};
 
 use super::paging::PageRequest;
 use super::{
-    Access, ENDPOINTS, NAMESPACE_SEPARATOR, RestError, RestJson, RestPath, RestResult, authorize, check_table_name,
-    namespace_from_levels, parse_namespace,
+    Access, ENDPOINTS, NAMESPACE_SEPARATOR, RestError, RestJson, RestPath, RestResult, RestState, authorize,
+    check_table_name, namespace_from_levels, parse_namespace,
 };
-use crate::server::App;
 
 type Params = Result<Path<HashMap<String, String>>, PathRejection>;
 type QueryParams = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 /// The checks every route makes first: the token, then the prefix and the query string.
 fn begin(
-    app: &App,
+    app: &RestState,
     headers: &HeaderMap,
     access: Access,
     params: Params,
@@ -45,7 +43,7 @@ fn begin(
     Ok((RestPath::new(app, params)?, query))
 }
 
-fn catalog(app: &App) -> &FloeCatalog {
+fn catalog(app: &RestState) -> &FloeCatalog {
     &app.catalog
 }
 
@@ -80,7 +78,7 @@ impl TableIdentifier {
 // --- config -------------------------------------------------------------------------------------
 
 /// `GET /v1/config`: the prefix to use and every route served.
-pub async fn config(State(app): State<Arc<App>>, headers: HeaderMap, query: QueryParams) -> RestResult<Response> {
+pub async fn config(State(app): State<RestState>, headers: HeaderMap, query: QueryParams) -> RestResult<Response> {
     authorize(&app, &headers, Access::Read)?;
     let Query(query) = query.map_err(|e| RestError::bad_request(format!("invalid query string: {e}")))?;
     if let Some(w) = query.get("warehouse")
@@ -107,7 +105,7 @@ pub async fn config(State(app): State<Arc<App>>, headers: HeaderMap, query: Quer
 
 /// `GET /v1/{prefix}/namespaces?parent=&pageToken=&pageSize=`.
 pub async fn list_namespaces(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,
@@ -138,7 +136,7 @@ pub struct CreateNamespaceRequest {
 
 /// `POST /v1/{prefix}/namespaces`.
 pub async fn create_namespace(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,
@@ -161,7 +159,7 @@ pub async fn create_namespace(
 
 /// `GET /v1/{prefix}/namespaces/{namespace}`.
 pub async fn load_namespace(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,
@@ -173,7 +171,7 @@ pub async fn load_namespace(
 
 /// `HEAD /v1/{prefix}/namespaces/{namespace}`: 204 or 404.
 pub async fn namespace_exists(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,
@@ -192,7 +190,7 @@ pub async fn namespace_exists(
 
 /// `DELETE /v1/{prefix}/namespaces/{namespace}`: only an empty namespace (no tables, no children).
 pub async fn drop_namespace(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,
@@ -229,7 +227,7 @@ pub struct UpdateNamespacePropertiesRequest {
 
 /// `POST /v1/{prefix}/namespaces/{namespace}/properties`.
 pub async fn update_namespace_properties(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,
@@ -262,7 +260,7 @@ fn load_table_result(location: Option<&str>, metadata: &TableMetadata) -> Respon
 
 /// `GET /v1/{prefix}/namespaces/{namespace}/tables?pageToken=&pageSize=`.
 pub async fn list_tables(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,
@@ -295,7 +293,7 @@ pub struct CreateTableRequest {
 /// `POST /v1/{prefix}/namespaces/{namespace}/tables`, with `stage-create` answering the metadata
 /// of a table that a later `assert-create` commit creates.
 pub async fn create_table(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,
@@ -337,7 +335,7 @@ pub async fn create_table(
 
 /// `GET /v1/{prefix}/namespaces/{namespace}/tables/{table}`.
 pub async fn load_table(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,
@@ -355,7 +353,7 @@ pub async fn load_table(
 
 /// `HEAD /v1/{prefix}/namespaces/{namespace}/tables/{table}`: 204 or 404.
 pub async fn table_exists(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,
@@ -395,7 +393,7 @@ fn refuse_sink_keys(ident: &TableIdent, updates: &[TableUpdate]) -> RestResult<(
 /// `POST /v1/{prefix}/namespaces/{namespace}/tables/{table}`: requirements and updates, one
 /// compare-and-swap ([`FloeCatalog::commit_changes`]).
 pub async fn commit_table(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,
@@ -432,7 +430,7 @@ pub async fn commit_table(
 /// `DELETE /v1/{prefix}/namespaces/{namespace}/tables/{table}?purgeRequested=`: drops the
 /// catalog entry; with `purgeRequested=true` also deletes the table's files.
 pub async fn drop_table(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,
@@ -469,7 +467,7 @@ pub struct RegisterTableRequest {
 
 /// `POST /v1/{prefix}/namespaces/{namespace}/register`.
 pub async fn register_table(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,
@@ -490,7 +488,7 @@ pub async fn register_table(
 /// `POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics`: accepted (204) for an
 /// existing table; floe does not keep the reports.
 pub async fn report_metrics(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,
@@ -523,7 +521,7 @@ pub struct RenameTableRequest {
 
 /// `POST /v1/{prefix}/tables/rename`.
 pub async fn rename_table(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,
@@ -545,7 +543,7 @@ pub struct CommitTransactionRequest {
 /// `POST /v1/{prefix}/transactions/commit`: several tables, all or nothing — one SQLite
 /// transaction swaps every table's pointer ([`FloeCatalog::commit_changes`]).
 pub async fn commit_transaction(
-    State(app): State<Arc<App>>,
+    State(app): State<RestState>,
     headers: HeaderMap,
     params: Params,
     query: QueryParams,

@@ -23,19 +23,19 @@ mod handlers;
 pub mod paging;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
+use floe_catalog::FloeCatalog;
 use iceberg::{NamespaceIdent, TableIdent};
 use serde::de::DeserializeOwned;
 
 pub use error::{RestError, RestResult};
 
-use crate::server::App;
+use crate::config::{AuthConfig, CatalogConfig};
 
 /// The separator of namespace levels in paths and in the `parent` query parameter (the spec's
 /// `%1F`, decoded).
@@ -62,8 +62,30 @@ pub const ENDPOINTS: &[&str] = &[
     "POST /v1/{prefix}/transactions/commit",
 ];
 
-/// The routes, to be nested under `/iceberg`.
-pub fn router() -> Router<Arc<App>> {
+/// What the REST catalog needs of the node: the catalog, its name and the tokens.
+#[derive(Clone)]
+pub struct RestState {
+    /// The Iceberg catalog.
+    pub catalog: FloeCatalog,
+    /// The settings the routes read.
+    pub config: RestConfig,
+}
+
+/// The settings the REST routes read (`[catalog]`, `[auth]`).
+#[derive(Clone)]
+pub struct RestConfig {
+    /// `[catalog]`: its name is the REST prefix.
+    pub catalog: CatalogConfig,
+    /// `[auth]`: the tokens.
+    pub auth: AuthConfig,
+}
+
+/// The routes, to be nested under `/iceberg`, on any router state that gives a [`RestState`].
+pub fn router<S>() -> Router<S>
+where
+    RestState: axum::extract::FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
     use handlers::*;
     let mut r = Router::new().route("/v1/config", get(config));
     for base in ["/v1", "/v1/{prefix}"] {
@@ -121,7 +143,7 @@ pub enum Access {
 /// Checks the bearer token for `access` (`docs/security.md`, "With `[[auth.tokens]]`"). With no
 /// tokens configured everything is served, whatever `Authorization` says (PyIceberg sends
 /// `Bearer None`).
-pub fn authorize(app: &App, headers: &HeaderMap, access: Access) -> RestResult<()> {
+pub fn authorize(app: &RestState, headers: &HeaderMap, access: Access) -> RestResult<()> {
     let auth = &app.config.auth;
     match access {
         Access::Write => crate::auth::require(auth, headers, "write").map_err(RestError::from),
@@ -191,7 +213,7 @@ pub struct RestPath {
 }
 
 impl RestPath {
-    fn new(app: &App, params: HashMap<String, String>) -> RestResult<Self> {
+    fn new(app: &RestState, params: HashMap<String, String>) -> RestResult<Self> {
         if let Some(prefix) = params.get("prefix")
             && prefix != &app.config.catalog.name
         {

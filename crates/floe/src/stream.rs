@@ -1,0 +1,142 @@
+//! The stream registry: every open stream (its log, decoder, counters and idempotency keys) by
+//! name. It can gain and lose streams while floe runs; a request handler or pipeline runner looks
+//! its stream up when it needs it and holds the [`StreamState`] (an `Arc`) while it uses it.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+
+use floe_stream::{LogOptions, StreamLog};
+
+use crate::config::{Config, OnInvalid, StreamConfig};
+use crate::error::Result;
+use crate::ingest::dead_letter;
+use crate::ingest::decode::RowDecoder;
+use crate::ingest::idempotency::IdempotencyStore;
+use crate::ingest::schema::stream_fields;
+use crate::metrics::{Metrics, StreamMetrics};
+
+/// One stream: its config, log, decoder and counters.
+pub struct StreamState {
+    /// The stream's config (for an internal dead-letter stream, the one floe made up).
+    pub config: StreamConfig,
+    /// The durable log.
+    pub log: Arc<StreamLog>,
+    /// JSON → Arrow decoder for the stream's schema.
+    pub decoder: Arc<RowDecoder>,
+    /// Counters.
+    pub metrics: Arc<StreamMetrics>,
+    /// Remembered `Idempotency-Key`s.
+    pub idempotency: IdempotencyStore,
+}
+
+/// The open streams by name.
+#[derive(Default)]
+pub struct StreamRegistry {
+    streams: RwLock<HashMap<String, Arc<StreamState>>>,
+}
+
+impl StreamRegistry {
+    /// The stream `name`, if it is open.
+    pub fn get(&self, name: &str) -> Option<Arc<StreamState>> {
+        self.streams.read().expect("streams lock").get(name).cloned()
+    }
+
+    /// Whether `name` is open.
+    pub fn contains(&self, name: &str) -> bool {
+        self.streams.read().expect("streams lock").contains_key(name)
+    }
+
+    /// Every open stream, with its name.
+    pub fn list(&self) -> Vec<(String, Arc<StreamState>)> {
+        let streams = self.streams.read().expect("streams lock");
+        let mut out: Vec<_> = streams.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Every open stream.
+    pub fn values(&self) -> Vec<Arc<StreamState>> {
+        self.list().into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// The names of the open streams.
+    pub fn names(&self) -> Vec<String> {
+        self.list().into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// Adds (or replaces) a stream.
+    pub fn insert(&self, state: Arc<StreamState>) {
+        self.streams
+            .write()
+            .expect("streams lock")
+            .insert(state.config.name.clone(), state);
+    }
+
+    /// Takes a stream out: requests for it answer 404 from now on. Its log stays open for
+    /// whoever still holds it; closing it is the caller's job.
+    pub fn remove(&self, name: &str) -> Option<Arc<StreamState>> {
+        self.streams.write().expect("streams lock").remove(name)
+    }
+}
+
+/// Opens `streams` (logs recovered, idempotency keys rebuilt). A stream's dead-letter log is
+/// taken from `streams` when it is among them, else from `open` (already running).
+pub fn open_streams(
+    config: &Config,
+    streams: &[StreamConfig],
+    metrics: &Metrics,
+    open: &StreamRegistry,
+) -> Result<Vec<Arc<StreamState>>> {
+    // Every log first: a stream's idempotency keys are rebuilt from its dead-letter log too.
+    let mut logs = HashMap::new();
+    for s in streams {
+        logs.insert(
+            s.name.clone(),
+            StreamLog::open(
+                &config.stream_dir(&s.name),
+                LogOptions {
+                    max_record_bytes: config.limits.max_record_bytes,
+                    ..LogOptions::default()
+                },
+            )?,
+        );
+    }
+    let mut out = Vec::new();
+    for s in streams {
+        let fields = stream_fields(s.fields.as_ref());
+        let log = logs[&s.name].clone();
+        let dead_letters = (s.on_invalid == OnInvalid::DeadLetter)
+            .then(|| {
+                let name = dead_letter::stream_name(&s.name);
+                logs.get(&name)
+                    .cloned()
+                    .or_else(|| open.get(&name).map(|o| o.log.clone()))
+            })
+            .flatten();
+        let decoder = RowDecoder::new(
+            &fields,
+            s.unknown_fields,
+            config.limits.max_row_bytes,
+            config.limits.max_errors_reported,
+            s.fields.is_none(),
+        );
+        let m = metrics.stream(&s.name);
+        m.log_end_offset.store(log.end_offset(), Ordering::Relaxed);
+        m.log_disk_bytes.store(log.disk_bytes(), Ordering::Relaxed);
+        let idempotency = IdempotencyStore::open(
+            &config.stream_dir(&s.name),
+            &log,
+            dead_letters.as_deref(),
+            (&config.limits).into(),
+        )?;
+        out.push(Arc::new(StreamState {
+            config: s.clone(),
+            log,
+            decoder: Arc::new(decoder),
+            metrics: m,
+            idempotency,
+        }));
+    }
+    Ok(out)
+}

@@ -1,0 +1,366 @@
+//! The runner supervisor: brings what runs in line with the [`Topology`] — one runner task per
+//! pipeline statement, each with its own stop signal, and the log truncation loop — and changes
+//! the topology of a running floe: adding or removing a stream, sink or pipeline is a call.
+//!
+//! ```text
+//!  add_stream / add_sink / add_pipeline / remove_…
+//!    └─► the declaration, edited ─► Config::validate ─► Topology::resolve (plans every statement)
+//!          └─► diff with the live topology:
+//!                streams that go:     out of the registry (404 from now on), in-flight requests
+//!                                     finish, then their logs close
+//!                statements that go:  stop signal ─► the runner reads to the log's end, commits, stops
+//!                streams that come:   logs opened (recovered) and registered
+//!                the new topology is live (backpressure and truncation see it)
+//!                statements that come: start position recorded (pipeline::identity, as at start),
+//!                                     then a runner each
+//! ```
+//!
+//! A stream is only removed when no pipeline reads it (its own dead-letter pipeline aside), a sink
+//! when no pipeline writes it. Changes are serialized; they are not written back to `floe.toml`:
+//! a restart runs the configured topology.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, PipelineConfig, SinkConfig, StreamConfig};
+use crate::error::{Error, Result};
+use crate::pipeline::Transform;
+use crate::server::{App, SHUTDOWN_COMMIT_TIMEOUT, TRUNCATE_INTERVAL};
+use crate::stream::{StreamState, open_streams};
+use crate::topology::Topology;
+
+/// Longest wait for the requests in flight to a removed stream.
+pub const REMOVE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A supervised task and its stop signal.
+struct Task {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+impl Task {
+    /// Asks the task to stop and waits up to `timeout` for it; aborts it after that.
+    async fn stop(mut self, timeout: Duration) -> bool {
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(timeout, &mut self.handle).await {
+            Ok(_) => true,
+            Err(_) => {
+                self.handle.abort();
+                false
+            }
+        }
+    }
+}
+
+/// Runs the statements of the live topology and changes it.
+pub struct Supervisor {
+    app: Arc<App>,
+    changes: tokio::sync::Mutex<()>,
+    runners: Mutex<HashMap<(String, String), Task>>,
+    truncator: Mutex<Option<Task>>,
+}
+
+impl Supervisor {
+    /// Starts a runner for every statement of `app`'s topology, and the truncation loop.
+    pub fn start(app: Arc<App>) -> Arc<Supervisor> {
+        let (stop, rx) = watch::channel(false);
+        let handle = tokio::spawn(truncate_loop(app.clone(), rx));
+        let supervisor = Supervisor {
+            app: app.clone(),
+            changes: tokio::sync::Mutex::new(()),
+            runners: Mutex::new(HashMap::new()),
+            truncator: Mutex::new(Some(Task { stop, handle })),
+        };
+        for t in app.statements() {
+            supervisor.spawn(t);
+        }
+        Arc::new(supervisor)
+    }
+
+    /// The app it runs.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// The `(pipeline, sink)` of every running statement, sorted.
+    pub fn running(&self) -> Vec<(String, String)> {
+        let mut out: Vec<_> = self.runners.lock().expect("runners lock").keys().cloned().collect();
+        out.sort();
+        out
+    }
+
+    /// Adds a stream (with its dead-letter stream, sink and pipeline when `on_invalid =
+    /// "dead_letter"`); it takes requests once this returns.
+    pub async fn add_stream(&self, stream: StreamConfig) -> Result<()> {
+        self.change(move |_, c| {
+            c.streams.push(stream);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes a declared stream, refused while a pipeline reads it (or its dead letters). Its
+    /// requests answer 404 from the start of the call; its log stays on disk.
+    pub async fn remove_stream(&self, name: &str) -> Result<()> {
+        self.change(|topology, c| {
+            let Some(i) = c.streams.iter().position(|s| s.name == name) else {
+                return Err(Error::NotFound {
+                    what: "stream",
+                    name: name.to_string(),
+                });
+            };
+            let own = topology.dead_letters.iter().find(|d| d.stream == name);
+            let readers: Vec<String> = topology
+                .statements
+                .iter()
+                .filter(|t| t.stream == name || own.is_some_and(|d| t.stream == d.internal_stream))
+                .filter(|t| own.is_none_or(|d| t.pipeline != d.pipeline))
+                .map(|t| t.pipeline.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !readers.is_empty() {
+                return Err(Error::Config(format!(
+                    "stream {name:?} is read by pipeline(s) {}; remove them first",
+                    readers.join(", ")
+                )));
+            }
+            c.streams.remove(i);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Adds a sink (for pipelines added after it).
+    pub async fn add_sink(&self, sink: SinkConfig) -> Result<()> {
+        self.change(move |_, c| {
+            c.sinks.push(sink);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes a declared sink, refused while a pipeline writes it. Its table stays.
+    pub async fn remove_sink(&self, name: &str) -> Result<()> {
+        self.change(|topology, c| {
+            let Some(i) = c.sinks.iter().position(|s| s.name == name) else {
+                return Err(Error::NotFound {
+                    what: "sink",
+                    name: name.to_string(),
+                });
+            };
+            let writers: Vec<&str> = topology
+                .statements
+                .iter()
+                .filter(|t| t.sink == name)
+                .map(|t| t.pipeline.as_str())
+                .collect();
+            if !writers.is_empty() {
+                return Err(Error::Config(format!(
+                    "sink {name:?} is written by pipeline(s) {}; remove them first",
+                    writers.join(", ")
+                )));
+            }
+            c.sinks.remove(i);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Adds a pipeline: its SQL is planned against the live streams and sinks, each statement's
+    /// start position is recorded as at start (`start`, `replaces`), and its runners start.
+    pub async fn add_pipeline(&self, pipeline: PipelineConfig) -> Result<()> {
+        self.change(move |_, c| {
+            c.pipelines.push(pipeline);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes a declared pipeline: its runners read their stream to the end, commit and stop.
+    /// Its committed positions stay in the catalog (adding it again resumes from them).
+    pub async fn remove_pipeline(&self, name: &str) -> Result<()> {
+        self.change(|topology, c| {
+            let Some(i) = c.pipelines.iter().position(|p| p.name == name) else {
+                if topology.pipeline(name).is_some() {
+                    return Err(Error::Config(format!(
+                        "pipeline {name:?} is the built-in dead-letter pipeline of a stream; it goes with the stream"
+                    )));
+                }
+                return Err(Error::NotFound {
+                    what: "pipeline",
+                    name: name.to_string(),
+                });
+            };
+            c.pipelines.remove(i);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stops every runner (each commits what it has) and the truncation loop; `false` when some
+    /// runner did not finish within `timeout` (it resumes from the log at the next start).
+    pub async fn shutdown(&self, timeout: Duration) -> bool {
+        let _serial = self.changes.lock().await;
+        let runners: Vec<Task> = self
+            .runners
+            .lock()
+            .expect("runners lock")
+            .drain()
+            .map(|(_, t)| t)
+            .collect();
+        for r in &runners {
+            let _ = r.stop.send(true);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut all = true;
+        for r in runners {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            all &= r.stop(left).await;
+        }
+        let truncator = self.truncator.lock().expect("truncator lock").take();
+        if let Some(t) = truncator {
+            t.stop(Duration::from_secs(1)).await;
+        }
+        all
+    }
+
+    fn spawn(&self, t: Transform) {
+        let (stop, rx) = watch::channel(false);
+        let key = (t.pipeline.clone(), t.sink.clone());
+        let handle = tokio::spawn(crate::pipeline::runner::run(self.app.clone(), t, rx));
+        self.runners
+            .lock()
+            .expect("runners lock")
+            .insert(key, Task { stop, handle });
+    }
+
+    /// Stops the runner of `t`, which commits what it has.
+    async fn stop_runner(&self, t: &Transform) {
+        let task = self
+            .runners
+            .lock()
+            .expect("runners lock")
+            .remove(&(t.pipeline.clone(), t.sink.clone()));
+        if let Some(task) = task
+            && !task.stop(SHUTDOWN_COMMIT_TIMEOUT).await
+        {
+            tracing::warn!(pipeline = %t.pipeline, sink = %t.sink, "the runner did not finish committing in time; stopped it");
+        }
+        self.app.forget_position(&t.pipeline, &t.sink);
+    }
+
+    /// Edits the declaration with `edit`, resolves the new topology and brings what runs in
+    /// line with it (see the module docs).
+    async fn change(&self, edit: impl FnOnce(&Topology, &mut Config) -> Result<()>) -> Result<()> {
+        let _serial = self.changes.lock().await;
+        let app = &self.app;
+        let old = app.topology();
+        let mut declared = old.declared.clone();
+        edit(&old, &mut declared)?;
+        declared.validate().map_err(|e| Error::Config(e.to_string()))?;
+        let new = Arc::new(Topology::resolve(&declared, Some(&old)).await?);
+        let key = |t: &Transform| (t.pipeline.clone(), t.sink.clone());
+        let old_keys: HashSet<_> = old.statements.iter().map(key).collect();
+        let new_keys: HashSet<_> = new.statements.iter().map(key).collect();
+        let removed: Vec<Transform> = old
+            .statements
+            .iter()
+            .filter(|t| !new_keys.contains(&key(t)))
+            .cloned()
+            .collect();
+        let added: Vec<Transform> = new
+            .statements
+            .iter()
+            .filter(|t| !old_keys.contains(&key(t)))
+            .cloned()
+            .collect();
+        // Streams that go: no new requests, then the ones in flight finish.
+        let mut gone: Vec<Arc<StreamState>> = Vec::new();
+        for s in old.streams.iter().filter(|s| new.stream(&s.name).is_none()) {
+            if let Some(state) = app.streams.remove(&s.name) {
+                tracing::info!(stream = %s.name, "stream removed");
+                gone.push(state);
+            }
+        }
+        for s in &gone {
+            drain(s).await;
+        }
+        // Statements that go: each reads on to the end of its log, commits and stops.
+        for t in &removed {
+            self.stop_runner(t).await;
+            tracing::info!(pipeline = %t.pipeline, sink = %t.sink, "pipeline statement removed");
+        }
+        for s in &gone {
+            s.log.close();
+        }
+        // Streams that come.
+        let coming: Vec<StreamConfig> = new
+            .streams
+            .iter()
+            .filter(|s| old.stream(&s.name).is_none())
+            .cloned()
+            .collect();
+        let opened = match open_streams(&app.config, &coming, &app.metrics, &app.streams) {
+            Ok(o) => o,
+            Err(e) => {
+                app.set_topology(without_statements(&old, &removed));
+                return Err(e);
+            }
+        };
+        for s in &opened {
+            app.streams.insert(s.clone());
+            tracing::info!(stream = %s.config.name, "stream added");
+        }
+        // The new model is live: from here on truncation waits for the added statements.
+        app.set_topology(new.clone());
+        if let Err(e) = crate::pipeline::identity::prepare_positions(&new, &app.catalog, &app.streams, &added).await {
+            app.set_topology(without_statements(&old, &removed));
+            for s in &opened {
+                app.streams.remove(&s.config.name);
+                s.log.close();
+            }
+            return Err(e);
+        }
+        for t in added {
+            tracing::info!(pipeline = %t.pipeline, sink = %t.sink, stream = %t.stream, "pipeline statement added");
+            self.spawn(t);
+        }
+        Ok(())
+    }
+}
+
+/// `topology` without the statements that stopped already (what runs after a failed change).
+fn without_statements(topology: &Topology, removed: &[Transform]) -> Arc<Topology> {
+    let mut t = topology.clone();
+    t.statements
+        .retain(|s| !removed.iter().any(|r| r.pipeline == s.pipeline && r.sink == s.sink));
+    Arc::new(t)
+}
+
+/// Waits (up to [`REMOVE_DRAIN_TIMEOUT`]) until nobody but the caller holds `stream`: the
+/// requests in flight to it have finished.
+async fn drain(stream: &Arc<StreamState>) {
+    let deadline = tokio::time::Instant::now() + REMOVE_DRAIN_TIMEOUT;
+    while Arc::strong_count(stream) > 1 {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(stream = %stream.config.name, "requests to the removed stream still running; closing it anyway");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn truncate_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TRUNCATE_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+        app.truncate_logs();
+    }
+}
