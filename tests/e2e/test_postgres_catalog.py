@@ -12,13 +12,12 @@ import concurrent.futures
 import json
 import pathlib
 import re
-import time
 
 from floe_e2e.config import EVENT_FIELDS_TOML, LOOPBACK
 from floe_e2e.http import assert_accepted, post_events
 from floe_e2e.events import make_events
-from floe_e2e.server import FloeServer, free_port, run_floe, wait_until
-from floe_e2e.tables import ids_exactly_once, pg_sql_catalog
+from floe_e2e.server import FloeServer, free_port, run_floe
+from floe_e2e.tables import ids_exactly_once, load_table, wait_for_ids
 
 TABLE = "analytics.events"
 
@@ -52,14 +51,6 @@ sql = "INSERT INTO events_table SELECT ns, type, id, ts, data, visibility, seq F
 """
 
 
-def read_ids(catalog_uri: str, warehouse: pathlib.Path):
-    catalog = pg_sql_catalog(catalog_uri, warehouse)
-    try:
-        return catalog.load_table(TABLE).scan().to_arrow()
-    finally:
-        catalog.engine.dispose()
-
-
 def test_two_floes_on_one_postgres_catalog_race_the_same_table(tmp_path, floe_bin, postgres_db):
     warehouse = tmp_path / "warehouse"
     nodes = []
@@ -88,26 +79,15 @@ def test_two_floes_on_one_postgres_catalog_race_the_same_table(tmp_path, floe_bi
                 acked.extend(f.result(timeout=120))
         assert len(acked) == 12 * 2 * 40
 
-        def all_landed():
-            try:
-                table = read_ids(postgres_db, warehouse)
-            except Exception:  # the table is created by the first commit
-                return None
-            return table if set(acked) <= set(table.column("id").to_pylist()) else None
-
-        wait_until(all_landed, 90, "every acknowledged row of both processes in the table")
-        # Let any late duplicate commit land before judging.
-        time.sleep(2.0)
+        # The helpers read the table through PyIceberg's SqlCatalog on the server's catalog_uri
+        # (PostgreSQL); `settle` lets any late duplicate commit land before judging.
+        table = wait_for_ids(nodes[0], acked, timeout=90, settle=2.0, table=TABLE)
         assert all(s.running for s in nodes)
-        ids_exactly_once(read_ids(postgres_db, warehouse), acked)
+        ids_exactly_once(table, acked)
 
         # Both processes committed to the one table, through one PostgreSQL catalog.
-        catalog = pg_sql_catalog(postgres_db, warehouse)
-        try:
-            pipelines = {s.summary.additional_properties.get("floe.pipeline")
-                         for s in catalog.load_table(TABLE).snapshots()}
-        finally:
-            catalog.engine.dispose()
+        pipelines = {s.summary.additional_properties.get("floe.pipeline")
+                     for s in load_table(nodes[0], TABLE).snapshots()}
         assert {"a_to_table", "b_to_table"} <= pipelines, pipelines
 
         # `floe catalog` prints the PostgreSQL way in, and its PyIceberg snippet works.

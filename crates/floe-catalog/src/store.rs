@@ -35,6 +35,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use iceberg::{Error, ErrorKind, Result};
+
+use crate::location::percent_decode;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor, Row};
 
@@ -275,25 +277,14 @@ impl Store {
     }
 }
 
-/// The file of a `sqlite://…` URI, percent-decoded, without its query.
-fn sqlite_file(uri: &str) -> Option<std::path::PathBuf> {
+/// The file of a `sqlite://…` URI, percent-decoded (as written when an escape is malformed),
+/// without its query; `None` for other URIs.
+pub fn sqlite_file(uri: &str) -> Option<std::path::PathBuf> {
     let rest = uri.strip_prefix("sqlite://").or_else(|| uri.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = path.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    Some(std::path::PathBuf::from(String::from_utf8_lossy(&out).into_owned()))
+    Some(std::path::PathBuf::from(
+        percent_decode(path).unwrap_or_else(|| path.to_string()),
+    ))
 }
 
 /// Whether a database error is a transient condition worth a retry, decided by the backend's

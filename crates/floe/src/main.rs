@@ -269,14 +269,9 @@ fn direct_access(config: &Config, name: &str, wh: &str) -> String {
             ) =>
         {
             // postgres://user:pass@host:port/db → SQLAlchemy and JDBC spellings.
-            let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
-            let (auth, hostdb) = rest.rsplit_once('@').map_or(("", rest), |(a, h)| (a, h));
-            let at = if auth.is_empty() {
-                String::new()
-            } else {
-                format!("{auth}@")
-            };
-            let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
+            let (_, auth, hostdb) = split_uri(uri);
+            let at = auth.map(|a| format!("{a}@")).unwrap_or_default();
+            let (user, password) = auth.map_or(("", ""), |a| a.split_once(':').unwrap_or((a, "")));
             format!(
                 "Without a running server, the PostgreSQL catalog directly:
   PyIceberg (pip install 'pyiceberg[sql-postgres]'):
@@ -292,16 +287,14 @@ fn direct_access(config: &Config, name: &str, wh: &str) -> String {
             )
         }
         _ => {
-            let db = match config.catalog.uri.as_deref() {
-                Some(uri) => uri
-                    .trim_start_matches("sqlite://")
-                    .trim_start_matches("sqlite:")
-                    .split('?')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-                None => config.catalog_db().display().to_string(),
-            };
+            let db = config
+                .catalog
+                .uri
+                .as_deref()
+                .and_then(floe_catalog::store::sqlite_file)
+                .unwrap_or_else(|| config.catalog_db())
+                .display()
+                .to_string();
             format!(
                 "Without a running server, the SQLite file directly:
   PyIceberg:
@@ -368,15 +361,25 @@ DuckDB (REST catalog):
 
 /// A catalog URI with any password replaced by `***`, for printing.
 fn masked_uri(uri: &str) -> String {
-    match uri.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((auth, host)) => match auth.split_once(':') {
-                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-                None => uri.to_string(),
-            },
+    match split_uri(uri) {
+        (Some(scheme), Some(auth), host) => match auth.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
             None => uri.to_string(),
         },
-        None => uri.to_string(),
+        _ => uri.to_string(),
+    }
+}
+
+/// `scheme://auth@rest` → (scheme, auth, rest); the parts a URI lacks are `None` (and `rest` is
+/// what is left).
+fn split_uri(uri: &str) -> (Option<&str>, Option<&str>, &str) {
+    let (scheme, rest) = match uri.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, uri),
+    };
+    match rest.rsplit_once('@') {
+        Some((auth, host)) => (scheme, Some(auth), host),
+        None => (scheme, None, rest),
     }
 }
 
