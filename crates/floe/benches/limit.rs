@@ -23,7 +23,7 @@ fn main() {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level")))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_data_page_row_count_limit(floe::sink::iceberg::DATA_PAGE_ROW_LIMIT)
+        .set_data_page_row_count_limit(floe::sink::parquet::DATA_PAGE_ROW_LIMIT)
         .build();
     let (mut decode_t, mut encode_t) = (Duration::ZERO, Duration::ZERO);
     let (mut bytes, mut rows, mut out_bytes) = (0usize, 0usize, 0usize);

@@ -15,6 +15,7 @@ use arrow::array::{RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use floe::config::Config;
 use floe::loadgen::{TENANTS, TYPES, VISIBILITY};
+use floe::sink::Sink;
 use floe::sink::iceberg::IcebergSink;
 
 const COMMITS: usize = 10;
@@ -94,7 +95,7 @@ bloom_filter_columns = ["id"]
 "#,
     )?;
     let config = Config::load(Some(&config_path))?;
-    let app = floe::server::App::open(config.clone()).await?;
+    let app = floe::node::App::open(config.clone()).await?;
 
     // Write the table with floe's sink.
     let t = Instant::now();

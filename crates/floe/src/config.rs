@@ -362,9 +362,19 @@ pub struct SinkConfig {
     /// `namespace.table` for iceberg sinks.
     #[serde(default)]
     pub table: Option<String>,
-    /// Parquet compression.
+    /// Parquet codec and level (`zstd(3)` unless set).
     #[serde(default)]
     pub compression: Compression,
+    /// Where a Parquet row group ends (rows or bytes).
+    #[serde(default)]
+    pub row_group_size: RowGroupSize,
+    /// Size at which a data file is closed and the next one started within one commit, MB.
+    #[serde(default = "default_target_file_size_mb")]
+    pub target_file_size_mb: u64,
+    /// Sort order of the rows within each data file: `col`, `col DESC`, `col ASC NULLS LAST`, …;
+    /// the table's Iceberg sort order is set to match. Empty: rows stay in stream order.
+    #[serde(default)]
+    pub sort_by: Vec<String>,
     /// Partition transforms: `col`, `year(c)`, `month(c)`, `day(c)`, `hour(c)`, `bucket[N](c)`,
     /// `truncate[W](c)`.
     #[serde(default)]
@@ -378,6 +388,31 @@ pub struct SinkConfig {
     pub bloom_filter_columns: Vec<String>,
 }
 
+/// Default of `target_file_size_mb`.
+pub const DEFAULT_TARGET_FILE_SIZE_MB: u64 = 128;
+
+fn default_target_file_size_mb() -> u64 {
+    DEFAULT_TARGET_FILE_SIZE_MB
+}
+
+impl Default for SinkConfig {
+    /// An Iceberg sink with every setting at its default (name and table still to be set).
+    fn default() -> Self {
+        SinkConfig {
+            name: String::new(),
+            ty: SinkType::Iceberg,
+            table: None,
+            compression: Compression::default(),
+            row_group_size: RowGroupSize::default(),
+            target_file_size_mb: DEFAULT_TARGET_FILE_SIZE_MB,
+            sort_by: Vec::new(),
+            partition_by: Vec::new(),
+            rolling: Rolling::default(),
+            bloom_filter_columns: Vec::new(),
+        }
+    }
+}
+
 /// Sink types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -388,21 +423,196 @@ pub enum SinkType {
     Files,
 }
 
-/// Parquet compression codecs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// `compression = "zstd(3)"`: the Parquet codec of a sink's files and, for zstd and gzip, its
+/// level. Written as `zstd`, `zstd(N)` (1–22), `snappy`, `gzip`, `gzip(N)` (0–9), `lz4` or
+/// `uncompressed`; a codec without a level takes its default (zstd 3, gzip 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Compression {
-    /// zstd (default).
-    #[default]
-    Zstd,
+    /// zstd at a level (default: `zstd(3)`).
+    Zstd(i32),
     /// Snappy.
     Snappy,
-    /// gzip.
-    Gzip,
+    /// gzip at a level.
+    Gzip(u32),
     /// LZ4 (raw).
     Lz4,
     /// None.
     Uncompressed,
+}
+
+/// zstd level of `compression = "zstd"`.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// gzip level of `compression = "gzip"`.
+pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd(DEFAULT_ZSTD_LEVEL)
+    }
+}
+
+impl Compression {
+    /// The codec's name, without the level (`zstd`, `gzip`, …): Iceberg's
+    /// `write.parquet.compression-codec`.
+    pub fn codec(&self) -> &'static str {
+        match self {
+            Compression::Zstd(_) => "zstd",
+            Compression::Snappy => "snappy",
+            Compression::Gzip(_) => "gzip",
+            Compression::Lz4 => "lz4",
+            Compression::Uncompressed => "uncompressed",
+        }
+    }
+
+    /// The level, for the codecs that take one: Iceberg's `write.parquet.compression-level`.
+    pub fn level(&self) -> Option<i64> {
+        match self {
+            Compression::Zstd(l) => Some(i64::from(*l)),
+            Compression::Gzip(l) => Some(i64::from(*l)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.level() {
+            Some(l) => write!(f, "{}({l})", self.codec()),
+            None => f.write_str(self.codec()),
+        }
+    }
+}
+
+impl From<Compression> for String {
+    fn from(c: Compression) -> String {
+        c.to_string()
+    }
+}
+
+impl TryFrom<String> for Compression {
+    type Error = String;
+
+    fn try_from(v: String) -> Result<Self, String> {
+        v.parse()
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(v: &str) -> Result<Self, String> {
+        let v = v.trim().to_ascii_lowercase();
+        let (codec, level) = match v.split_once('(') {
+            Some((codec, rest)) => {
+                let Some(level) = rest.strip_suffix(')') else {
+                    return Err(format!("{v:?}: a level is written codec(N), e.g. \"zstd(3)\""));
+                };
+                (codec.trim(), Some(level.trim()))
+            }
+            None => (v.as_str(), None),
+        };
+        let number = |lo: i64, hi: i64| -> Result<Option<i64>, String> {
+            let Some(l) = level else { return Ok(None) };
+            match l.parse::<i64>() {
+                Ok(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+                _ => Err(format!("{codec} level {l:?} is not a whole number from {lo} to {hi}")),
+            }
+        };
+        let no_level = |c: Compression| match level {
+            None => Ok(c),
+            Some(_) => Err(format!("{codec} takes no level")),
+        };
+        match codec {
+            "zstd" => Ok(Compression::Zstd(
+                number(1, 22)?.map_or(DEFAULT_ZSTD_LEVEL, |n| n as i32),
+            )),
+            "gzip" => Ok(Compression::Gzip(
+                number(0, 9)?.map_or(DEFAULT_GZIP_LEVEL, |n| n as u32),
+            )),
+            "snappy" => no_level(Compression::Snappy),
+            "lz4" => no_level(Compression::Lz4),
+            "uncompressed" => no_level(Compression::Uncompressed),
+            other => Err(format!(
+                "unknown codec {other:?}; use zstd, zstd(1..22), snappy, gzip, gzip(0..9), lz4 or uncompressed"
+            )),
+        }
+    }
+}
+
+/// `row_group_size`: where a Parquet row group ends — a number of rows (`row_group_size =
+/// 100000`) or of encoded bytes (`row_group_size = "64MiB"`; units B, KiB, MiB, GiB, or KB, MB,
+/// GB as powers of 1000). Smaller row groups let readers skip more of a file by its statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "toml::Value", into = "toml::Value")]
+pub enum RowGroupSize {
+    /// At most this many rows.
+    Rows(u64),
+    /// At most about this many encoded bytes.
+    Bytes(u64),
+}
+
+/// Default of `row_group_size`: 128 MiB (the Parquet writer's own default is 1 Mi rows, which
+/// for wide rows makes row groups of a GiB and more).
+pub const DEFAULT_ROW_GROUP_BYTES: u64 = 128 * 1024 * 1024;
+
+impl Default for RowGroupSize {
+    fn default() -> Self {
+        RowGroupSize::Bytes(DEFAULT_ROW_GROUP_BYTES)
+    }
+}
+
+impl From<RowGroupSize> for toml::Value {
+    fn from(r: RowGroupSize) -> toml::Value {
+        match r {
+            RowGroupSize::Rows(n) => toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
+            RowGroupSize::Bytes(n) => toml::Value::String(format!("{n}B")),
+        }
+    }
+}
+
+impl TryFrom<toml::Value> for RowGroupSize {
+    type Error = String;
+
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::Integer(n) if n >= 1 => Ok(RowGroupSize::Rows(n as u64)),
+            toml::Value::Integer(n) => Err(format!("{n} rows: must be at least 1")),
+            toml::Value::String(s) => parse_bytes(&s).map(RowGroupSize::Bytes),
+            other => Err(format!(
+                "{other}: give a number of rows (100000) or of bytes with a unit (\"64MiB\")"
+            )),
+        }
+    }
+}
+
+/// `"64MiB"` → 67108864; at least 1 KiB.
+fn parse_bytes(v: &str) -> Result<u64, String> {
+    let t = v.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "{v:?}: a size is a whole number and a unit (B, KiB, MiB, GiB, KB, MB, GB), e.g. \"64MiB\""
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{v:?}: a size starts with a whole number, e.g. \"64MiB\""))?;
+    let bytes = n.checked_mul(unit_bytes).ok_or_else(|| format!("{v:?} is too large"))?;
+    if bytes < 1024 {
+        return Err(format!("{v:?}: a row group of less than 1 KiB makes files of metadata"));
+    }
+    Ok(bytes)
 }
 
 /// `rolling = { … }`
@@ -758,8 +968,24 @@ impl Config {
                 );
             }
             for (j, p) in s.partition_by.iter().enumerate() {
-                if let Err(message) = crate::sink::partition::parse_partition_expr(p) {
+                if let Err(message) = crate::layout::parse_partition_expr(p) {
                     return invalid(format!("sinks[{i}].partition_by[{j}]"), message);
+                }
+            }
+            if s.target_file_size_mb == 0 {
+                return invalid(format!("sinks[{i}].target_file_size_mb"), "must be at least 1".into());
+            }
+            let mut sorted = HashSet::new();
+            for (j, k) in s.sort_by.iter().enumerate() {
+                match crate::layout::parse_sort_key(k) {
+                    Ok(key) if !sorted.insert(key.column.clone()) => {
+                        return invalid(
+                            format!("sinks[{i}].sort_by[{j}]"),
+                            format!("column {:?} is sorted by twice", key.column),
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(message) => return invalid(format!("sinks[{i}].sort_by[{j}]"), message),
                 }
             }
         }
@@ -959,6 +1185,78 @@ mod tests {
             assert!(err.contains("sinks[0].table"), "{bad}: {err}");
         }
         assert!(Config::from_toml(&sink("a.b.c_d-e"), Path::new("f"), Path::new("/")).is_ok());
+    }
+
+    fn sink_with(extra: &str) -> Result<Config, ConfigError> {
+        let text = format!("[[sinks]]\nname = \"s\"\ntype = \"iceberg\"\ntable = \"a.t\"\n{extra}\n");
+        Config::from_toml(&text, Path::new("f"), Path::new("/"))
+    }
+
+    #[test]
+    fn compression_takes_a_level_in_range() {
+        let sink = |v: &str| sink_with(&format!("compression = {v:?}")).map(|c| c.sinks[0].compression);
+        assert_eq!(sink("zstd").unwrap(), Compression::Zstd(DEFAULT_ZSTD_LEVEL));
+        assert_eq!(sink("ZSTD(9)").unwrap(), Compression::Zstd(9));
+        assert_eq!(sink("gzip").unwrap(), Compression::Gzip(DEFAULT_GZIP_LEVEL));
+        assert_eq!(sink("gzip(0)").unwrap(), Compression::Gzip(0));
+        assert_eq!(sink("lz4").unwrap(), Compression::Lz4);
+        assert_eq!(sink_with("").unwrap().sinks[0].compression, Compression::Zstd(3));
+        for (bad, says) in [
+            ("zstd(0)", "1 to 22"),
+            ("zstd(23)", "1 to 22"),
+            ("gzip(10)", "0 to 9"),
+            ("zstd(x)", "whole number"),
+            ("zstd(3", "codec(N)"),
+            ("snappy(1)", "takes no level"),
+            ("brotli", "unknown codec"),
+        ] {
+            let err = sink(bad).unwrap_err().to_string();
+            assert!(err.contains("compression") && err.contains(says), "{bad}: {err}");
+        }
+        assert_eq!(Compression::Zstd(7).to_string(), "zstd(7)");
+        assert_eq!(Compression::Snappy.to_string(), "snappy");
+    }
+
+    #[test]
+    fn row_group_size_is_rows_or_bytes() {
+        let size = |v: &str| sink_with(&format!("row_group_size = {v}")).map(|c| c.sinks[0].row_group_size);
+        assert_eq!(size("1000").unwrap(), RowGroupSize::Rows(1000));
+        assert_eq!(size("\"64MiB\"").unwrap(), RowGroupSize::Bytes(64 << 20));
+        assert_eq!(size("\"2 GB\"").unwrap(), RowGroupSize::Bytes(2_000_000_000));
+        assert_eq!(
+            sink_with("").unwrap().sinks[0].row_group_size,
+            RowGroupSize::Bytes(DEFAULT_ROW_GROUP_BYTES)
+        );
+        for bad in [
+            "0",
+            "-5",
+            "\"12\"",
+            "\"64 parsecs\"",
+            "\"100B\"",
+            "1.5",
+            "\"99999999999GiB\"",
+        ] {
+            let err = size(bad).unwrap_err().to_string();
+            assert!(err.contains("row_group_size"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn sort_by_and_target_file_size_are_checked() {
+        assert_eq!(
+            sink_with("sort_by = [\"ns\", \"ts DESC NULLS FIRST\"]").unwrap().sinks[0]
+                .sort_by
+                .len(),
+            2
+        );
+        for (bad, key) in [
+            ("sort_by = [\"ts sideways\"]", "sinks[0].sort_by[0]"),
+            ("sort_by = [\"ns\", \"ns DESC\"]", "sinks[0].sort_by[1]"),
+            ("target_file_size_mb = 0", "sinks[0].target_file_size_mb"),
+        ] {
+            let err = sink_with(bad).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
     }
 
     #[test]

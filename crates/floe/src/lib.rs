@@ -5,22 +5,35 @@
 //!
 //! ```text
 //!  ingest (HTTP, JSON → Arrow) ─► floe_stream (durable log) ─► pipeline (DataFusion SQL)
-//!        ─► sink (Parquet + Iceberg commit) ─► floe_catalog (SQLite, JDBC layout) ─► query, lookup
+//!        ─► sink (Parquet + Iceberg commit) ─► floe_catalog (SQLite or PostgreSQL, JDBC layout)
+//!        ─► query, lookup
 //! ```
 //!
-//! [`topology`] resolves the config into what runs (streams, sinks, pipeline statements, dead
-//! letters); [`stream`] is the registry of open streams; [`supervisor`] runs a runner per
-//! statement and changes the topology at run time; [`server`] wires them together for
-//! `floe serve`; [`config`] is the `floe.toml` contract; [`rest`] serves the catalog over the
-//! Iceberg REST API under `/iceberg`.
+//! Dependencies point one way (docs/design.md, "Dependency direction"):
+//!
+//! ```text
+//!  config, layout, error, metrics, auth              the model: what is declared, how it fails
+//!    ◄── ingest, stream, pipeline, sink, query,      the stages: each names what it needs of the
+//!        lookup, rest                                 node in a trait or a FromRef state
+//!    ◄── topology                                    resolves config into what runs (plans SQL)
+//!    ◄── node                                        one process's state; implements the traits
+//!    ◄── supervisor                                  runners per statement; runtime changes
+//!    ◄── server                                      HTTP routes and `floe serve`
+//!    ◄── main (the CLI)
+//! ```
+//!
+//! [`config`] is the `floe.toml` contract; [`rest`] serves the catalog over the Iceberg REST API
+//! under `/iceberg`.
 
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod layout;
 pub mod loadgen;
 pub mod lookup;
 pub mod metrics;
+pub mod node;
 pub mod pipeline;
 pub mod query;
 pub mod rest;

@@ -28,8 +28,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, PipelineConfig, SinkConfig, StreamConfig};
 use crate::error::{Error, Result};
+use crate::node::{App, SHUTDOWN_COMMIT_TIMEOUT, TRUNCATE_INTERVAL};
 use crate::pipeline::Transform;
-use crate::server::{App, SHUTDOWN_COMMIT_TIMEOUT, TRUNCATE_INTERVAL};
 use crate::stream::{StreamState, open_streams};
 use crate::topology::Topology;
 
@@ -318,7 +318,9 @@ impl Supervisor {
         }
         // The new model is live: from here on truncation waits for the added statements.
         app.set_topology(new.clone());
-        if let Err(e) = crate::pipeline::identity::prepare_positions(&new, &app.catalog, &app.streams, &added).await {
+        if let Err(e) =
+            crate::pipeline::identity::prepare_positions(new.running(), &app.catalog, &app.streams, &added).await
+        {
             app.set_topology(without_statements(&old, &removed));
             for s in &opened {
                 app.streams.remove(&s.config.name);

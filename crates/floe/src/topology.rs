@@ -186,6 +186,16 @@ impl Topology {
         self.pipelines.iter().find(|p| p.name == name)
     }
 
+    /// Its pipelines and statements, as the position checks of [`crate::pipeline::identity`]
+    /// take them.
+    pub fn running(&self) -> crate::pipeline::identity::Running<'_> {
+        crate::pipeline::identity::Running {
+            pipelines: &self.pipelines,
+            sinks: &self.sinks,
+            statements: &self.statements,
+        }
+    }
+
     /// The statements reading `stream`.
     pub fn statements_reading<'a>(&'a self, stream: &'a str) -> impl Iterator<Item = &'a Transform> + 'a {
         self.statements.iter().filter(move |t| t.stream == stream)

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use floe::config::Config;
-use floe::server::App;
+use floe::node::App;
 use reqwest::{Method, StatusCode};
 
 const APP_ORIGIN: &str = "https://app.example.com";

@@ -13,7 +13,7 @@ use axum::extract::{Path as AxPath, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use floe::config::Config;
-use floe::server::App;
+use floe::node::App;
 
 async fn open(dir: &Path, extra: &str) -> Arc<App> {
     let text = format!(

@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 
 use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use floe::config::{Compression, Rolling, SinkConfig, SinkType};
+use floe::config::{Rolling, SinkConfig};
 use floe::error::Error;
 use floe::lookup::{LookupEngine, LookupRequest, LookupResult, parse_table_ident};
+use floe::sink::Sink;
 use floe::sink::iceberg::IcebergSink;
 use floe_catalog::FloeCatalog;
 use iceberg::TableIdent;
@@ -30,9 +31,7 @@ fn schema() -> Arc<Schema> {
 fn sink_config() -> SinkConfig {
     SinkConfig {
         name: "out".into(),
-        ty: SinkType::Iceberg,
         table: Some("analytics.res".into()),
-        compression: Compression::Zstd,
         partition_by: vec!["ns".into(), "type".into()],
         rolling: Rolling {
             interval_seconds: 3600,
@@ -40,6 +39,7 @@ fn sink_config() -> SinkConfig {
             inactivity_seconds: None,
         },
         bloom_filter_columns: vec!["id".into()],
+        ..SinkConfig::default()
     }
 }
 

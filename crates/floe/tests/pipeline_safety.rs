@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{Path as AxPath, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use floe::config::Config;
-use floe::server::App;
+use floe::node::App;
 use floe_stream::{LogOptions, StreamLog};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;

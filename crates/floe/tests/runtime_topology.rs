@@ -9,7 +9,7 @@ use std::time::Duration;
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use floe::config::Config;
-use floe::server::App;
+use floe::node::App;
 use floe::supervisor::Supervisor;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;

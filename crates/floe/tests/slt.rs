@@ -38,7 +38,7 @@ use axum::body::Body;
 use axum::extract::{Path as AxPath, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use floe::config::Config;
-use floe::server::App;
+use floe::node::App;
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 
 #[derive(Debug)]

@@ -34,19 +34,11 @@ use arrow::record_batch::RecordBatch;
 use super::decode::RowError;
 use super::schema::arrow_schema;
 use crate::config::{
-    Compression, FieldConfig, FieldType, HttpIngestConfig, OnInvalid, Rolling, SinkConfig, SinkType, StreamConfig,
-    UnknownFields,
+    FieldConfig, FieldType, HttpIngestConfig, OnInvalid, Rolling, SinkConfig, StreamConfig, UnknownFields,
 };
 
 /// Namespace of dead-letter tables of streams that feed no Iceberg sink.
 pub const DEFAULT_NAMESPACE: &str = "floe";
-
-/// Schema-metadata key of a record: how many rows of its request were dead-lettered.
-pub const RECORD_DEAD_LETTERED_METADATA: &str = "floe.dead_lettered";
-
-/// Schema-metadata key of a keyed dead-letter record: the stream's end offset when it was written
-/// (the `first_offset`/`next_offset` of a replayed answer).
-pub const RECORD_STREAM_OFFSET_METADATA: &str = "floe.stream_offset";
 
 /// The internal stream (and built-in pipeline) holding the dead letters of `stream`.
 pub fn stream_name(stream: &str) -> String {
@@ -96,15 +88,14 @@ pub fn stream_config(stream: &str) -> StreamConfig {
 pub fn sink_config(stream: &str, namespace: &str, interval_seconds: u64) -> SinkConfig {
     SinkConfig {
         name: sink_name(stream),
-        ty: SinkType::Iceberg,
         table: Some(format!("{namespace}.{}", stream_name(stream))),
-        compression: Compression::Zstd,
         partition_by: vec![],
         rolling: Rolling {
             interval_seconds,
             ..Rolling::default()
         },
         bloom_filter_columns: vec![],
+        ..SinkConfig::default()
     }
 }
 
@@ -142,9 +133,12 @@ pub fn batch(stream: &str, invalid: &[(RowError, String)], now_us: i64, key: Opt
     let mut schema = arrow_schema(&fields()).as_ref().clone();
     if let Some((k, offset)) = key {
         schema.metadata = HashMap::from([
-            (super::idempotency::RECORD_KEY_METADATA.to_string(), k.to_string()),
-            (RECORD_DEAD_LETTERED_METADATA.to_string(), n.to_string()),
-            (RECORD_STREAM_OFFSET_METADATA.to_string(), offset.to_string()),
+            (crate::ingest::record::KEY_METADATA.to_string(), k.to_string()),
+            (crate::ingest::record::DEAD_LETTERED_METADATA.to_string(), n.to_string()),
+            (
+                crate::ingest::record::STREAM_OFFSET_METADATA.to_string(),
+                offset.to_string(),
+            ),
         ]);
     }
     RecordBatch::try_new(Arc::new(schema), columns).expect("dead-letter columns match their schema")
@@ -183,7 +177,13 @@ mod tests {
         assert_eq!(b.column(2).as_string::<i32>().value(0), "n");
         assert!(b.column(2).is_null(1));
         assert_eq!(b.column(4).as_string::<i32>().value(1), "{oops");
-        assert_eq!(b.schema().metadata()[RECORD_DEAD_LETTERED_METADATA], "2");
-        assert_eq!(b.schema().metadata()[RECORD_STREAM_OFFSET_METADATA], "12");
+        assert_eq!(
+            b.schema().metadata()[crate::ingest::record::DEAD_LETTERED_METADATA],
+            "2"
+        );
+        assert_eq!(
+            b.schema().metadata()[crate::ingest::record::STREAM_OFFSET_METADATA],
+            "12"
+        );
     }
 }

@@ -42,8 +42,6 @@ use tokio::sync::watch;
 
 use crate::error::Error;
 
-/// Schema-metadata key under which a record carries its request's idempotency key.
-pub const RECORD_KEY_METADATA: &str = "floe.idempotency_key";
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_KEY_LEN: usize = 200;
 /// Log bytes read per step when rebuilding keys from the log at start-up.
@@ -305,7 +303,7 @@ impl IdempotencyStore {
             let Some(last) = records.last() else { break };
             offset = last.end();
             for r in &records {
-                if let Some(key) = r.batch.schema().metadata().get(RECORD_KEY_METADATA) {
+                if let Some(key) = r.batch.schema().metadata().get(crate::ingest::record::KEY_METADATA) {
                     let answer = Answer {
                         accepted: r.batch.num_rows() as u64,
                         first_offset: r.offset,
@@ -315,7 +313,7 @@ impl IdempotencyStore {
                             .batch
                             .schema()
                             .metadata()
-                            .get(super::dead_letter::RECORD_DEAD_LETTERED_METADATA)
+                            .get(crate::ingest::record::DEAD_LETTERED_METADATA)
                             .and_then(|n| n.parse().ok())
                             .unwrap_or(0),
                     };
@@ -331,9 +329,9 @@ impl IdempotencyStore {
                 offset = last.end();
                 for r in &records {
                     let meta = r.batch.schema().metadata().clone();
-                    if let Some(key) = meta.get(RECORD_KEY_METADATA) {
+                    if let Some(key) = meta.get(crate::ingest::record::KEY_METADATA) {
                         let at: u64 = meta
-                            .get(super::dead_letter::RECORD_STREAM_OFFSET_METADATA)
+                            .get(crate::ingest::record::STREAM_OFFSET_METADATA)
                             .and_then(|o| o.parse().ok())
                             .unwrap_or(0);
                         let answer = Answer {

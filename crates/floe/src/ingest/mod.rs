@@ -13,6 +13,7 @@ pub mod cors;
 pub mod dead_letter;
 pub mod decode;
 pub mod idempotency;
+pub mod record;
 pub mod schema;
 
 use std::io::Read;
@@ -193,15 +194,12 @@ pub async fn post_events<N: IngestNode>(
         Some(batch) if key.is_some() || dead_lettered > 0 => {
             let mut schema = batch.schema().as_ref().clone();
             if let Some(k) = &key {
-                schema
-                    .metadata
-                    .insert(idempotency::RECORD_KEY_METADATA.to_string(), k.clone());
+                schema.metadata.insert(record::KEY_METADATA.to_string(), k.clone());
             }
             if dead_lettered > 0 {
-                schema.metadata.insert(
-                    dead_letter::RECORD_DEAD_LETTERED_METADATA.to_string(),
-                    dead_lettered.to_string(),
-                );
+                schema
+                    .metadata
+                    .insert(record::DEAD_LETTERED_METADATA.to_string(), dead_lettered.to_string());
             }
             match batch.with_schema(Arc::new(schema)) {
                 Ok(b) => Some(b),

@@ -44,6 +44,7 @@ use iceberg::{Catalog, TableIdent};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::query::tables::{parse_as_of, snapshot_as_of};
 
 /// Rows a lookup returns when the request names no `limit`.
 pub const DEFAULT_LOOKUP_LIMIT: usize = 100;
@@ -421,27 +422,6 @@ impl LookupEngine {
         cached.files.lock().expect("files lock").insert(id, out.clone());
         Ok(out)
     }
-}
-
-/// The snapshot current at `ms` (epoch milliseconds), from the table's snapshot log.
-pub fn snapshot_as_of(table: &Table, ms: i64) -> Option<i64> {
-    table
-        .metadata()
-        .history()
-        .iter()
-        .filter(|l| l.timestamp_ms <= ms)
-        .max_by_key(|l| l.timestamp_ms)
-        .map(|l| l.snapshot_id)
-}
-
-/// Parses an `as_of` value: RFC 3339 (`2026-11-26T04:00:00Z`) or epoch milliseconds.
-pub fn parse_as_of(v: &str) -> Option<i64> {
-    if let Ok(ms) = v.parse::<i64>() {
-        return Some(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(v)
-        .ok()
-        .map(|d| d.timestamp_millis())
 }
 
 enum Pruned {

@@ -24,7 +24,7 @@ use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicr
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::Transform;
-use crate::config::{Compression, Rolling, SinkConfig, SinkType};
+use crate::config::{Rolling, SinkConfig};
 use crate::error::{Error, Result};
 
 /// The dead-letter table of `pipeline` whose statement writes `main_table` (`ns.table`).
@@ -56,15 +56,14 @@ pub fn sink_config(main: &SinkConfig, pipeline: &str) -> SinkConfig {
     let table = main.table.as_deref().unwrap_or("floe.unknown");
     SinkConfig {
         name: super::identity::dead_letter_sink_name(&main.name),
-        ty: SinkType::Iceberg,
         table: Some(table_name(table, pipeline)),
-        compression: Compression::Zstd,
         partition_by: vec![],
         rolling: Rolling {
             interval_seconds: main.rolling.interval_seconds,
             ..Rolling::default()
         },
         bloom_filter_columns: vec![],
+        ..SinkConfig::default()
     }
 }
 

@@ -24,10 +24,9 @@ use std::collections::HashSet;
 use floe_catalog::FloeCatalog;
 
 use super::Transform;
-use crate::config::PipelineStart;
+use crate::config::{PipelineConfig, PipelineStart, SinkConfig};
 use crate::error::{Error, Result};
 use crate::stream::StreamRegistry;
-use crate::topology::Topology;
 
 /// The dead-letter sink of statement `(pipeline, sink)` is keyed `(pipeline, "<sink>.dead_letter")`:
 /// a `.` never appears in a configured sink name, so it cannot collide with one.
@@ -35,18 +34,29 @@ pub fn dead_letter_sink_name(sink: &str) -> String {
     format!("{sink}.dead_letter")
 }
 
-/// Checks and fixes up the position of each of `transforms` (statements of `topology`, whose
+/// The pipelines and statements of the live topology, as [`prepare_positions`] needs them.
+#[derive(Clone, Copy)]
+pub struct Running<'a> {
+    /// Every pipeline, built-in ones included.
+    pub pipelines: &'a [PipelineConfig],
+    /// Every sink, built-in ones included.
+    pub sinks: &'a [SinkConfig],
+    /// Every planned statement.
+    pub statements: &'a [Transform],
+}
+
+/// Checks and fixes up the position of each of `transforms` (statements of `running`, whose
 /// streams are open in `streams`); see the module docs. At start `transforms` is every statement
 /// of the topology; when a pipeline is added, its statements.
 pub async fn prepare_positions(
-    topology: &Topology,
+    topology: Running<'_>,
     catalog: &FloeCatalog,
     streams: &StreamRegistry,
     transforms: &[Transform],
 ) -> Result<()> {
     let running: HashSet<&str> = topology.statements.iter().map(|t| t.pipeline.as_str()).collect();
     let preparing: HashSet<&str> = transforms.iter().map(|t| t.pipeline.as_str()).collect();
-    for p in &topology.pipelines {
+    for p in topology.pipelines {
         let Some(old) = &p.replaces else { continue };
         if !preparing.contains(p.name.as_str()) {
             continue;
@@ -154,7 +164,9 @@ pub async fn prepare_positions(
     for t in fresh {
         let log = log_of(t)?;
         let table = topology
-            .sink(&t.sink)
+            .sinks
+            .iter()
+            .find(|s| s.name == t.sink)
             .and_then(|s| s.table.clone())
             .ok_or_else(|| Error::Internal(format!("sink {:?} has no table", t.sink)))?;
         let orphans: Vec<String> = positions
@@ -189,6 +201,10 @@ pub async fn prepare_positions(
 
 /// A pipeline's `start` (built-in pipelines, a stream's dead letters, read their internal stream
 /// from its first row: the topology says `earliest` for them).
-fn start_of(topology: &Topology, pipeline: &str) -> PipelineStart {
-    topology.pipeline(pipeline).map_or(PipelineStart::Earliest, |p| p.start)
+fn start_of(topology: Running<'_>, pipeline: &str) -> PipelineStart {
+    topology
+        .pipelines
+        .iter()
+        .find(|p| p.name == pipeline)
+        .map_or(PipelineStart::Earliest, |p| p.start)
 }

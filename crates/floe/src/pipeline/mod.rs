@@ -437,7 +437,7 @@ impl Transform {
 
     /// Casts a batch of the SELECT to the storable output schema (see [`storable_schema`]).
     fn to_output(&self, batch: RecordBatch) -> Result<RecordBatch> {
-        crate::sink::iceberg::conform(&batch, &self.output)
+        crate::sink::schema::conform(&batch, &self.output)
     }
 }
 

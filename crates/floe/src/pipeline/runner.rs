@@ -23,12 +23,11 @@ use tokio::sync::watch;
 
 use super::Transform;
 use super::dead_letter::{self, BadRow};
-use crate::config::{DEFAULT_MAX_BAD_ROWS_PER_BATCH, OnError, SinkConfig};
+use crate::config::{DEFAULT_MAX_BAD_ROWS_PER_BATCH, OnError, PipelineConfig, SinkConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::sink::iceberg::IcebergSink;
+use crate::sink::Sink;
 use crate::stream::StreamRegistry;
-use crate::topology::Topology;
 
 /// First wait after a failure; doubles up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
@@ -41,8 +40,10 @@ pub trait RunnerNode: Send + Sync + 'static {
     fn catalog(&self) -> &floe_catalog::FloeCatalog;
     /// The open streams.
     fn streams(&self) -> &StreamRegistry;
-    /// The live topology (the statement's sink and pipeline settings).
-    fn topology(&self) -> Arc<Topology>;
+    /// Sink `name` of the live topology, as it is now.
+    fn sink_config(&self, name: &str) -> Option<SinkConfig>;
+    /// Pipeline `name` of the live topology (built-in ones included), as it is now.
+    fn pipeline_config(&self, name: &str) -> Option<PipelineConfig>;
     /// Counters.
     fn metrics(&self) -> &Metrics;
     /// Bytes of log records one micro-batch reads (`limits.batch_bytes`).
@@ -95,8 +96,8 @@ pub async fn catch_up<N: RunnerNode>(app: &Arc<N>, t: &Transform) -> Result<()> 
 
 /// The main sink of a statement and, once a row failed, its dead-letter sink.
 struct Sinks {
-    main: IcebergSink,
-    dead_letter: Option<IcebergSink>,
+    main: Box<dyn Sink>,
+    dead_letter: Option<Box<dyn Sink>>,
 }
 
 async fn run_once<N: RunnerNode>(
@@ -105,11 +106,9 @@ async fn run_once<N: RunnerNode>(
     shutdown: &mut watch::Receiver<bool>,
     progressed: &mut bool,
 ) -> Result<()> {
-    // The live topology: the statement's sink and pipeline as they are now.
-    let topology = app.topology();
-    let cfg = topology
-        .sink(&t.sink)
-        .cloned()
+    // The statement's sink and pipeline as the live topology has them now.
+    let cfg = app
+        .sink_config(&t.sink)
         .ok_or_else(|| Error::Internal(format!("sink {:?} is not configured", t.sink)))?;
     let cfg = &cfg;
     let log = app
@@ -117,15 +116,14 @@ async fn run_once<N: RunnerNode>(
         .get(&t.stream)
         .map(|s| s.log.clone())
         .ok_or_else(|| Error::Internal(format!("stream {:?} is not open", t.stream)))?;
-    let pipeline = topology.pipeline(&t.pipeline);
-    let on_error = pipeline.map_or(OnError::DeadLetter, |p| p.on_error);
-    let max_bad = pipeline.map_or(DEFAULT_MAX_BAD_ROWS_PER_BATCH, |p| p.max_bad_rows_per_batch);
-    drop(topology);
+    let pipeline = app.pipeline_config(&t.pipeline);
+    let on_error = pipeline.as_ref().map_or(OnError::DeadLetter, |p| p.on_error);
+    let max_bad = pipeline
+        .as_ref()
+        .map_or(DEFAULT_MAX_BAD_ROWS_PER_BATCH, |p| p.max_bad_rows_per_batch);
     let metrics = app.metrics().sink(&t.pipeline, &t.sink);
     let mut sinks = Sinks {
-        main: IcebergSink::open(app.catalog().clone(), cfg, &t.pipeline, &t.output)
-            .await?
-            .with_commit_retries(app.commit_retries()),
+        main: crate::sink::open(app.catalog().clone(), cfg, &t.pipeline, &t.output, app.commit_retries()).await?,
         dead_letter: None,
     };
     let mut offset = sinks.main.committed();
@@ -222,8 +220,8 @@ async fn write_dead_letters<N: RunnerNode>(
     if sinks.dead_letter.is_none() {
         let cfg = dead_letter::sink_config(main, &t.pipeline);
         let schema = dead_letter::schema();
-        let sink = IcebergSink::open(app.catalog().clone(), &cfg, &t.pipeline, &schema).await?;
-        sinks.dead_letter = Some(sink.with_commit_retries(app.commit_retries()));
+        let sink = crate::sink::open(app.catalog().clone(), &cfg, &t.pipeline, &schema, app.commit_retries()).await?;
+        sinks.dead_letter = Some(sink);
     }
     let dl = sinks.dead_letter.as_mut().expect("just opened");
     let fresh: Vec<BadRow> = bad.iter().filter(|b| b.offset >= dl.committed()).cloned().collect();
@@ -243,7 +241,7 @@ async fn commit<N: RunnerNode>(app: &N, t: &Transform, sinks: &mut Sinks, newest
         && dl.pending_rows() > 0
     {
         let stats = dl.commit().await?;
-        tracing::info!(pipeline = %t.pipeline, sink = %t.sink, rows = stats.rows, table = %dl.table_ident(), "dead letters committed");
+        tracing::info!(pipeline = %t.pipeline, sink = %t.sink, rows = stats.rows, table = %dl.target(), "dead letters committed");
     }
     let sink = &mut sinks.main;
     let stats = sink.commit().await?;

@@ -27,7 +27,7 @@ use crate::config::{Config, OnInvalid};
 use crate::error::Error;
 use crate::ingest::dead_letter;
 use crate::ingest::schema::{arrow_schema, stream_fields};
-use crate::topology::Topology;
+use crate::sink::schema::iceberg_type_name;
 
 /// The streams a pipeline of `config` may read, with their schemas (dead-letter streams included).
 pub fn stream_schemas(config: &Config) -> Vec<(String, SchemaRef)> {
@@ -101,31 +101,6 @@ pub fn columns_json(schema: &Schema) -> Value {
     Value::Array(cols)
 }
 
-/// An Iceberg type as text: `long`, `list<string>`, `struct<a: long required, b: string>`.
-pub fn iceberg_type_name(t: &iceberg::spec::Type) -> String {
-    use iceberg::spec::Type;
-    let field = |f: &iceberg::spec::NestedFieldRef| {
-        let req = if f.required { " required" } else { "" };
-        format!("{}: {}{req}", f.name, iceberg_type_name(&f.field_type))
-    };
-    match t {
-        Type::Primitive(p) => p.to_string(),
-        Type::List(l) => {
-            let req = if l.element_field.required { " required" } else { "" };
-            format!("list<{}{req}>", iceberg_type_name(&l.element_field.field_type))
-        }
-        Type::Struct(s) => format!(
-            "struct<{}>",
-            s.fields().iter().map(field).collect::<Vec<_>>().join(", ")
-        ),
-        Type::Map(m) => format!(
-            "map<{}, {}>",
-            iceberg_type_name(&m.key_field.field_type),
-            iceberg_type_name(&m.value_field.field_type)
-        ),
-    }
-}
-
 /// The success answer.
 pub fn answer_json(validated: &[Validated]) -> Value {
     json!({
@@ -155,12 +130,13 @@ struct ValidateRequest {
     sql: String,
 }
 
-/// What `POST /v1/validate_sql` needs of the node: the live topology (taken per request) and
-/// the tokens.
+/// What `POST /v1/validate_sql` needs of the node: the live streams and sinks (taken per
+/// request) and the tokens.
 #[derive(Clone)]
 pub struct ValidateState {
-    /// The topology the SQL is planned against.
-    pub topology: Arc<Topology>,
+    /// The live topology as a declaration (dead-letter streams and sinks included): what the SQL
+    /// is planned against.
+    pub config: Arc<Config>,
     /// `[auth]`.
     pub auth: crate::config::AuthConfig,
 }
@@ -185,7 +161,7 @@ pub async fn post_validate_sql(
         }
     };
     // The live streams and sinks (dead-letter ones included).
-    match validate_sql(&app.topology.resolved_config(), &req.sql).await {
+    match validate_sql(&app.config, &req.sql).await {
         Ok(v) => (StatusCode::OK, axum::Json(answer_json(&v))).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, axum::Json(error_json(&e))).into_response(),
     }

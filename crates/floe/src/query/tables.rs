@@ -89,9 +89,7 @@ fn special(suffix: &str) -> Option<Special> {
             if let Some(id) = s.strip_prefix("snapshot_") {
                 id.parse().ok().map(Special::Snapshot)
             } else {
-                s.strip_prefix("as_of_")
-                    .and_then(crate::lookup::parse_as_of)
-                    .map(Special::AsOf)
+                s.strip_prefix("as_of_").and_then(parse_as_of).map(Special::AsOf)
             }
         }
     }
@@ -165,7 +163,7 @@ impl SchemaProvider for FloeSchemaProvider {
                     .map_err(|e| plan_err(format!("{name:?}: {e}")))?,
             ))),
             Special::AsOf(ms) => {
-                let id = crate::lookup::snapshot_as_of(&table, ms)
+                let id = snapshot_as_of(&table, ms)
                     .ok_or_else(|| plan_err(format!("{name:?}: no snapshot was committed at or before {ms} ms")))?;
                 Arc::new(super::scan::ParallelTable::new(Arc::new(
                     IcebergStaticTableProvider::try_new_from_table_snapshot(table, id)
@@ -346,4 +344,25 @@ fn history_batch(table: &Table) -> DFResult<RecordBatch> {
             )),
         ],
     )?)
+}
+
+/// The snapshot current at `ms` (epoch milliseconds), from the table's snapshot log.
+pub fn snapshot_as_of(table: &Table, ms: i64) -> Option<i64> {
+    table
+        .metadata()
+        .history()
+        .iter()
+        .filter(|l| l.timestamp_ms <= ms)
+        .max_by_key(|l| l.timestamp_ms)
+        .map(|l| l.snapshot_id)
+}
+
+/// Parses an `as_of` value: RFC 3339 (`2026-11-26T04:00:00Z`) or epoch milliseconds.
+pub fn parse_as_of(v: &str) -> Option<i64> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Some(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .ok()
+        .map(|d| d.timestamp_millis())
 }

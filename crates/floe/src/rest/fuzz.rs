@@ -13,8 +13,8 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::node::App;
 use crate::rest::parse_body;
-use crate::server::App;
 
 /// Arbitrary JSON, biased to the spec's keys and value shapes.
 fn arb_json() -> impl Strategy<Value = Value> {

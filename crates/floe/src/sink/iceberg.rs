@@ -3,16 +3,16 @@
 //! ```text
 //!  write(batch, through)  ──► cast to the table's Arrow schema (field ids) ──► partition split
 //!                              ──► Parquet writers (zstd, column stats)          │
-//!  should_roll()? interval since first pending row, or pending bytes ≥ size      │
+//!  should_roll()? size, interval or inactivity (super::rolling)                  │
 //!  commit()  ──► close writers → DataFiles ──► fast-append with summary          ▼
 //!                {floe.pipeline, floe.sink, floe.position.from, floe.position.to}
-//!                ──► FloeCatalog CAS: pointer + position in one SQLite transaction
+//!                ──► FloeCatalog CAS: pointer + position in one catalog transaction
 //! ```
 //!
 //! Data files are named `floe-<pipeline>-<sink>-<attempt uuid>-…parquet`, so files of an
 //! attempt that never committed can be found and removed. A failed commit re-reads the catalog
 //! before it deletes anything: the attempt's row in `floe_sink_attempts` is removed in the same
-//! SQLite transaction as the commit, so while it is there the commit did not land and the files
+//! catalog transaction as the commit, so while it is there the commit did not land and the files
 //! go; when it is gone and the position moved to the attempt's target with a snapshot carrying
 //! the attempt id, the commit landed (its outcome was only reported as an error) and counts as
 //! committed. The pipeline resumes from the catalog's recorded position, re-reading the log
@@ -45,19 +45,15 @@ use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::writer::partitioning::unpartitioned_writer::UnpartitionedWriter;
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
-use parquet::basic::{Compression as PqCompression, GzipLevel, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::schema::types::ColumnPath;
+use parquet::file::properties::WriterProperties;
 
-use crate::config::{Compression, SinkConfig};
+use super::parquet::{table_properties, target_file_size, writer_properties};
+use super::rolling::RollState;
+use super::schema::{check_schema, conform_to_table};
+use super::sort::{SortKey, check_keys, order_matches, sort_batches, sort_keys};
+use super::{CommitStats, Sink};
+use crate::config::SinkConfig;
 use crate::error::{Error, Result};
-
-/// Largest Parquet file a sink writes before starting the next one within a commit.
-pub const TARGET_FILE_SIZE_BYTES: usize = 256 * 1024 * 1024;
-/// Rows per Parquet data page at most: small pages let lookups read little of a column chunk.
-pub const DATA_PAGE_ROW_LIMIT: usize = 8 * 1024;
-/// False-positive rate of the bloom filters of `bloom_filter_columns`.
-pub const BLOOM_FILTER_FPP: f64 = 0.01;
 
 type Builder = DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 
@@ -85,17 +81,11 @@ pub struct IcebergSink {
     /// `&mut self`, so it is never contended.
     writer: std::sync::Mutex<Option<Writer>>,
     attempt: uuid::Uuid,
-    committed: u64,
-    through: u64,
-    pending_rows: u64,
-    pending_bytes: usize,
-    first_pending: Option<Instant>,
-    /// When the input last moved on (rows read from the stream, filtered out or not).
-    last_input: Option<Instant>,
-    interval: Duration,
-    size_bytes: usize,
-    /// `rolling.inactivity_seconds`: commit once the input has been still this long.
-    inactivity: Option<Duration>,
+    rolling: RollState,
+    /// `sort_by`, parsed; empty: rows are written as they come.
+    sort: Vec<SortKey>,
+    /// With `sort_by`: the pending rows (in the table's layout), sorted and written at commit.
+    sorting: Vec<RecordBatch>,
     /// `limits.commit_retries`: retries of a commit that lost the compare-and-swap.
     commit_retries: u32,
     /// Set by a failed write or commit: the in-memory state no longer matches the table.
@@ -138,13 +128,7 @@ impl IcebergSink {
                 .name(ident.name().to_string())
                 .schema(wanted_schema.clone())
                 .partition_spec(spec)
-                .properties([
-                    ("write.format.default".to_string(), "parquet".to_string()),
-                    (
-                        "write.parquet.compression-codec".to_string(),
-                        format!("{:?}", cfg.compression).to_lowercase(),
-                    ),
-                ])
+                .properties(table_properties(cfg))
                 .build();
             match catalog.create_table(&namespace, creation).await {
                 Ok(t) => t,
@@ -152,6 +136,8 @@ impl IcebergSink {
                 Err(e) => return Err(e.into()),
             }
         };
+        let sort = sort_keys(&cfg.sort_by)?;
+        let table = ensure_sort_order(&catalog, &cfg.name, table, &sort).await?;
         for (attempt, location) in catalog.pending_attempts(pipeline, &cfg.name).await? {
             let removed = remove_attempt_files(catalog.storage().as_ref(), &location, attempt).await?;
             tracing::info!(pipeline, sink = %cfg.name, %attempt, removed, "removed the files of a commit attempt that never landed");
@@ -176,22 +162,16 @@ impl IcebergSink {
             props,
             writer: std::sync::Mutex::new(None),
             attempt: uuid::Uuid::now_v7(),
-            committed,
-            through: committed,
-            pending_rows: 0,
-            pending_bytes: 0,
-            first_pending: None,
-            last_input: None,
-            interval: Duration::from_secs(cfg.rolling.interval_seconds),
-            size_bytes: (cfg.rolling.size_mb as usize).saturating_mul(1024 * 1024),
-            inactivity: cfg.rolling.inactivity_seconds.map(Duration::from_secs),
+            rolling: RollState::new(&cfg.rolling, committed),
+            sort,
+            sorting: Vec::new(),
             commit_retries: crate::config::DEFAULT_COMMIT_RETRIES,
             broken: false,
         })
     }
 
     /// Sets how often a commit that lost the catalog's compare-and-swap to another writer is
-    /// retried on the fresh metadata before [`commit`](Self::commit) fails
+    /// retried on the fresh metadata before [`commit`](Sink::commit) fails
     /// (`limits.commit_retries`; [`DEFAULT_COMMIT_RETRIES`](crate::config::DEFAULT_COMMIT_RETRIES)
     /// until set). It replaces the table's own `commit.retry.num-retries`; the waits between
     /// attempts follow the table's other `commit.retry.*` properties (iceberg's defaults: 100 ms
@@ -201,38 +181,9 @@ impl IcebergSink {
         self
     }
 
-    /// The sink's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The table, as `namespace.table`.
     pub fn table_ident(&self) -> &TableIdent {
         &self.ident
-    }
-
-    /// The committed position: every stream row before it is in the table exactly once.
-    pub fn committed(&self) -> u64 {
-        self.committed
-    }
-
-    /// The position after the last row handed to [`write`](Self::write).
-    pub fn through(&self) -> u64 {
-        self.through
-    }
-
-    /// Rows written but not committed.
-    pub fn pending_rows(&self) -> u64 {
-        self.pending_rows
-    }
-
-    /// Writes `batch`, the output for stream rows up to (excluding) `through`. After an error
-    /// the sink refuses further use: reopen it (it resumes from the committed position).
-    pub async fn write(&mut self, batch: &RecordBatch, through: u64) -> Result<()> {
-        self.usable()?;
-        let result = self.write_inner(batch, through).await;
-        self.broken = result.is_err();
-        result
     }
 
     fn usable(&self) -> Result<()> {
@@ -246,18 +197,23 @@ impl IcebergSink {
     }
 
     async fn write_inner(&mut self, batch: &RecordBatch, through: u64) -> Result<()> {
-        if through > self.through {
-            let now = Instant::now();
-            self.first_pending.get_or_insert(now);
-            self.last_input = Some(now);
-        }
-        self.through = self.through.max(through);
+        self.rolling.input(through);
         if batch.num_rows() == 0 {
             return Ok(());
         }
         let batch = conform_to_table(batch, &self.table_arrow)?;
-        self.pending_rows += batch.num_rows() as u64;
-        self.pending_bytes += batch.get_array_memory_size();
+        self.rolling
+            .wrote(batch.num_rows() as u64, batch.get_array_memory_size());
+        if !self.sort.is_empty() {
+            self.sorting.push(batch);
+            return Ok(());
+        }
+        self.write_files(batch).await
+    }
+
+    /// Hands `batch` (in the table's layout) to the Parquet writers, starting the attempt (its
+    /// row in `floe_sink_attempts`, then the writers) with the first one.
+    async fn write_files(&mut self, batch: RecordBatch) -> Result<()> {
         if self.writer.get_mut().expect("writer lock").is_none() {
             self.catalog
                 .begin_attempt(
@@ -281,35 +237,15 @@ impl IcebergSink {
         Ok(())
     }
 
-    /// Whether the pending rows should be committed now: `rolling.size_mb` is pending,
-    /// `rolling.interval_seconds` passed since the first pending row, or the input has been
-    /// still for `rolling.inactivity_seconds`.
-    pub fn should_roll(&self) -> bool {
-        self.through > self.committed
-            && (self.pending_bytes >= self.size_bytes || self.roll_deadline().is_some_and(|t| Instant::now() >= t))
-    }
-
-    /// When the next time-based roll (interval or inactivity) is due, if anything is pending.
-    pub fn roll_deadline(&self) -> Option<Instant> {
-        let interval = self.first_pending.map(|t| t + self.interval)?;
-        let idle = self.inactivity.zip(self.last_input).map(|(d, t)| t + d);
-        Some(idle.map_or(interval, |idle| idle.min(interval)))
-    }
-
-    /// Commits everything written so far, with the position it covers. On error nothing was
-    /// committed, the files of this attempt are deleted, and the sink must be reopened (a second
-    /// `commit` would otherwise skip the rows of the failed one).
-    pub async fn commit(&mut self) -> Result<CommitStats> {
-        self.usable()?;
-        let result = self.commit_inner().await;
-        self.broken = result.is_err();
-        result
-    }
-
     async fn commit_inner(&mut self) -> Result<CommitStats> {
-        let from = self.committed;
-        let to = self.through;
+        let from = self.rolling.committed();
+        let to = self.rolling.through();
         let started = Instant::now();
+        let pending = std::mem::take(&mut self.sorting);
+        if let Some(sorted) = sort_batches(&pending, &self.sort)? {
+            drop(pending);
+            self.write_files(sorted).await?;
+        }
         let writer = self.writer.get_mut().expect("writer lock").take();
         let files: Vec<DataFile> = match writer {
             Some(Writer::Unpartitioned(w)) => w.close().await?,
@@ -327,7 +263,7 @@ impl IcebergSink {
             self.catalog.storage().sync(dir).await?;
         }
         let stats = CommitStats {
-            rows: self.pending_rows,
+            rows: self.rolling.pending_rows(),
             files: files.len(),
             bytes: files.iter().map(|f| f.file_size_in_bytes()).sum(),
             from,
@@ -399,13 +335,9 @@ impl IcebergSink {
                 },
             }
         };
-        self.pending_rows = 0;
-        self.pending_bytes = 0;
-        self.first_pending = None;
-        self.last_input = None;
+        self.rolling.finish_commit(result.is_ok());
         self.attempt = uuid::Uuid::now_v7();
         result?;
-        self.committed = to;
         self.follow_schema()?;
         Ok(CommitStats {
             elapsed: started.elapsed(),
@@ -420,7 +352,7 @@ impl IcebergSink {
             Err(e) => return Outcome::Unknown(e.to_string()),
         };
         if pending.iter().any(|(a, _)| *a == self.attempt) {
-            // The attempt row leaves only with its commit (same SQLite transaction).
+            // The attempt row leaves only with its commit (same catalog transaction).
             return Outcome::NotLanded;
         }
         let position = match self.catalog.sink_position(&self.pipeline, &self.name).await {
@@ -477,7 +409,7 @@ impl IcebergSink {
         let parquet = ParquetWriterBuilder::new(self.props.clone(), schema.clone());
         let rolling = RollingFileWriterBuilder::new(
             parquet,
-            TARGET_FILE_SIZE_BYTES,
+            target_file_size(&self.cfg),
             self.table.file_io().clone(),
             location,
             names,
@@ -490,6 +422,83 @@ impl IcebergSink {
             let splitter = super::split::PartitionSplitter::try_new(schema, spec)?;
             Writer::Partitioned(FanoutWriter::new(builder), splitter)
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for IcebergSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn target(&self) -> String {
+        self.ident.to_string()
+    }
+
+    fn rolling(&self) -> &RollState {
+        &self.rolling
+    }
+
+    async fn write(&mut self, batch: &RecordBatch, through: u64) -> Result<()> {
+        self.usable()?;
+        let result = self.write_inner(batch, through).await;
+        self.broken = result.is_err();
+        result
+    }
+
+    /// On error nothing was committed, the files of this attempt are deleted (or, when the
+    /// outcome cannot be read, left to the next open), and the sink must be reopened (a second
+    /// `commit` would otherwise skip the rows of the failed one).
+    async fn commit(&mut self) -> Result<CommitStats> {
+        self.usable()?;
+        let result = self.commit_inner().await;
+        self.broken = result.is_err();
+        result
+    }
+}
+
+/// Gives `table` the sort order `keys` (`sort_by`) when its default one differs, so readers see
+/// in the metadata how the files are sorted. Another writer may do the same at the same moment:
+/// a lost race is fine when the table then has the order asked for.
+async fn ensure_sort_order(catalog: &FloeCatalog, sink: &str, table: Table, keys: &[SortKey]) -> Result<Table> {
+    let schema = table.metadata().current_schema().clone();
+    check_keys(sink, keys, &schema)?;
+    if keys.is_empty() || order_matches(table.metadata().default_sort_order(), keys, &schema) {
+        return Ok(table);
+    }
+    let null_order = |k: &SortKey| {
+        if k.nulls_first {
+            iceberg::spec::NullOrder::First
+        } else {
+            iceberg::spec::NullOrder::Last
+        }
+    };
+    let tx = Transaction::new(&table);
+    let mut action = tx.replace_sort_order();
+    for k in keys {
+        action = if k.descending {
+            action.desc(&k.column, null_order(k))
+        } else {
+            action.asc(&k.column, null_order(k))
+        };
+    }
+    match action.apply(tx) {
+        Ok(tx) => match tx.commit(catalog).await {
+            Ok(t) => {
+                tracing::info!(sink, table = %t.identifier(), sort_by = ?keys, "set the table's sort order");
+                Ok(t)
+            }
+            Err(e) => {
+                let fresh = catalog.load_table(table.identifier()).await?;
+                let schema = fresh.metadata().current_schema().clone();
+                if order_matches(fresh.metadata().default_sort_order(), keys, &schema) {
+                    Ok(fresh)
+                } else {
+                    Err(e.into())
+                }
+            }
+        },
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -541,163 +550,4 @@ enum Outcome {
     NotOurs,
     /// The catalog could not be read: keep everything.
     Unknown(String),
-}
-
-/// What one commit did.
-#[derive(Debug, Clone)]
-pub struct CommitStats {
-    /// Rows committed.
-    pub rows: u64,
-    /// Data files added.
-    pub files: usize,
-    /// Bytes of data files added.
-    pub bytes: u64,
-    /// Position before.
-    pub from: u64,
-    /// Position after.
-    pub to: u64,
-    /// Time from close to catalog commit.
-    pub elapsed: Duration,
-}
-
-/// Parquet writer settings: the sink's codec, page-level statistics (so the column and offset
-/// indexes are written: lookups prune pages with them), and bloom filters on the configured
-/// `bloom_filter_columns`.
-fn writer_properties(cfg: &SinkConfig, table: &SchemaRef) -> Result<WriterProperties> {
-    let compression = match cfg.compression {
-        Compression::Zstd => PqCompression::ZSTD(ZstdLevel::try_new(3).expect("valid level")),
-        Compression::Snappy => PqCompression::SNAPPY,
-        Compression::Gzip => PqCompression::GZIP(GzipLevel::default()),
-        Compression::Lz4 => PqCompression::LZ4_RAW,
-        Compression::Uncompressed => PqCompression::UNCOMPRESSED,
-    };
-    let mut props = WriterProperties::builder()
-        .set_compression(compression)
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_offset_index_disabled(false)
-        .set_data_page_row_count_limit(DATA_PAGE_ROW_LIMIT);
-    for column in &cfg.bloom_filter_columns {
-        if table.field_with_name(column).is_err() {
-            return Err(Error::Config(format!(
-                "sink {:?}: bloom_filter_columns names {column:?}, which is not a column of the table",
-                cfg.name
-            )));
-        }
-        let path = ColumnPath::from(column.as_str());
-        props = props
-            .set_column_bloom_filter_enabled(path.clone(), true)
-            .set_column_bloom_filter_fpp(path, BLOOM_FILTER_FPP);
-    }
-    Ok(props.build())
-}
-
-/// Recasts `batch` to `target` (same columns by position): to the table's Arrow schema, which
-/// carries the Iceberg field ids the Parquet writer needs, or to a pipeline's storable output.
-pub(crate) fn conform(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
-    if batch.schema().as_ref() == target.as_ref() {
-        return Ok(batch.clone());
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(target.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(c.clone())
-            } else {
-                arrow::compute::cast(c, f.data_type())
-            }
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(target.clone(), columns)?)
-}
-
-/// Builds the table's row layout from pipeline output `batch`: columns matched by name (the table
-/// may have columns the pipeline does not write: null), each cast to the table's type.
-fn conform_to_table(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
-    if batch.schema().as_ref() == target.as_ref() {
-        return Ok(batch.clone());
-    }
-    let schema = batch.schema();
-    let columns = target
-        .fields()
-        .iter()
-        .map(|f| match schema.index_of(f.name()) {
-            Ok(i) => {
-                let c = batch.column(i);
-                if c.data_type() == f.data_type() {
-                    Ok(c.clone())
-                } else {
-                    Ok(arrow::compute::cast(c, f.data_type())?)
-                }
-            }
-            Err(_) if f.is_nullable() => Ok(arrow::array::new_null_array(f.data_type(), batch.num_rows())),
-            Err(_) => Err(Error::Internal(format!(
-                "the table's required column {:?} is not in the pipeline's output",
-                f.name()
-            ))),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(target.clone(), columns, &options)?)
-}
-
-/// Whether a column of type `wanted` (the pipeline's) can be written into a table column of
-/// type `table`: the same type, or Iceberg's widenings int → long and float → double.
-fn writable_as(wanted: &str, table: &str) -> bool {
-    wanted == table || matches!((wanted, table), ("int", "long") | ("float", "double"))
-}
-
-/// An existing table must hold every column of the pipeline's output, by name, with the same
-/// type (or a wider one); columns the pipeline does not write must be optional.
-fn check_schema(sink: &str, table: &IcebergSchema, wanted: &IcebergSchema) -> Result<()> {
-    let t = column_types(table);
-    let w = column_types(wanted);
-    let mut problems = Vec::new();
-    for (name, ty, _) in &w {
-        match t.iter().find(|(n, _, _)| n == name) {
-            None => problems.push(format!("the table has no column {name:?}")),
-            Some((_, tt, _)) if !writable_as(ty, tt) => {
-                problems.push(format!("column {name:?} is {tt} in the table, {ty} in the pipeline"))
-            }
-            Some(_) => {}
-        }
-    }
-    for (name, _, required) in &t {
-        if *required && !w.iter().any(|(n, _, _)| n == name) {
-            problems.push(format!(
-                "the table's column {name:?} is required, and the pipeline does not write it"
-            ));
-        }
-    }
-    if problems.is_empty() {
-        return Ok(());
-    }
-    let show = |v: &[(String, String, bool)]| {
-        v.iter()
-            .map(|(n, ty, _)| format!("{n} {ty}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    Err(Error::Config(format!(
-        "sink {sink:?}: the table's schema ({}) does not match the pipeline's output ({}): {}",
-        show(&t),
-        show(&w),
-        problems.join("; ")
-    )))
-}
-
-fn column_types(schema: &IcebergSchema) -> Vec<(String, String, bool)> {
-    schema
-        .as_struct()
-        .fields()
-        .iter()
-        .map(|f| {
-            (
-                f.name.clone(),
-                crate::pipeline::validate::iceberg_type_name(&f.field_type),
-                f.required,
-            )
-        })
-        .collect()
 }

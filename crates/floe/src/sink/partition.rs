@@ -1,72 +1,11 @@
-//! `partition_by` expressions → Iceberg partition fields.
+//! `partition_by` expressions (parsed by [`crate::layout`]) → an Iceberg partition spec.
 //!
-//! Accepted forms: `col` (identity), `year(col)`, `month(col)`, `day(col)`, `hour(col)`,
-//! `bucket[N](col)`, `truncate[W](col)`. The partition field is named `col` for identity and
-//! `col_<transform>` otherwise (`ts_day`, `id_bucket_16`), as Spark and PyIceberg name them.
+//! The partition field is named `col` for identity and `col_<transform>` otherwise (`ts_day`,
+//! `id_bucket_16`), as Spark and PyIceberg name them.
 
 use iceberg::spec::{Schema, Transform, UnboundPartitionSpec};
 
-/// A parsed `partition_by` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionExpr {
-    /// Source column.
-    pub column: String,
-    /// Transform.
-    pub transform: Transform,
-}
-
-/// Parses one `partition_by` entry; the error says what is accepted.
-pub fn parse_partition_expr(s: &str) -> Result<PartitionExpr, String> {
-    let s = s.trim();
-    let bad = || {
-        format!(
-            "{s:?} is not a partition expression; use col, year(col), month(col), day(col), hour(col), bucket[N](col) or truncate[W](col)"
-        )
-    };
-    let Some(open) = s.find('(') else {
-        if is_ident(s) {
-            return Ok(PartitionExpr {
-                column: s.to_string(),
-                transform: Transform::Identity,
-            });
-        }
-        return Err(bad());
-    };
-    let column = s[open + 1..].strip_suffix(')').map(str::trim).ok_or_else(bad)?;
-    if !is_ident(column) {
-        return Err(bad());
-    }
-    let func = s[..open].trim().to_ascii_lowercase();
-    let transform = match func.as_str() {
-        "year" | "years" => Transform::Year,
-        "month" | "months" => Transform::Month,
-        "day" | "days" => Transform::Day,
-        "hour" | "hours" => Transform::Hour,
-        "identity" => Transform::Identity,
-        f if f.starts_with("bucket[") || f.starts_with("truncate[") => {
-            let n: u32 = f
-                .split_once('[')
-                .and_then(|(_, rest)| rest.strip_suffix(']'))
-                .and_then(|n| n.parse().ok())
-                .filter(|n| *n > 0)
-                .ok_or_else(bad)?;
-            if f.starts_with("bucket") {
-                Transform::Bucket(n)
-            } else {
-                Transform::Truncate(n)
-            }
-        }
-        _ => return Err(bad()),
-    };
-    Ok(PartitionExpr {
-        column: column.to_string(),
-        transform,
-    })
-}
-
-fn is_ident(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+use crate::layout::{PartitionExpr, parse_partition_expr};
 
 /// The partition field name for an expression.
 pub fn partition_field_name(e: &PartitionExpr) -> String {
@@ -94,25 +33,4 @@ pub fn partition_spec(exprs: &[String], schema: &Schema) -> Result<UnboundPartit
             .map_err(|err| format!("partition_by {s:?}: {err}"))?;
     }
     Ok(builder.build())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_every_form() {
-        for (s, t) in [
-            ("ns", Transform::Identity),
-            ("day(ts)", Transform::Day),
-            ("hour( ts )", Transform::Hour),
-            ("bucket[16](id)", Transform::Bucket(16)),
-            ("truncate[4](id)", Transform::Truncate(4)),
-        ] {
-            assert_eq!(parse_partition_expr(s).unwrap().transform, t, "{s}");
-        }
-        for bad in ["week(ts)", "bucket[0](id)", "day(ts", "a b", "bucket(id)"] {
-            assert!(parse_partition_expr(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use arrow::array::{Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use floe::config::{Compression, Rolling, SinkConfig, SinkType};
+use floe::config::{Rolling, SinkConfig};
+use floe::sink::Sink;
 use floe::sink::iceberg::IcebergSink;
 use floe_catalog::FloeCatalog;
 use futures::TryStreamExt;
@@ -111,9 +112,7 @@ pub fn table_ident() -> TableIdent {
 pub fn sink_config(partition_by: &[&str]) -> SinkConfig {
     SinkConfig {
         name: SINK.to_string(),
-        ty: SinkType::Iceberg,
         table: Some(TABLE.to_string()),
-        compression: Compression::Zstd,
         partition_by: partition_by.iter().map(|s| s.to_string()).collect(),
         rolling: Rolling {
             interval_seconds: 3600,
@@ -121,6 +120,7 @@ pub fn sink_config(partition_by: &[&str]) -> SinkConfig {
             inactivity_seconds: None,
         },
         bloom_filter_columns: vec![],
+        ..SinkConfig::default()
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use floe::error::Error;
+use floe::sink::Sink;
 use floe::sink::iceberg::IcebergSink;
 use floe_catalog::FloeCatalog;
 use futures::future::BoxFuture;

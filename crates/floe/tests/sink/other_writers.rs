@@ -5,6 +5,7 @@
 //! flight must not leave the table referencing deleted files.
 
 use floe::error::Error;
+use floe::sink::Sink;
 use iceberg::{Catalog, ErrorKind};
 
 use crate::common::{

@@ -6,6 +6,7 @@
 use crate::common::{
     Env, PIPELINE, SINK, TestResult, files_under, referenced_data_files, rows, scan_ids, uuids_in, write_range,
 };
+use floe::sink::Sink;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_of_an_attempt_that_never_committed_are_removed_at_open() -> TestResult {

@@ -6,6 +6,7 @@
 //! of a failed attempt is left on disk, and no data file is unreferenced. Also: a fault while
 //! writing (before the commit), and a failed delete of the metadata of a refused commit.
 
+use floe::sink::Sink;
 use std::collections::BTreeSet;
 
 use iceberg::ErrorKind;

@@ -1,0 +1,84 @@
+//! Parquet writer settings shared by every sink that writes Parquet: the sink's codec and level,
+//! where row groups and files end (`row_group_size`, `target_file_size_mb`), page-level statistics (so the column and offset indexes are written: lookups prune pages
+//! with them), small data pages, and bloom filters on the configured `bloom_filter_columns`.
+
+use arrow::datatypes::SchemaRef;
+use parquet::basic::{Compression as PqCompression, GzipLevel, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::config::{Compression, RowGroupSize, SinkConfig};
+use crate::error::{Error, Result};
+
+/// Rows per Parquet data page at most: small pages let lookups read little of a column chunk.
+pub const DATA_PAGE_ROW_LIMIT: usize = 8 * 1024;
+/// False-positive rate of the bloom filters of `bloom_filter_columns`.
+pub const BLOOM_FILTER_FPP: f64 = 0.01;
+/// The Parquet codec of `compression` (levels were range-checked with the config).
+pub fn codec(compression: Compression) -> Result<PqCompression> {
+    let level = |e: parquet::errors::ParquetError| Error::Config(format!("compression {compression}: {e}"));
+    Ok(match compression {
+        Compression::Zstd(l) => PqCompression::ZSTD(ZstdLevel::try_new(l).map_err(level)?),
+        Compression::Snappy => PqCompression::SNAPPY,
+        Compression::Gzip(l) => PqCompression::GZIP(GzipLevel::try_new(l).map_err(level)?),
+        Compression::Lz4 => PqCompression::LZ4_RAW,
+        Compression::Uncompressed => PqCompression::UNCOMPRESSED,
+    })
+}
+
+/// The size at which a data file is closed and the next started (`target_file_size_mb`).
+pub fn target_file_size(cfg: &SinkConfig) -> usize {
+    (cfg.target_file_size_mb as usize).saturating_mul(1024 * 1024)
+}
+
+/// The Iceberg table properties that record a sink's writer settings, for other writers.
+pub fn table_properties(cfg: &SinkConfig) -> Vec<(String, String)> {
+    let mut props = vec![
+        ("write.format.default".to_string(), "parquet".to_string()),
+        (
+            "write.parquet.compression-codec".to_string(),
+            cfg.compression.codec().to_string(),
+        ),
+        (
+            "write.target-file-size-bytes".to_string(),
+            target_file_size(cfg).to_string(),
+        ),
+    ];
+    if let Some(level) = cfg.compression.level() {
+        props.push(("write.parquet.compression-level".to_string(), level.to_string()));
+    }
+    match cfg.row_group_size {
+        RowGroupSize::Bytes(b) => props.push(("write.parquet.row-group-size-bytes".to_string(), b.to_string())),
+        RowGroupSize::Rows(r) => props.push(("write.parquet.row-group-limit".to_string(), r.to_string())),
+    }
+    props
+}
+
+/// The writer settings of sink `cfg` for files of schema `schema`; a bloom filter column that
+/// is not in `schema` is a configuration error naming it.
+pub fn writer_properties(cfg: &SinkConfig, schema: &SchemaRef) -> Result<WriterProperties> {
+    let (rows, bytes) = match cfg.row_group_size {
+        RowGroupSize::Rows(r) => (Some(r as usize), None),
+        RowGroupSize::Bytes(b) => (None, Some(b as usize)),
+    };
+    let mut props = WriterProperties::builder()
+        .set_compression(codec(cfg.compression)?)
+        .set_max_row_group_row_count(rows)
+        .set_max_row_group_bytes(bytes)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_offset_index_disabled(false)
+        .set_data_page_row_count_limit(DATA_PAGE_ROW_LIMIT);
+    for column in &cfg.bloom_filter_columns {
+        if schema.field_with_name(column).is_err() {
+            return Err(Error::Config(format!(
+                "sink {:?}: bloom_filter_columns names {column:?}, which is not a column of the table",
+                cfg.name
+            )));
+        }
+        let path = ColumnPath::from(column.as_str());
+        props = props
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path, BLOOM_FILTER_FPP);
+    }
+    Ok(props.build())
+}
