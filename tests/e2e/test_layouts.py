@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from floe_e2e.config import floe_config
+from floe_e2e.config import floe_config, sink_pipeline_toml
 from floe_e2e.engines import duckdb_scan
 from floe_e2e.events import PIPELINE_SELECT, make_events
 from floe_e2e.metrics import healthz
@@ -94,17 +94,7 @@ def outside_schema(extra_type: pa.DataType = pa.string()):
 
 
 def outside_sink(name: str, table: str) -> str:
-    return f"""
-[[sinks]]
-name = "{name}"
-type = "iceberg"
-table = "{table}"
-rolling = {{ interval_seconds = 1 }}
-
-[[pipelines]]
-name = "to_{name}"
-sql = "INSERT INTO {name} {PIPELINE_SELECT} FROM events"
-"""
+    return sink_pipeline_toml(name, table, f"to_{name}", f"INSERT INTO {name} {PIPELINE_SELECT} FROM events")
 
 
 @pytest.mark.parametrize("compatible", [True, False], ids=["compatible", "wrong-type"])

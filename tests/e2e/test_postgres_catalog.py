@@ -13,7 +13,7 @@ import json
 import pathlib
 import re
 
-from floe_e2e.config import EVENT_FIELDS_TOML, LOOPBACK
+from floe_e2e.config import EVENT_FIELDS_TOML, LOOPBACK, sink_pipeline_toml
 from floe_e2e.http import assert_accepted, post_events
 from floe_e2e.events import make_events
 from floe_e2e.server import FloeServer, free_port, run_floe
@@ -37,18 +37,11 @@ uri = {json.dumps(catalog_uri)}
 [[streams]]
 name = "{stream}"
 {EVENT_FIELDS_TOML}
-
-[[sinks]]
-name = "events_table"
-type = "iceberg"
-table = "{TABLE}"
-partition_by = ["ns"]
-rolling = {{ interval_seconds = 1 }}
-
-[[pipelines]]
-name = "{pipeline}"
-sql = "INSERT INTO events_table SELECT ns, type, id, ts, data, visibility, seq FROM {stream}"
-"""
+""" + sink_pipeline_toml(
+        "events_table", TABLE, pipeline,
+        f"INSERT INTO events_table SELECT ns, type, id, ts, data, visibility, seq FROM {stream}",
+        partition_by=("ns",),
+    )
 
 
 def test_two_floes_on_one_postgres_catalog_race_the_same_table(tmp_path, floe_bin, postgres_db):

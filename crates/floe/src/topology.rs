@@ -178,12 +178,12 @@ impl Topology {
 
     /// A sink by name (built-in ones included).
     pub fn sink(&self, name: &str) -> Option<&SinkConfig> {
-        self.sinks.iter().find(|s| s.name == name)
+        self.running().sink(name)
     }
 
     /// A pipeline by name (built-in ones included).
     pub fn pipeline(&self, name: &str) -> Option<&PipelineConfig> {
-        self.pipelines.iter().find(|p| p.name == name)
+        self.running().pipeline(name)
     }
 
     /// Its pipelines and statements, as the position checks of [`crate::pipeline::identity`]

@@ -112,6 +112,26 @@ OTHER_TABLE = "analytics.other"
 OTHER_PIPELINE = "other_to_table"
 
 
+def sink_pipeline_toml(sink: str, table: str, pipeline: str, sql: str, *, interval_seconds: int = 1,
+                       partition_by: Iterable[str] = ()) -> str:
+    """`floe_config(extra=...)` text for one more iceberg sink writing `table` and a pipeline
+    running `sql` into it."""
+    partition = ""
+    if partition_by:
+        partition = "partition_by = [" + ", ".join(json.dumps(p) for p in partition_by) + "]\n"
+    return f"""
+[[sinks]]
+name = "{sink}"
+type = "iceberg"
+table = "{table}"
+{partition}rolling = {{ interval_seconds = {interval_seconds} }}
+
+[[pipelines]]
+name = "{pipeline}"
+sql = {json.dumps(sql)}
+"""
+
+
 def two_stream_extra(interval_seconds: int = 1) -> str:
     """`floe_config(extra=...)` text adding a second stream `other` (same fields as `events`),
     sink `other_table` (table analytics.other) and pipeline `other_to_table`, so a test can check
@@ -120,15 +140,6 @@ def two_stream_extra(interval_seconds: int = 1) -> str:
 [[streams]]
 name = "{OTHER_STREAM}"
 {EVENT_FIELDS_TOML}
-
-[[sinks]]
-name = "{OTHER_SINK}"
-type = "iceberg"
-table = "{OTHER_TABLE}"
-partition_by = ["ns"]
-rolling = {{ interval_seconds = {interval_seconds} }}
-
-[[pipelines]]
-name = "{OTHER_PIPELINE}"
-sql = "INSERT INTO {OTHER_SINK} {PIPELINE_SELECT} FROM {OTHER_STREAM}"
-"""
+""" + sink_pipeline_toml(OTHER_SINK, OTHER_TABLE, OTHER_PIPELINE,
+                         f"INSERT INTO {OTHER_SINK} {PIPELINE_SELECT} FROM {OTHER_STREAM}",
+                         interval_seconds=interval_seconds, partition_by=("ns",))

@@ -36,6 +36,7 @@ use super::schema::arrow_schema;
 use crate::config::{
     FieldConfig, FieldType, HttpIngestConfig, OnInvalid, Rolling, SinkConfig, StreamConfig, UnknownFields,
 };
+use crate::ingest::record;
 
 /// Namespace of dead-letter tables of streams that feed no Iceberg sink.
 pub const DEFAULT_NAMESPACE: &str = "floe";
@@ -133,12 +134,9 @@ pub fn batch(stream: &str, invalid: &[(RowError, String)], now_us: i64, key: Opt
     let mut schema = arrow_schema(&fields()).as_ref().clone();
     if let Some((k, offset)) = key {
         schema.metadata = HashMap::from([
-            (crate::ingest::record::KEY_METADATA.to_string(), k.to_string()),
-            (crate::ingest::record::DEAD_LETTERED_METADATA.to_string(), n.to_string()),
-            (
-                crate::ingest::record::STREAM_OFFSET_METADATA.to_string(),
-                offset.to_string(),
-            ),
+            (record::KEY_METADATA.to_string(), k.to_string()),
+            (record::DEAD_LETTERED_METADATA.to_string(), n.to_string()),
+            (record::STREAM_OFFSET_METADATA.to_string(), offset.to_string()),
         ]);
     }
     RecordBatch::try_new(Arc::new(schema), columns).expect("dead-letter columns match their schema")
@@ -177,13 +175,7 @@ mod tests {
         assert_eq!(b.column(2).as_string::<i32>().value(0), "n");
         assert!(b.column(2).is_null(1));
         assert_eq!(b.column(4).as_string::<i32>().value(1), "{oops");
-        assert_eq!(
-            b.schema().metadata()[crate::ingest::record::DEAD_LETTERED_METADATA],
-            "2"
-        );
-        assert_eq!(
-            b.schema().metadata()[crate::ingest::record::STREAM_OFFSET_METADATA],
-            "12"
-        );
+        assert_eq!(b.schema().metadata()[record::DEAD_LETTERED_METADATA], "2");
+        assert_eq!(b.schema().metadata()[record::STREAM_OFFSET_METADATA], "12");
     }
 }

@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::error::Error;
+use crate::ingest::record;
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_KEY_LEN: usize = 200;
@@ -303,7 +304,7 @@ impl IdempotencyStore {
             let Some(last) = records.last() else { break };
             offset = last.end();
             for r in &records {
-                if let Some(key) = r.batch.schema().metadata().get(crate::ingest::record::KEY_METADATA) {
+                if let Some(key) = r.batch.schema().metadata().get(record::KEY_METADATA) {
                     let answer = Answer {
                         accepted: r.batch.num_rows() as u64,
                         first_offset: r.offset,
@@ -313,7 +314,7 @@ impl IdempotencyStore {
                             .batch
                             .schema()
                             .metadata()
-                            .get(crate::ingest::record::DEAD_LETTERED_METADATA)
+                            .get(record::DEAD_LETTERED_METADATA)
                             .and_then(|n| n.parse().ok())
                             .unwrap_or(0),
                     };
@@ -329,9 +330,9 @@ impl IdempotencyStore {
                 offset = last.end();
                 for r in &records {
                     let meta = r.batch.schema().metadata().clone();
-                    if let Some(key) = meta.get(crate::ingest::record::KEY_METADATA) {
+                    if let Some(key) = meta.get(record::KEY_METADATA) {
                         let at: u64 = meta
-                            .get(crate::ingest::record::STREAM_OFFSET_METADATA)
+                            .get(record::STREAM_OFFSET_METADATA)
                             .and_then(|o| o.parse().ok())
                             .unwrap_or(0);
                         let answer = Answer {

@@ -45,6 +45,18 @@ pub struct Running<'a> {
     pub statements: &'a [Transform],
 }
 
+impl<'a> Running<'a> {
+    /// Pipeline `name`, if it runs.
+    pub fn pipeline(&self, name: &str) -> Option<&'a PipelineConfig> {
+        self.pipelines.iter().find(|p| p.name == name)
+    }
+
+    /// Sink `name`, if it is configured.
+    pub fn sink(&self, name: &str) -> Option<&'a SinkConfig> {
+        self.sinks.iter().find(|s| s.name == name)
+    }
+}
+
 /// Checks and fixes up the position of each of `transforms` (statements of `running`, whose
 /// streams are open in `streams`); see the module docs. At start `transforms` is every statement
 /// of the topology; when a pipeline is added, its statements.
@@ -164,9 +176,7 @@ pub async fn prepare_positions(
     for t in fresh {
         let log = log_of(t)?;
         let table = topology
-            .sinks
-            .iter()
-            .find(|s| s.name == t.sink)
+            .sink(&t.sink)
             .and_then(|s| s.table.clone())
             .ok_or_else(|| Error::Internal(format!("sink {:?} has no table", t.sink)))?;
         let orphans: Vec<String> = positions
@@ -202,9 +212,5 @@ pub async fn prepare_positions(
 /// A pipeline's `start` (built-in pipelines, a stream's dead letters, read their internal stream
 /// from its first row: the topology says `earliest` for them).
 fn start_of(topology: Running<'_>, pipeline: &str) -> PipelineStart {
-    topology
-        .pipelines
-        .iter()
-        .find(|p| p.name == pipeline)
-        .map_or(PipelineStart::Earliest, |p| p.start)
+    topology.pipeline(pipeline).map_or(PipelineStart::Earliest, |p| p.start)
 }

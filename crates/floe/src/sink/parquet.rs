@@ -47,9 +47,9 @@ pub fn table_properties(cfg: &SinkConfig) -> Vec<(String, String)> {
     if let Some(level) = cfg.compression.level() {
         props.push(("write.parquet.compression-level".to_string(), level.to_string()));
     }
-    match cfg.row_group_size {
-        RowGroupSize::Bytes(b) => props.push(("write.parquet.row-group-size-bytes".to_string(), b.to_string())),
-        RowGroupSize::Rows(r) => props.push(("write.parquet.row-group-limit".to_string(), r.to_string())),
+    // Iceberg has a property for a row group's bytes only; a row count limit stays floe's own.
+    if let RowGroupSize::Bytes(b) = cfg.row_group_size {
+        props.push(("write.parquet.row-group-size-bytes".to_string(), b.to_string()));
     }
     props
 }
