@@ -9,6 +9,7 @@
 #    partitioned by ns) driven by `floe-load`: durable acks/s, MB/s, ack p50/p99, end-to-end
 #    committed rows/s and MB/s, freshness (ack → visible to a point lookup) under the full load
 #    and at a light steady load.
+#    1b. the same against an S3 warehouse on s3s-fs over loopback (figures prefixed `s3_`).
 # 2. the in-process limit on the same events: floe's JSON → Arrow decoder + Parquet zstd encode
 #    on one core (benches/limit.rs), and the ratios floe reaches against it.
 # 3. the peer: the same events appended by a plain PyIceberg script (benches/pyiceberg_append.py),
@@ -28,14 +29,21 @@ BIN="$CARGO_TARGET_DIR/release"
 OUT="$(mktemp)"
 DIR="$(mktemp -d)"; PORT="${FLOE_BENCH_PORT:-18080}"
 PID=""
-cleanup() { [ -n "$PID" ] && { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }; rm -rf "$DIR" "$OUT"; }
+cleanup() {
+  [ -n "$PID" ] && { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
+  scripts/s3.sh stop "$DIR/s3" 2>/dev/null || true
+  rm -rf "$DIR" "$OUT"
+}
 trap cleanup EXIT
 
-echo "== 1. ingest, end to end, freshness (floe serve + floe-load, ${SECONDS_RUN}s, ${CONNS} connections, ${BATCH}/request)"
-cat > "$DIR/floe.toml" <<TOML
+# One ingest run; $1 is a prefix for the figures' names ("" or "s3_"), $2 extra [catalog] lines.
+ingest_run() {
+  local prefix="$1" catalog="$2"
+  cat > "$DIR/floe.toml" <<TOML
 [server]
 listen = "127.0.0.1:$PORT"
 data_dir = "data"
+$catalog
 [[streams]]
 name = "events"
 fields = [
@@ -56,13 +64,30 @@ rolling = { interval_seconds = 1 }
 name = "events_to_table"
 sql = "INSERT INTO events_table SELECT * FROM events"
 TOML
-"$BIN/floe" serve --config "$DIR/floe.toml" 2>"$DIR/serve.log" &
-PID=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+  "$BIN/floe" serve --config "$DIR/floe.toml" 2>"$DIR/serve.log" &
+  PID=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+  "$BIN/floe-load" --url "http://127.0.0.1:$PORT" --seconds "$SECONDS_RUN" --connections "$CONNS" --batch "$BATCH" \
+    | sed "s/^BENCH /BENCH ${prefix}/" | tee -a "$OUT"
+  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+  rm -rf "$DIR/data"
+}
+
+echo "== 1. ingest, end to end, freshness (floe serve + floe-load, ${SECONDS_RUN}s, ${CONNS} connections, ${BATCH}/request)"
 echo "disk: $(df -h "$DIR" | awk 'NR==2{print $1}')"
-"$BIN/floe-load" --url "http://127.0.0.1:$PORT" --seconds "$SECONDS_RUN" --connections "$CONNS" --batch "$BATCH" | tee -a "$OUT"
-kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
-rm -rf "$DIR/data"
+ingest_run "" ""
+
+echo "== 1b. the same with the warehouse on S3 (s3s-fs on loopback, over the same disk: scripts/s3.sh)"
+mkdir -p "$DIR/s3"
+S3_ENDPOINT="$(scripts/s3.sh start "$DIR/s3" | tail -n 1)"
+ingest_run "s3_" "[catalog]
+warehouse = \"s3://warehouse/bench\"
+[catalog.s3]
+endpoint = \"$S3_ENDPOINT\"
+access_key_id = \"floe-test\"
+secret_access_key = \"floe-test-secret\"
+path_style = true"
+scripts/s3.sh stop "$DIR/s3"
 
 echo "== 2. in-process limit (one core: decode + Parquet zstd encode of the same events)"
 cargo bench -p floe --locked --bench limit -- 10 2>/dev/null | tee -a "$OUT"
@@ -78,5 +103,7 @@ echo "== ratios"
 val() { awk -v k="BENCH $1=" 'index($0, k) == 1 { split($2, a, "="); print a[2] }' "$OUT" | tail -n 1; }
 ratio() { awk -v a="$(val "$1")" -v b="$(val "$2")" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
 echo "BENCH ingest_vs_limit=$(ratio ingest_mb_per_s limit_mb_per_s) unit=x"
+echo "BENCH s3_vs_local_ingest=$(ratio s3_ingest_mb_per_s ingest_mb_per_s) unit=x"
+echo "BENCH s3_vs_local_e2e=$(ratio s3_e2e_mb_per_s e2e_mb_per_s) unit=x"
 echo "BENCH e2e_vs_limit=$(ratio e2e_mb_per_s limit_mb_per_s) unit=x"
 echo "BENCH e2e_vs_pyiceberg=$(ratio e2e_mb_per_s pyiceberg_mb_per_s) unit=x"

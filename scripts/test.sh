@@ -24,12 +24,16 @@ else
 fi
 
 # The catalog, commit and concurrency tests once more with the catalog on a real PostgreSQL
-# (started here on loopback by scripts/postgres.sh; also used by the PostgreSQL e2e tests).
-echo "== catalog tests on PostgreSQL"
+# (started here on loopback by scripts/postgres.sh; also used by the PostgreSQL e2e tests), and
+# the S3 warehouse tests against a real S3-compatible server (s3s-fs, built once and started on
+# loopback by scripts/s3.sh; the e2e S3 tests start their own).
+echo "== catalog tests on PostgreSQL, S3 warehouse tests on s3s-fs"
 PG_PARENT="$(mktemp -d)"
 chmod 755 "$PG_PARENT"
-trap 'scripts/postgres.sh stop "$PG_PARENT/pg"; rm -rf "$PG_PARENT"' EXIT
+mkdir -p "$PG_PARENT/s3"
+trap 'scripts/postgres.sh stop "$PG_PARENT/pg"; scripts/s3.sh stop "$PG_PARENT/s3"; rm -rf "$PG_PARENT"' EXIT
 export FLOE_TEST_POSTGRES="$(scripts/postgres.sh start "$PG_PARENT/pg" | tail -n 1)"
+export FLOE_TEST_S3="$(scripts/s3.sh start "$PG_PARENT/s3" | tail -n 1)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast -E "package(floe-catalog) & binary(catalog)"
 else

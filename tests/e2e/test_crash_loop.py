@@ -243,3 +243,21 @@ def test_crash_loop_with_idempotency_key_retries(floe_server_factory):
     server = floe_server_factory(interval_seconds=1)
     records, kills, load_seconds = _run_crash_loop(server, seed=seed, use_keys=True)
     _check(server, records, seed=seed, kills=kills, load_seconds=load_seconds, use_keys=True)
+
+
+def test_crash_loop_on_an_s3_warehouse(floe_server_factory, tmp_path_factory):
+    """Variant 1 once more with the warehouse on a real S3 server on loopback (`floe_e2e.s3`):
+    data, manifests and metadata go to the bucket while floe is killed mid-upload and mid-commit."""
+    from floe_e2e.s3 import S3Server, floe_s3_kwargs
+
+    s3 = S3Server(tmp_path_factory.mktemp("s3"))
+    s3.start()
+    try:
+        seed = _seed()
+        print(f"\ncrash loop (S3 warehouse) seed: {seed} (FLOE_CRASH_SEED={seed} to repeat), {KILLS} kills")
+        server = floe_server_factory(interval_seconds=1, **floe_s3_kwargs(s3))
+        records, kills, load_seconds = _run_crash_loop(server, seed=seed, use_keys=False)
+        _check(server, records, seed=seed, kills=kills, load_seconds=load_seconds, use_keys=False)
+        assert s3.objects("floe/analytics/events/data/"), "the data files are in the bucket"
+    finally:
+        s3.stop()

@@ -26,6 +26,7 @@ use crate::outcome::{commit_state_unknown, unknown_outcome};
 use crate::positions::{PositionMove, SinkPosition, find_position_move};
 use crate::purge::{PurgeReport, purge_files, table_dir};
 use crate::requirements::check_requirement;
+use crate::s3::{S3Options, s3_file_io};
 use crate::storage::{Storage, storage_for};
 use crate::store::{Store, sql_err};
 
@@ -55,14 +56,17 @@ pub(crate) fn position_from_row(r: &sqlx::any::AnyRow) -> SinkPosition {
     }
 }
 
-/// Builds a `FileIO` for a warehouse URI (`file:///…` today).
-pub fn file_io_for(warehouse: &str) -> Result<FileIO> {
+/// Builds a `FileIO` for a warehouse URI: local files for `file:///…` or an absolute path,
+/// S3 (reached with `s3`) for `s3://…`.
+pub fn file_io_for(warehouse: &str, s3: &S3Options) -> Result<FileIO> {
     if warehouse.starts_with("file://") || warehouse.starts_with('/') {
         Ok(FileIOBuilder::new(Arc::new(LocalFsStorageFactory)).build())
+    } else if warehouse.starts_with("s3://") {
+        Ok(s3_file_io(s3))
     } else {
         Err(Error::new(
             ErrorKind::FeatureUnsupported,
-            format!("warehouse {warehouse:?}: only file:// warehouses are supported in this build"),
+            format!("warehouse {warehouse:?}: a warehouse is a local folder (file://) or s3://bucket[/prefix]"),
         ))
     }
 }
@@ -116,14 +120,20 @@ pub struct FloeCatalog {
 impl FloeCatalog {
     /// Opens (creating when missing) the SQLite catalog file at `db_path`. `name` is the JDBC
     /// layout's `catalog_name`; `warehouse` is the URI new tables are placed under
-    /// (`file:///abs/path`).
+    /// (`file:///abs/path`; `s3://…` through [`connect_with_storage`](Self::connect_with_storage)).
     pub async fn open(db_path: &Path, name: &str, warehouse: &str) -> Result<Self> {
         Self::connect(&Store::sqlite_uri(db_path), name, warehouse).await
     }
 
     /// Opens the catalog database at `uri` (`sqlite://…` or `postgres://…`, see [`Store`]).
     pub async fn connect(uri: &str, name: &str, warehouse: &str) -> Result<Self> {
-        Self::connect_with_file_io(uri, name, warehouse, file_io_for(warehouse)?).await
+        Self::connect_with_storage(uri, name, warehouse, &S3Options::default()).await
+    }
+
+    /// Like [`connect`](Self::connect), reaching an `s3://` warehouse with `s3`.
+    pub async fn connect_with_storage(uri: &str, name: &str, warehouse: &str, s3: &S3Options) -> Result<Self> {
+        let file_io = file_io_for(warehouse, s3)?;
+        Self::connect_with(uri, name, warehouse, file_io, s3).await
     }
 
     /// Like [`open`](Self::open), with a caller-supplied `FileIO` (tests inject faults this way).
@@ -133,8 +143,12 @@ impl FloeCatalog {
 
     /// Like [`connect`](Self::connect), with a caller-supplied `FileIO`.
     pub async fn connect_with_file_io(uri: &str, name: &str, warehouse: &str, file_io: FileIO) -> Result<Self> {
+        Self::connect_with(uri, name, warehouse, file_io, &S3Options::default()).await
+    }
+
+    async fn connect_with(uri: &str, name: &str, warehouse: &str, file_io: FileIO, s3: &S3Options) -> Result<Self> {
         let warehouse = Warehouse::new(warehouse)?;
-        let storage = storage_for(&warehouse)?;
+        let storage = storage_for(&warehouse, s3)?;
         let store = Store::connect(uri).await?;
         Ok(Self {
             pool: store.pool().clone(),
@@ -175,7 +189,7 @@ impl FloeCatalog {
     /// Reads the table metadata file at `location` the catalog's way: a regular file inside the
     /// warehouse, at most [`MAX_METADATA_BYTES`](crate::MAX_METADATA_BYTES), off the runtime.
     pub async fn read_metadata(&self, location: &str) -> Result<TableMetadata> {
-        read_metadata(&self.warehouse, "metadata file", location).await
+        read_metadata(self.storage.as_ref(), "metadata file", location).await
     }
 
     /// The `FileIO` for the warehouse.
@@ -791,7 +805,7 @@ impl FloeCatalog {
             return Err(Self::no_such_namespace(ident.namespace()));
         }
         let location = self.warehouse.check("metadata-location", metadata_location)?;
-        let metadata = read_metadata(&self.warehouse, "metadata-location", metadata_location).await?;
+        let metadata = read_metadata(self.storage.as_ref(), "metadata-location", metadata_location).await?;
         self.warehouse
             .check("the location recorded in the registered metadata", metadata.location())?;
         Ok((location, metadata))

@@ -70,6 +70,7 @@ mod pipeline_positions;
 mod positions;
 pub mod purge;
 pub mod requirements;
+pub mod s3;
 pub mod storage;
 pub mod store;
 
@@ -81,5 +82,6 @@ pub use positions::{
     position_summary,
 };
 pub use purge::PurgeReport;
+pub use s3::{S3Options, S3Storage};
 pub use storage::{Deleted, FileEntry, LocalStorage, Storage, storage_for};
 pub use store::{Backend, Store};

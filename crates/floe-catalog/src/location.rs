@@ -29,12 +29,14 @@ use std::path::{Component, Path, PathBuf};
 use iceberg::spec::TableMetadata;
 use iceberg::{Error, ErrorKind, Result};
 
+use crate::storage::Storage;
+
 /// The largest table metadata file the catalog reads (64 MiB, after gzip decompression too): a
 /// metadata file of a healthy table is kilobytes to a few megabytes.
 pub const MAX_METADATA_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The rule, as error messages quote it.
-pub const LOCATION_RULE: &str = "locations must be file:// URIs or absolute paths strictly inside the catalog's warehouse \
+pub const LOCATION_RULE: &str = "locations must be file:// URIs or absolute paths (s3:// URIs in its bucket, for an s3:// warehouse) strictly inside the catalog's warehouse \
      (after resolving '.', '..', '//', %-encoding and symbolic links)";
 
 /// Table properties that name where files are written; they follow the location rule too.
@@ -50,8 +52,43 @@ pub const PATH_PROPERTIES: &[&str] = &[
 pub struct Warehouse {
     /// The warehouse URI as configured, without a trailing `/`.
     uri: String,
-    /// Its local path, lexically normalised.
-    root: PathBuf,
+    root: Root,
+}
+
+/// Where a warehouse is.
+#[derive(Debug, Clone)]
+enum Root {
+    /// A local folder: its path, lexically normalised.
+    Local(PathBuf),
+    /// `s3://bucket/prefix`: the bucket and the key prefix (`""` for the whole bucket, else
+    /// normalised segments joined by `/`, no leading or trailing `/`).
+    Object { bucket: String, prefix: String },
+}
+
+/// Whether `b` is a bucket name S3 accepts (3–63 of `a-z 0-9 . -`, starting and ending with a
+/// letter or digit).
+fn valid_bucket(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && b.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// Lexical normalisation of an object key below the bucket (`a/./b//../c` → `a/c`); the key as
+/// `/`-joined segments without a leading `/`.
+fn normalize_key(key: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for seg in key.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    out.join("/")
 }
 
 fn refuse(what: &str, given: &str, why: &str) -> Error {
@@ -154,9 +191,36 @@ fn resolve_links(path: &Path) -> std::result::Result<PathBuf, &'static str> {
 }
 
 impl Warehouse {
-    /// The warehouse of `uri` (`file:///abs` or an absolute path).
+    /// The warehouse of `uri`: `file:///abs`, an absolute path, or `s3://bucket[/prefix]`.
     pub fn new(uri: &str) -> Result<Self> {
         let uri = uri.trim_end_matches('/').to_string();
+        if let Some(rest) = uri.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let unsupported =
+                |why: &str| Error::new(ErrorKind::FeatureUnsupported, format!("warehouse {uri:?}: {why}"));
+            if !valid_bucket(bucket) {
+                return Err(unsupported(
+                    "the bucket name must be 3-63 characters of a-z, 0-9, '.' and '-'",
+                ));
+            }
+            if prefix
+                .chars()
+                .any(|c| c.is_control() || c == '?' || c == '#' || c == '%')
+            {
+                return Err(unsupported(
+                    "the key prefix must not hold control characters, '?', '#' or '%'",
+                ));
+            }
+            let normal = normalize_key(prefix);
+            if normal != prefix {
+                return Err(unsupported("the key prefix must not hold '.', '..' or empty segments"));
+            }
+            let bucket = bucket.to_string();
+            return Ok(Self {
+                uri,
+                root: Root::Object { bucket, prefix: normal },
+            });
+        }
         let root = path_part(&uri)
             .ok()
             .and_then(normalize)
@@ -164,10 +228,15 @@ impl Warehouse {
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::FeatureUnsupported,
-                    format!("warehouse {uri:?}: only a local file:// warehouse below / is supported in this build"),
+                    format!(
+                        "warehouse {uri:?}: a warehouse is a local folder below / (file:///path or /path) or s3://bucket[/prefix]"
+                    ),
                 )
             })?;
-        Ok(Self { uri, root })
+        Ok(Self {
+            uri,
+            root: Root::Local(root),
+        })
     }
 
     /// The warehouse URI as configured.
@@ -175,13 +244,36 @@ impl Warehouse {
         &self.uri
     }
 
-    /// The warehouse's local path.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The warehouse's local path; `None` for an object-store warehouse.
+    pub fn local_root(&self) -> Option<&Path> {
+        match &self.root {
+            Root::Local(p) => Some(p),
+            Root::Object { .. } => None,
+        }
+    }
+
+    /// The bucket of an `s3://` warehouse.
+    pub fn bucket(&self) -> Option<&str> {
+        match &self.root {
+            Root::Object { bucket, .. } => Some(bucket),
+            Root::Local(_) => None,
+        }
+    }
+
+    /// The key prefix of an `s3://` warehouse (`""` for a whole bucket).
+    pub fn object_prefix(&self) -> Option<&str> {
+        match &self.root {
+            Root::Object { prefix, .. } => Some(prefix),
+            Root::Local(_) => None,
+        }
+    }
+
+    fn local(&self) -> std::result::Result<&Path, &'static str> {
+        self.local_root().ok_or("the warehouse is not a local folder")
     }
 
     fn canonical_root(&self) -> std::result::Result<PathBuf, &'static str> {
-        resolve_links(&self.root)
+        resolve_links(self.local()?)
     }
 
     /// `path` (normalised, absolute) resolved, if strictly below the warehouse root.
@@ -199,8 +291,58 @@ impl Warehouse {
     /// `"metadata-location"`, …) and answers its normalised form, in the warehouse's style
     /// (`file://…` when the warehouse is a `file:` URI).
     pub fn check(&self, what: &str, location: &str) -> Result<String> {
-        let path = self.check_path(what, location)?;
-        Ok(self.to_location(&path))
+        match &self.root {
+            Root::Local(_) => {
+                let path = self.check_path(what, location)?;
+                Ok(self.to_location(&path))
+            }
+            Root::Object { bucket, .. } => {
+                let key = self.object_key(what, location)?;
+                Ok(format!("s3://{bucket}/{key}"))
+            }
+        }
+    }
+
+    /// For an `s3://` warehouse: the normalised object key (below the bucket, no leading `/`)
+    /// of a location a client gave, when it lies strictly below the warehouse prefix in the
+    /// warehouse's bucket — as written and with %-encoding decoded (what other engines open).
+    pub fn object_key(&self, what: &str, location: &str) -> Result<String> {
+        let Root::Object { bucket, prefix } = &self.root else {
+            return Err(refuse(what, location, "the warehouse is not on object storage"));
+        };
+        if location.chars().any(char::is_control) {
+            return Err(refuse(what, location, "it contains control characters"));
+        }
+        let Some(rest) = location.strip_prefix("s3://") else {
+            return Err(refuse(
+                what,
+                location,
+                "not an s3:// location in the warehouse's bucket",
+            ));
+        };
+        let (b, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if b != bucket {
+            return Err(refuse(what, location, "it is not in the warehouse's bucket"));
+        }
+        if key.contains(['?', '#']) {
+            return Err(refuse(what, location, "it contains '?' or '#'"));
+        }
+        let decoded = percent_decode(key).ok_or_else(|| refuse(what, location, "its %-encoding is malformed"))?;
+        if decoded.chars().any(char::is_control) {
+            return Err(refuse(what, location, "it contains encoded control characters"));
+        }
+        let as_written = normalize_key(key);
+        let below = |k: &str| {
+            if prefix.is_empty() {
+                !k.is_empty()
+            } else {
+                k.strip_prefix(prefix.as_str()).is_some_and(|r| r.starts_with('/'))
+            }
+        };
+        if !below(&as_written) || !below(&normalize_key(&decoded)) {
+            return Err(refuse(what, location, "it is not inside the warehouse"));
+        }
+        Ok(as_written)
     }
 
     /// Like [`check`](Self::check), answering the normalised local path.
@@ -230,43 +372,53 @@ impl Warehouse {
         }
     }
 
-    /// Whether `location` lies (after normalisation and symbolic links) strictly below `dir`,
-    /// which itself lies inside the warehouse; answers the local path to act on.
-    pub fn below(&self, dir: &Path, location: &str) -> Option<PathBuf> {
-        let raw = path_part(location).ok()?;
-        let decoded = percent_decode(raw)?;
-        let as_written = normalize(raw)?;
-        let as_decoded = normalize(&decoded)?;
-        let dir = resolve_links(dir).ok()?;
-        for p in [&as_written, &as_decoded] {
-            let resolved = resolve_links(p).ok()?;
-            if resolved == dir || !resolved.starts_with(&dir) {
-                return None;
+    /// Whether `location` lies (after normalisation, and symbolic links on a local warehouse)
+    /// strictly below the folder `dir` (a checked location inside the warehouse); answers the
+    /// normalised location to act on.
+    pub fn below(&self, dir: &str, location: &str) -> Option<String> {
+        match &self.root {
+            Root::Object { .. } => {
+                let dir = self.check("folder", dir).ok()?;
+                let loc = self.check("location", location).ok()?;
+                loc.strip_prefix(dir.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+                    .then_some(loc)
+            }
+            Root::Local(_) => {
+                let dir = self.check_path("folder", dir).ok()?;
+                let raw = path_part(location).ok()?;
+                let decoded = percent_decode(raw)?;
+                let as_written = normalize(raw)?;
+                let as_decoded = normalize(&decoded)?;
+                let dir = resolve_links(&dir).ok()?;
+                for p in [&as_written, &as_decoded] {
+                    let resolved = resolve_links(p).ok()?;
+                    if resolved == dir || !resolved.starts_with(&dir) {
+                        return None;
+                    }
+                }
+                Some(self.to_location(&as_written))
             }
         }
-        Some(as_written)
     }
 }
 
-/// Reads and parses the table metadata file at `location`: only a regular file inside the
-/// warehouse, at most [`MAX_METADATA_BYTES`] (gzip-compressed `*.gz.metadata.json` after
-/// decompression too). The file is checked before it is opened, opened non-blocking, and read on
-/// a blocking thread. Errors are [`ErrorKind::DataInvalid`] and quote `location` as given.
-pub async fn read_metadata(warehouse: &Warehouse, what: &str, location: &str) -> Result<TableMetadata> {
-    let path = warehouse.check_path(what, location)?;
-    let what = what.to_string();
-    let location = location.to_string();
-    tokio::task::spawn_blocking(move || read_metadata_blocking(&path, &what, &location))
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, "metadata read task failed").with_source(e))?
-}
-
-fn read_metadata_blocking(path: &Path, what: &str, location: &str) -> Result<TableMetadata> {
+/// Reads and parses the table metadata file at `location` through the warehouse storage: only
+/// a regular file (an object, on object storage) inside the warehouse, at most
+/// [`MAX_METADATA_BYTES`] (gzip-compressed `*.gz.metadata.json` after decompression too). On a
+/// local warehouse the file is checked before it is opened, opened non-blocking, and read on a
+/// blocking thread. Errors are [`ErrorKind::DataInvalid`] and quote `location` as given.
+pub async fn read_metadata(storage: &dyn Storage, what: &str, location: &str) -> Result<TableMetadata> {
+    storage.warehouse().check(what, location)?;
     let invalid = |why: String| {
         let shown: String = location.chars().take(300).collect();
         Error::new(ErrorKind::DataInvalid, format!("{what} {shown:?}: {why}"))
     };
-    let mut bytes = read_regular_file(path, MAX_METADATA_BYTES, "metadata").map_err(invalid)?;
+    let bytes = storage
+        .read(location, MAX_METADATA_BYTES, "metadata")
+        .await
+        .map_err(|e| invalid(e.message().to_string()))?;
+    let mut bytes = bytes.to_vec();
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut json = Vec::new();
         flate2::read::MultiGzDecoder::new(&bytes[..])
@@ -387,6 +539,65 @@ mod tests {
                 !e.message().contains(&dir.path().join("outside").display().to_string()) || bad.contains("outside"),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn object_store_warehouse() {
+        let wh = Warehouse::new("s3://lake/floe/").unwrap();
+        assert_eq!(wh.uri(), "s3://lake/floe");
+        assert_eq!(wh.bucket(), Some("lake"));
+        assert_eq!(wh.object_prefix(), Some("floe"));
+        assert!(wh.local_root().is_none());
+        for (given, want) in [
+            ("s3://lake/floe/ns/t", "s3://lake/floe/ns/t"),
+            ("s3://lake/floe//ns/./t/", "s3://lake/floe/ns/t"),
+            ("s3://lake/floe/ns/x/../t", "s3://lake/floe/ns/t"),
+        ] {
+            assert_eq!(wh.check("location", given).unwrap(), want, "{given}");
+        }
+        for bad in [
+            "s3://lake/floe",
+            "s3://lake/floe/",
+            "s3://lake/floe/..",
+            "s3://lake/floe/../other/t",
+            "s3://lake/floe/%2E%2E/other/t",
+            "s3://lake/floex/t",
+            "s3://lake/other/t",
+            "s3://other/floe/t",
+            "s3://lake/floe/t?x=1",
+            "s3://lake/floe/t#x",
+            "s3://lake/floe/a\nb",
+            "s3://lake/floe/a%0Ab",
+            "s3://lake/floe/%zz",
+            "file:///lake/floe/t",
+            "/lake/floe/t",
+            "gs://lake/floe/t",
+        ] {
+            let err = wh.check("location", bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::DataInvalid, "{bad}");
+        }
+        assert!(wh.check_path("location", "s3://lake/floe/t").is_err());
+        assert_eq!(
+            wh.below("s3://lake/floe/ns/t", "s3://lake/floe/ns/t/data/a.parquet")
+                .as_deref(),
+            Some("s3://lake/floe/ns/t/data/a.parquet")
+        );
+        assert!(wh.below("s3://lake/floe/ns/t", "s3://lake/floe/ns/t2/a").is_none());
+        assert!(wh.below("s3://lake/floe/ns/t", "s3://lake/floe/ns/t/../u/a").is_none());
+        // A whole bucket.
+        let all = Warehouse::new("s3://lake").unwrap();
+        assert_eq!(all.check("location", "s3://lake/ns/t").unwrap(), "s3://lake/ns/t");
+        assert!(all.check("location", "s3://lake/").is_err());
+        for bad in [
+            "s3://",
+            "s3://A_B",
+            "s3://ab",
+            "s3://lake/a/../b",
+            "s3://lake/a//b",
+            "s3://lake/%41",
+        ] {
+            assert!(Warehouse::new(bad).is_err(), "{bad}");
         }
     }
 }

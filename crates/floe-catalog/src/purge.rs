@@ -14,7 +14,6 @@
 //! without purge).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
 use iceberg::spec::{Manifest, ManifestList, TableMetadata};
 use iceberg::{Error, ErrorKind, Result};
@@ -36,28 +35,31 @@ pub struct PurgeReport {
     pub dirs_removed: usize,
 }
 
-/// The table directory a purge of `metadata` may delete under; an error when the table location
-/// is not inside the warehouse.
-pub(crate) fn table_dir(warehouse: &Warehouse, metadata: &TableMetadata) -> Result<PathBuf> {
-    warehouse
-        .check_path("table location", metadata.location())
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::DataInvalid,
-                format!("purge refused, nothing was dropped or deleted: {}", e.message()),
-            )
-        })
+/// The table folder (a normalised location) a purge of `metadata` may delete under; an error
+/// when the table location is not inside the warehouse.
+pub(crate) fn table_dir(warehouse: &Warehouse, metadata: &TableMetadata) -> Result<String> {
+    warehouse.check("table location", metadata.location()).map_err(|e| {
+        Error::new(
+            ErrorKind::DataInvalid,
+            format!("purge refused, nothing was dropped or deleted: {}", e.message()),
+        )
+    })
+}
+
+/// The folder part of a location (`…/a/b.parquet` → `…/a`).
+fn parent(location: &str) -> Option<&str> {
+    location.rsplit_once('/').map(|(d, _)| d)
 }
 
 /// Deletes the files of a dropped table (see the module docs), through the warehouse storage.
 pub(crate) async fn purge_files(
     storage: &dyn Storage,
-    table_dir: PathBuf,
+    table_dir: String,
     metadata_location: String,
     metadata: TableMetadata,
 ) -> Result<PurgeReport> {
     let warehouse = storage.warehouse().clone();
-    let table_dir = table_dir.as_path();
+    let table_dir = table_dir.as_str();
     let mut report = PurgeReport::default();
     let mut files: BTreeSet<String> = BTreeSet::new();
     files.insert(metadata_location);
@@ -85,19 +87,19 @@ pub(crate) async fn purge_files(
     }
     files.extend(manifests);
 
-    let mut parents: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut parents: BTreeSet<String> = BTreeSet::new();
     for file in &files {
-        let Some(path) = warehouse.below(table_dir, file) else {
+        let Some(location) = warehouse.below(table_dir, file) else {
             tracing::warn!(file = %file, "purge: referenced file outside the table location left alone");
             report.skipped += 1;
             continue;
         };
         // Only regular files: a link, FIFO or directory under the table location stays.
-        match storage.delete(&warehouse.to_location(&path)).await {
+        match storage.delete(&location).await {
             Ok(Deleted::Deleted) => {
                 report.deleted += 1;
-                if let Some(p) = path.parent() {
-                    parents.insert(p.to_path_buf());
+                if let Some(p) = parent(&location) {
+                    parents.insert(p.to_string());
                 }
             }
             Ok(Deleted::Missing) => {} // already gone
@@ -109,26 +111,23 @@ pub(crate) async fn purge_files(
         }
     }
     // Deepest first, so a parent is tried after its children.
-    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    let below_table = format!("{table_dir}/");
+    let mut dirs: BTreeSet<String> = BTreeSet::new();
     for p in parents {
-        let mut dir = p.as_path();
-        while dir != table_dir && dir.starts_with(table_dir) {
-            dirs.insert(dir.to_path_buf());
-            match dir.parent() {
+        let mut dir = p.as_str();
+        while dir.starts_with(&below_table) {
+            dirs.insert(dir.to_string());
+            match parent(dir) {
                 Some(up) => dir = up,
                 None => break,
             }
         }
     }
-    let mut dirs: Vec<PathBuf> = dirs.into_iter().collect();
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-    dirs.push(table_dir.to_path_buf());
+    let mut dirs: Vec<String> = dirs.into_iter().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    dirs.push(table_dir.to_string());
     for dir in dirs {
-        if storage
-            .remove_empty_dir(&warehouse.to_location(&dir))
-            .await
-            .unwrap_or(false)
-        {
+        if storage.remove_empty_dir(&dir).await.unwrap_or(false) {
             report.dirs_removed += 1;
         }
     }
@@ -136,12 +135,9 @@ pub(crate) async fn purge_files(
 }
 
 /// The bytes of a manifest list or manifest, when it is a regular file below the table location.
-async fn read_below(storage: &dyn Storage, table_dir: &Path, location: &str) -> Option<bytes::Bytes> {
-    let path = storage.warehouse().below(table_dir, location)?;
-    match storage
-        .read(&storage.warehouse().to_location(&path), MAX_MANIFEST_BYTES, "manifest")
-        .await
-    {
+async fn read_below(storage: &dyn Storage, table_dir: &str, location: &str) -> Option<bytes::Bytes> {
+    let location = storage.warehouse().below(table_dir, location)?;
+    match storage.read(&location, MAX_MANIFEST_BYTES, "manifest").await {
         Ok(bytes) => Some(bytes),
         Err(why) => {
             tracing::warn!(file = %location, reason = %why, "purge: manifest not read");

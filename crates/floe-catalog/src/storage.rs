@@ -11,11 +11,12 @@
 //! a manifest cannot make any of these calls reach outside it. Only **regular files** are read or
 //! deleted: a FIFO, device, directory or link-to-directory is refused, never opened.
 //!
-//! [`LocalStorage`] is the implementation for `file://` warehouses. Its guarantees: [`put`] writes
+//! [`LocalStorage`] is the implementation for local (`file://`) warehouses, and
+//! [`S3Storage`](crate::s3::S3Storage) the one for `s3://` warehouses (see [`crate::s3`]). Its guarantees: [`put`] writes
 //! a temporary file in the same folder, `fsync`s it, renames it into place and `fsync`s the
 //! folder; [`sync`] `fsync`s a file (or folder) and its parent folder; [`delete`] and
 //! [`remove_empty_dir`] never remove a non-empty folder. Blocking calls run on tokio's blocking
-//! pool. An object-store implementation is a sibling behind the same trait.
+//! pool.
 //!
 //! [`put`]: Storage::put
 //! [`sync`]: Storage::sync
@@ -33,6 +34,7 @@ use bytes::Bytes;
 use iceberg::{Error, ErrorKind, Result};
 
 use crate::location::{Warehouse, read_regular_file};
+use crate::s3::{S3Options, S3Storage};
 
 /// One file found by [`Storage::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +61,12 @@ pub enum Deleted {
 pub trait Storage: Send + Sync + std::fmt::Debug {
     /// The location rule every call checks.
     fn warehouse(&self) -> &Warehouse;
+
+    /// Whether the warehouse can be reached (on object storage: with the credentials given);
+    /// the error says what the store answered. Called once at start.
+    async fn check_access(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Every regular file below the folder `dir`, recursively (links are not followed); an empty
     /// list when `dir` does not exist.
@@ -88,18 +96,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     async fn remove_empty_dir(&self, location: &str) -> Result<bool>;
 }
 
-/// The storage for a warehouse URI: [`LocalStorage`] for `file://` (the only kind in this build).
-pub fn storage_for(warehouse: &Warehouse) -> Result<Arc<dyn Storage>> {
-    if warehouse.uri().starts_with("file://") {
-        Ok(Arc::new(LocalStorage::new(warehouse.clone())))
+/// The storage for a warehouse: [`LocalStorage`] for a local folder, [`S3Storage`] for
+/// `s3://` (reached with `s3`).
+pub fn storage_for(warehouse: &Warehouse, s3: &S3Options) -> Result<Arc<dyn Storage>> {
+    if warehouse.bucket().is_some() {
+        Ok(Arc::new(S3Storage::new(warehouse.clone(), s3)?))
     } else {
-        Err(Error::new(
-            ErrorKind::FeatureUnsupported,
-            format!(
-                "warehouse {:?}: only file:// warehouses are supported in this build",
-                warehouse.uri()
-            ),
-        ))
+        Ok(Arc::new(LocalStorage::new(warehouse.clone())))
     }
 }
 

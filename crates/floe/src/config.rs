@@ -22,6 +22,8 @@ pub const DEFAULT_MAX_ERRORS_REPORTED: usize = 100;
 pub const DEFAULT_ROLL_INTERVAL_SECONDS: u64 = 10;
 /// Default sink roll size (uncompressed Arrow bytes buffered before a commit).
 pub const DEFAULT_ROLL_SIZE_MB: u64 = 128;
+/// Default of `rolling.memory_mb`: what a sink's open data file writers may hold in memory.
+pub const DEFAULT_ROLL_MEMORY_MB: u64 = 256;
 /// Default of `limits.commit_retries`.
 pub const DEFAULT_COMMIT_RETRIES: u32 = 10;
 
@@ -97,6 +99,67 @@ pub struct CatalogConfig {
     /// default the SQLite file `<data_dir>/catalog.db`.
     #[serde(default)]
     pub uri: Option<String>,
+    /// `[catalog.s3]`: how an `s3://` warehouse is reached.
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+}
+
+/// `[catalog.s3]`: the S3-compatible store of an `s3://` warehouse. Credentials not given here
+/// come from the standard environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, `AWS_REGION` / `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_S3` /
+/// `AWS_ENDPOINT_URL`); nothing else is consulted unless `instance_credentials = true`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The endpoint URL; default AWS S3 of the region.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The region; default `us-east-1` (Cloudflare R2: `auto`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The access key id.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// The secret access key (never printed).
+    #[serde(default, skip_serializing)]
+    pub secret_access_key: Option<String>,
+    /// The session token of temporary credentials (never printed).
+    #[serde(default, skip_serializing)]
+    pub session_token: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`): MinIO, Garage, s3s and most self-hosted
+    /// stores; default false (virtual-hosted style, as AWS S3 and R2).
+    #[serde(default)]
+    pub path_style: bool,
+    /// Let the S3 client look for credentials itself (`~/.aws`, the cloud instance-metadata
+    /// address) when none are given; default false.
+    #[serde(default)]
+    pub instance_credentials: bool,
+    /// Hand the credentials to REST catalog clients whose token may write (or to everyone when
+    /// no tokens are configured) in `config` and load-table answers; default false: clients get
+    /// the endpoint, region and path style, and bring their own credentials.
+    #[serde(default)]
+    pub vend_credentials: bool,
+}
+
+impl S3Config {
+    /// The options floe's S3 clients use, with what is missing here taken from the environment
+    /// through `env` (`std::env::var` in floe; a map in tests).
+    pub fn options(&self, env: impl Fn(&str) -> Option<String>) -> floe_catalog::S3Options {
+        let pick = |given: &Option<String>, names: &[&str]| {
+            given
+                .clone()
+                .or_else(|| names.iter().find_map(|n| env(n).filter(|v| !v.is_empty())))
+        };
+        floe_catalog::S3Options {
+            endpoint: pick(&self.endpoint, &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]),
+            region: pick(&self.region, &["AWS_REGION", "AWS_DEFAULT_REGION"]),
+            access_key_id: pick(&self.access_key_id, &["AWS_ACCESS_KEY_ID"]),
+            secret_access_key: pick(&self.secret_access_key, &["AWS_SECRET_ACCESS_KEY"]),
+            session_token: pick(&self.session_token, &["AWS_SESSION_TOKEN"]),
+            path_style: self.path_style,
+            instance_credentials: self.instance_credentials,
+        }
+    }
 }
 
 fn default_catalog_name() -> String {
@@ -109,6 +172,7 @@ impl Default for CatalogConfig {
             name: default_catalog_name(),
             warehouse: None,
             uri: None,
+            s3: None,
         }
     }
 }
@@ -629,6 +693,11 @@ pub struct Rolling {
     /// waiting for `interval_seconds`. `None`: only interval and size roll.
     #[serde(default)]
     pub inactivity_seconds: Option<u64>,
+    /// The memory budget, in MB, of the data file writers a sink keeps open between commits
+    /// (one per partition written to): above it the largest are closed first, their files kept
+    /// for the same commit (`sink::fanout`).
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
 }
 
 fn default_interval() -> u64 {
@@ -637,6 +706,9 @@ fn default_interval() -> u64 {
 fn default_size_mb() -> u64 {
     DEFAULT_ROLL_SIZE_MB
 }
+fn default_memory_mb() -> u64 {
+    DEFAULT_ROLL_MEMORY_MB
+}
 
 impl Default for Rolling {
     fn default() -> Self {
@@ -644,6 +716,7 @@ impl Default for Rolling {
             interval_seconds: default_interval(),
             size_mb: default_size_mb(),
             inactivity_seconds: None,
+            memory_mb: default_memory_mb(),
         }
     }
 }
@@ -843,7 +916,17 @@ impl Config {
         self.data_dir().join("streams").join(stream)
     }
 
-    /// The warehouse as a URI (`file:///abs/path`).
+    /// How floe reaches an `s3://` warehouse: `[catalog.s3]` with the `AWS_*` environment
+    /// variables for what it leaves out.
+    pub fn s3_options(&self) -> floe_catalog::S3Options {
+        self.catalog
+            .s3
+            .clone()
+            .unwrap_or_default()
+            .options(|name| std::env::var(name).ok())
+    }
+
+    /// The warehouse as a URI (`file:///abs/path` or `s3://bucket/prefix`).
     pub fn warehouse_uri(&self) -> String {
         match &self.catalog.warehouse {
             Some(w) if w.contains("://") && !w.starts_with("file://") => w.clone(),
@@ -873,6 +956,45 @@ impl Config {
         self.sinks.iter().find(|s| s.name == name)
     }
 
+    /// The `[catalog.s3]` rules, with the environment read through `env`.
+    fn check_s3(&self, warehouse: &str, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                message,
+            })
+        };
+        if !warehouse.starts_with("s3://") {
+            if self.catalog.s3.is_some() {
+                return invalid(
+                    "catalog.s3",
+                    format!("is set, but the warehouse {warehouse:?} is not an s3:// location"),
+                );
+            }
+            return Ok(());
+        }
+        let s3 = self.catalog.s3.clone().unwrap_or_default().options(env);
+        let keys = s3.access_key_id.is_some() && s3.secret_access_key.is_some();
+        if !keys && !s3.instance_credentials {
+            return invalid(
+                "catalog.s3",
+                "an s3:// warehouse needs credentials: access_key_id and secret_access_key in [catalog.s3], \
+                 or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment \
+                 (or instance_credentials = true to let the S3 client find them)"
+                    .into(),
+            );
+        }
+        if let Some(e) = &s3.endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return invalid(
+                "catalog.s3.endpoint",
+                format!("{e:?} is not an http:// or https:// URL"),
+            );
+        }
+        Ok(())
+    }
+
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| Err(ConfigError::Invalid { key, message });
@@ -890,6 +1012,11 @@ impl Config {
         {
             return invalid("catalog.uri".into(), e.message().to_string());
         }
+        let warehouse = self.warehouse_uri();
+        if let Err(e) = floe_catalog::Warehouse::new(&warehouse) {
+            return invalid("catalog.warehouse".into(), e.message().to_string());
+        }
+        self.check_s3(&warehouse, |name| std::env::var(name).ok())?;
         // Table locations are confined to the warehouse: it must not hold floe's own files
         // (stream logs, catalog.db), or a table could be placed over them.
         if let Some(wh) = self.warehouse_uri().strip_prefix("file://")
@@ -960,6 +1087,9 @@ impl Config {
             }
             if s.rolling.size_mb == 0 {
                 return invalid(format!("sinks[{i}].rolling.size_mb"), "must be at least 1".into());
+            }
+            if s.rolling.memory_mb == 0 {
+                return invalid(format!("sinks[{i}].rolling.memory_mb"), "must be at least 1".into());
             }
             if s.rolling.inactivity_seconds == Some(0) {
                 return invalid(
@@ -1270,6 +1400,56 @@ mod tests {
         }
         let ok = "[server]\ndata_dir = \"/d/floe\"\n[catalog]\nwarehouse = \"/d/wh\"\n";
         assert!(Config::from_toml(ok, Path::new("f"), Path::new("/")).is_ok());
+    }
+
+    #[test]
+    fn s3_warehouse_settings() {
+        let no_env = |_: &str| None;
+        let parse = |text: &str| Config::from_toml(text, Path::new("f"), Path::new("/"));
+        let with_keys = "[catalog]\nwarehouse = \"s3://lake/floe\"\n[catalog.s3]\nendpoint = \"http://127.0.0.1:9000\"\n\
+                         access_key_id = \"k\"\nsecret_access_key = \"s\"\npath_style = true\n";
+        let c = parse(with_keys).expect("valid");
+        assert_eq!(c.warehouse_uri(), "s3://lake/floe");
+        let o = c.catalog.s3.clone().expect("s3").options(no_env);
+        assert_eq!(o.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(o.path_style && !o.instance_credentials);
+        assert_eq!(o.region(), "us-east-1");
+        // The secret is never printed.
+        assert!(!format!("{o:?}").contains("\"s\""), "{o:?}");
+        // Keys from the environment; the file wins over it.
+        let mut bare = parse("[catalog]\nwarehouse = \"/wh\"\n").expect("valid");
+        bare.catalog.s3 = Some(S3Config {
+            region: Some("auto".into()),
+            ..S3Config::default()
+        });
+        let env = |n: &str| match n {
+            "AWS_ACCESS_KEY_ID" => Some("ek".to_string()),
+            "AWS_SECRET_ACCESS_KEY" => Some("es".to_string()),
+            "AWS_REGION" => Some("eu-west-1".to_string()),
+            _ => None,
+        };
+        let o = bare.catalog.s3.clone().expect("s3").options(env);
+        assert_eq!(o.access_key_id.as_deref(), Some("ek"));
+        assert_eq!(o.secret_access_key.as_deref(), Some("es"));
+        assert_eq!(o.region(), "auto");
+        assert!(bare.check_s3("s3://lake", env).is_ok());
+        let err = bare.check_s3("s3://lake", no_env).unwrap_err().to_string();
+        assert!(err.contains("catalog.s3") && err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+        let c = parse(with_keys).expect("valid");
+        let mut bad = c.clone();
+        bad.catalog.s3.as_mut().expect("s3").endpoint = Some("127.0.0.1:9000".into());
+        let err = bad.check_s3("s3://lake/floe", no_env).unwrap_err().to_string();
+        assert!(err.contains("catalog.s3.endpoint"), "{err}");
+        // [catalog.s3] next to a local warehouse, and warehouses that are no warehouse.
+        let err = c.check_s3("file:///wh", no_env).unwrap_err().to_string();
+        assert!(err.contains("catalog.s3") && err.contains("not an s3://"), "{err}");
+        for wh in ["s3://", "s3://A_B/x", "s3://lake/a/../b", "gs://lake/x"] {
+            let text = format!("[catalog]\nwarehouse = {wh:?}\n");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains("catalog.warehouse"), "{wh}: {err}");
+        }
+        // Unknown keys are refused.
+        assert!(parse("[catalog]\nwarehouse = \"s3://lake\"\n[catalog.s3]\nsecret = \"x\"\n").is_err());
     }
 
     #[test]

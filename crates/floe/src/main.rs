@@ -255,7 +255,13 @@ async fn open_catalog(config: &Config) -> anyhow::Result<FloeCatalog> {
             );
         }
     }
-    Ok(FloeCatalog::connect(&config.catalog_uri(), &config.catalog.name, &config.warehouse_uri()).await?)
+    Ok(FloeCatalog::connect_with_storage(
+        &config.catalog_uri(),
+        &config.catalog.name,
+        &config.warehouse_uri(),
+        &config.s3_options(),
+    )
+    .await?)
 }
 
 /// How outside engines open the catalog database directly (without a running server): the
@@ -350,13 +356,45 @@ DuckDB (REST catalog):
   ATTACH '' AS {name} (TYPE iceberg, ENDPOINT '{uri}', AUTHORIZATION_TYPE 'none');
   SELECT * FROM {name}.analytics.events;
 
-{direct}",
+{s3}{direct}",
+        s3 = s3_note(config),
         db = match &config.catalog.uri {
             Some(uri) => masked_uri(uri),
             None => config.catalog_db().display().to_string(),
         },
         direct = direct_access(config, name, &wh),
     );
+}
+
+/// For an `s3://` warehouse: what readers need besides the catalog (never the secret itself).
+fn s3_note(config: &Config) -> String {
+    if !config.warehouse_uri().starts_with("s3://") {
+        return String::new();
+    }
+    let s3 = config.s3_options();
+    let endpoint = s3.endpoint.clone().unwrap_or_else(|| "AWS S3".to_string());
+    let vended = if config.catalog.s3.as_ref().is_some_and(|c| c.vend_credentials) {
+        "endpoint, region, path style and keys (vend_credentials = true, to callers that may write)"
+    } else {
+        "endpoint, region and path style; clients bring their own keys"
+    };
+    let (host, ssl) = match endpoint.split_once("://") {
+        Some((scheme, rest)) => (rest.trim_end_matches('/').to_string(), scheme == "https"),
+        None => (endpoint.clone(), true),
+    };
+    format!(
+        "The tables are on S3 ({endpoint}, region {region}, path style {path_style}); the REST catalog
+hands out the {vended}.
+  PyIceberg without it: add s3.endpoint=\"{endpoint}\", s3.region=\"{region}\", s3.access-key-id=\"…\",
+    s3.secret-access-key=\"…\" to the catalog's properties
+  DuckDB: CREATE SECRET (TYPE s3, KEY_ID '…', SECRET '…', REGION '{region}', ENDPOINT '{host}',
+    URL_STYLE '{style}', USE_SSL {ssl});
+
+",
+        region = s3.region(),
+        path_style = s3.path_style,
+        style = if s3.path_style { "path" } else { "vhost" },
+    )
 }
 
 /// A catalog URI with any password replaced by `***`, for printing.

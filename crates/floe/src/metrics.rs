@@ -47,6 +47,8 @@ pub struct SinkMetrics {
     pub rows_committed: AtomicU64,
     /// Data files committed.
     pub files_committed: AtomicU64,
+    /// Committed data files that were closed early to stay within `rolling.memory_mb`.
+    pub files_closed_for_memory: AtomicU64,
     /// Committed position.
     pub position: AtomicU64,
     /// Unix millis of the last successful commit (0: never).
@@ -161,7 +163,7 @@ impl Metrics {
             }
         }
         type SinkGetter = fn(&SinkMetrics) -> &AtomicU64;
-        let sink_series: [(&str, &str, &str, SinkGetter); 8] = [
+        let sink_series: [(&str, &str, &str, SinkGetter); 9] = [
             ("floe_sink_commits_total", "counter", "Successful sink commits.", |m| {
                 &m.commits
             }),
@@ -182,6 +184,12 @@ impl Metrics {
                 "counter",
                 "Data files committed.",
                 |m| &m.files_committed,
+            ),
+            (
+                "floe_sink_files_closed_for_memory_total",
+                "counter",
+                "Committed data files closed early to stay within rolling.memory_mb.",
+                |m| &m.files_closed_for_memory,
             ),
             ("floe_sink_position", "gauge", "Committed stream offset.", |m| {
                 &m.position

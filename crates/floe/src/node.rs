@@ -52,8 +52,22 @@ impl App {
     /// Builds the app: catalog, topology (pipeline plans), logs (with recovery), start positions.
     pub async fn open(config: Config) -> Result<Arc<App>> {
         std::fs::create_dir_all(config.data_dir())?;
-        let catalog =
-            FloeCatalog::connect(&config.catalog_uri(), &config.catalog.name, &config.warehouse_uri()).await?;
+        let catalog = FloeCatalog::connect_with_storage(
+            &config.catalog_uri(),
+            &config.catalog.name,
+            &config.warehouse_uri(),
+            &config.s3_options(),
+        )
+        .await?;
+        // A warehouse floe cannot reach (wrong credentials, a wrong endpoint) stops it here,
+        // before anything is acknowledged.
+        catalog.storage().check_access().await.map_err(|e| {
+            Error::Config(format!(
+                "catalog.warehouse {:?} cannot be reached: {}",
+                config.warehouse_uri(),
+                e.message()
+            ))
+        })?;
         let metrics = Arc::new(Metrics::default());
         let topology = Topology::from_config(&config).await?;
         let streams = StreamRegistry::default();
@@ -286,6 +300,11 @@ impl FromRef<Arc<App>> for crate::rest::RestState {
             config: crate::rest::RestConfig {
                 catalog: app.config.catalog.clone(),
                 auth: app.config.auth.clone(),
+                s3: app
+                    .config
+                    .warehouse_uri()
+                    .starts_with("s3://")
+                    .then(|| app.config.s3_options()),
             },
         }
     }

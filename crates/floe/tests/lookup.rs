@@ -37,6 +37,7 @@ fn sink_config() -> SinkConfig {
             interval_seconds: 3600,
             size_mb: 1024,
             inactivity_seconds: None,
+            ..Rolling::default()
         },
         bloom_filter_columns: vec!["id".into()],
         ..SinkConfig::default()

@@ -50,6 +50,7 @@ def floe_config(
     sink_extra: str = "",
     extra: str = "",
     limits: dict[str, Any] | None = None,
+    rolling: dict[str, Any] | None = None,
 ) -> str:
     """The floe.toml text for the standard test setup (keys from docs/config.md).
 
@@ -59,13 +60,15 @@ def floe_config(
     `stream_extra` / `sink_extra` are extra `key = value` lines appended to the stream / sink
     tables; `extra` is appended at the end of the file (e.g. more `[[sinks]]`, or
     `two_stream_extra()`). `limits` becomes a `[limits]` table (`{"max_uncommitted_rows": 50}`);
-    omitted, the file has no `[limits]` table and floe's defaults apply.
+    omitted, the file has no `[limits]` table and floe's defaults apply. `rolling` adds keys to the
+    sink's `rolling = { interval_seconds = … }` table (`{"memory_mb": 16}`).
     """
     partition = ", ".join(json.dumps(p) for p in partition_by)
     uri_toml = "" if catalog_uri is None else f"uri = {json.dumps(catalog_uri)}\n"
     limits_toml = ""
     if limits:
         limits_toml = "\n[limits]\n" + "".join(f"{k} = {_toml_scalar(v)}\n" for k, v in limits.items())
+    rolling_toml = "".join(f", {k} = {_toml_scalar(v)}" for k, v in (rolling or {}).items())
     return f"""\
 [server]
 listen = "{LOOPBACK}:{port}"
@@ -85,7 +88,7 @@ name = "{SINK}"
 type = "iceberg"
 table = "{TABLE}"
 partition_by = [{partition}]
-rolling = {{ interval_seconds = {interval_seconds} }}
+rolling = {{ interval_seconds = {interval_seconds}{rolling_toml} }}
 {sink_extra}
 
 [[pipelines]]

@@ -114,12 +114,14 @@ class FloeServer:
 
     Attributes: `url` (http://127.0.0.1:PORT), `port`, `workdir`, `config_path`, `data_dir`,
     `catalog_db` (data_dir/catalog.db), `warehouse` (data_dir/warehouse), `log_path`,
-    `catalog_uri` (the `[catalog] uri` given to `floe_config`; None: the SQLite file `catalog_db`).
+    `catalog_uri` (the `[catalog] uri` given to `floe_config`; None: the SQLite file `catalog_db`),
+    `s3_props` / `warehouse_uri` for a warehouse on S3 (None for the local one).
     The log file is appended to across restarts.
     """
 
     def __init__(self, workdir: pathlib.Path, *, config_text: str | None = None, port: int | None = None,
-                 data_dir: str = "floe-data", catalog_uri: str | None = None, **config_kwargs: Any):
+                 data_dir: str = "floe-data", catalog_uri: str | None = None,
+                 s3_props: dict[str, str] | None = None, **config_kwargs: Any):
         self.workdir = pathlib.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -130,6 +132,9 @@ class FloeServer:
         self.config_path.write_text(config_text)
         self.data_dir = self.workdir / data_dir
         self.catalog_uri = catalog_uri
+        #: PyIceberg FileIO properties of an S3 warehouse (`floe_e2e.s3.floe_s3_kwargs`).
+        self.s3_props = s3_props
+        self.warehouse_uri = config_kwargs.get("warehouse") if s3_props else None
         self.catalog_db = self.data_dir / "catalog.db"
         self.warehouse = self.data_dir / "warehouse"
         self.log_path = self.workdir / "floe.log"

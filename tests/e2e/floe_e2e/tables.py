@@ -44,6 +44,9 @@ def sql_catalog(server: FloeServer):
     if not server.catalog_db.exists():
         # sqlite would create an empty file here; floe must be the one to create the catalog.
         raise FileNotFoundError(f"{server.catalog_db} does not exist (yet)")
+    if server.s3_props:
+        return SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{server.catalog_db}", warehouse=server.warehouse_uri,
+                          init_catalog_tables="false", **server.s3_props)
     return SqlCatalog(
         CATALOG_NAME,
         uri=f"sqlite:///{server.catalog_db}",

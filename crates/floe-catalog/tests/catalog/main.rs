@@ -9,6 +9,7 @@ mod common;
 mod concurrency;
 mod hardening;
 mod namespaces;
+mod s3;
 mod scan;
 mod tables;
 mod transactions;

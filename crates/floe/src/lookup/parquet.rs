@@ -122,7 +122,7 @@ impl FileCache {
             files_read: 1,
             ..Default::default()
         };
-        let path = local_location(file.file_path())?;
+        let path = storage_location(file.file_path())?;
         let mut input = StorageFile {
             storage: self.storage.clone(),
             // The manifest records the file's size; the storage refuses anything outside the
@@ -295,10 +295,11 @@ fn parquet_err(e: parquet::errors::ParquetError) -> Error {
     Error::Io(std::io::Error::other(format!("parquet: {e}")))
 }
 
-/// The location of a data file as the local storage takes it (`file:///…`); other schemes are
-/// refused, since this build's warehouses are local.
-fn local_location(location: &str) -> Result<String> {
-    if location.starts_with("file://") {
+/// The location of a data file as the warehouse storage takes it: `file:///…` for a local path
+/// (`/…` and `file:/…` are spelled that way), `s3://…` as it is; other schemes are refused. The
+/// storage checks the location rule itself.
+fn storage_location(location: &str) -> Result<String> {
+    if location.starts_with("file://") || location.starts_with("s3://") {
         Ok(location.to_string())
     } else if let Some(p) = location.strip_prefix("file:") {
         Ok(format!("file://{p}"))
@@ -307,7 +308,7 @@ fn local_location(location: &str) -> Result<String> {
     } else {
         Err(Error::BadRequest {
             code: "unsupported_storage",
-            message: format!("lookups read local (file://) warehouses only in this build, not {location}"),
+            message: format!("lookups read file:// and s3:// warehouses, not {location}"),
         })
     }
 }

@@ -248,6 +248,9 @@ async fn commit<N: RunnerNode>(app: &N, t: &Transform, sinks: &mut Sinks, newest
     metrics.commits.fetch_add(1, Ordering::Relaxed);
     metrics.rows_committed.fetch_add(stats.rows, Ordering::Relaxed);
     metrics.files_committed.fetch_add(stats.files as u64, Ordering::Relaxed);
+    metrics
+        .files_closed_for_memory
+        .fetch_add(stats.closed_for_memory, Ordering::Relaxed);
     metrics.position.store(stats.to, Ordering::Relaxed);
     metrics
         .last_commit_ms

@@ -94,7 +94,7 @@ pub async fn config(State(app): State<RestState>, headers: HeaderMap, query: Que
         )));
     }
     Ok(axum::Json(json!({
-        "defaults": {},
+        "defaults": storage_config(&app, &headers),
         "overrides": {"prefix": app.config.catalog.name},
         "endpoints": ENDPOINTS,
     }))
@@ -253,9 +253,37 @@ pub async fn update_namespace_properties(
 
 // --- tables -------------------------------------------------------------------------------------
 
-/// The spec's `LoadTableResult` (a `null` location for a staged table).
-fn load_table_result(location: Option<&str>, metadata: &TableMetadata) -> Response {
-    axum::Json(json!({"metadata-location": location, "metadata": metadata, "config": {}})).into_response()
+/// The spec's `LoadTableResult` (a `null` location for a staged table), with the storage
+/// settings the caller needs to read the table's files ([`storage_config`]).
+fn load_table_result(
+    app: &RestState,
+    headers: &HeaderMap,
+    location: Option<&str>,
+    metadata: &TableMetadata,
+) -> Response {
+    let config = storage_config(app, headers);
+    axum::Json(json!({"metadata-location": location, "metadata": metadata, "config": config})).into_response()
+}
+
+/// The FileIO properties a client needs for this catalog's warehouse: nothing for a local one;
+/// for `s3://` the endpoint, region and path style, and the credentials too when
+/// `[catalog.s3] vend_credentials = true` and the caller may write (floe has one set of
+/// credentials, which can write: a read-only token never gets them, or it could write to the
+/// bucket directly). With no tokens configured every caller may write.
+pub(crate) fn storage_config(app: &RestState, headers: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    let Some(s3) = &app.config.s3 else {
+        return out;
+    };
+    let mut props = s3.client_props();
+    let vend = app.config.catalog.s3.as_ref().is_some_and(|c| c.vend_credentials);
+    if vend && crate::auth::require(&app.config.auth, headers, "write").is_ok() {
+        props.extend(s3.credential_props());
+    }
+    for (k, v) in props {
+        out.insert(k, serde_json::Value::String(v));
+    }
+    out
 }
 
 /// `GET /v1/{prefix}/namespaces/{namespace}/tables?pageToken=&pageSize=`.
@@ -327,10 +355,15 @@ pub async fn create_table(
     let cat = catalog(&app);
     if req.stage_create {
         let metadata = cat.stage_table(&ns, creation).await?;
-        return Ok(load_table_result(None, &metadata));
+        return Ok(load_table_result(&app, &headers, None, &metadata));
     }
     let table = cat.create_table(&ns, creation).await?;
-    Ok(load_table_result(table.metadata_location(), table.metadata()))
+    Ok(load_table_result(
+        &app,
+        &headers,
+        table.metadata_location(),
+        table.metadata(),
+    ))
 }
 
 /// `GET /v1/{prefix}/namespaces/{namespace}/tables/{table}`.
@@ -348,7 +381,7 @@ pub async fn load_table(
         return Err(RestError::bad_request(format!("invalid snapshots {s:?}: all or refs")));
     }
     let (location, metadata) = catalog(&app).load_metadata(&path.table()?).await?;
-    Ok(load_table_result(Some(&location), &metadata))
+    Ok(load_table_result(&app, &headers, Some(&location), &metadata))
 }
 
 /// `HEAD /v1/{prefix}/namespaces/{namespace}/tables/{table}`: 204 or 404.
@@ -482,7 +515,12 @@ pub async fn register_table(
     let table = catalog(&app)
         .register_table_at(&ident, &req.metadata_location, req.overwrite)
         .await?;
-    Ok(load_table_result(table.metadata_location(), table.metadata()))
+    Ok(load_table_result(
+        &app,
+        &headers,
+        table.metadata_location(),
+        table.metadata(),
+    ))
 }
 
 /// `POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics`: accepted (204) for an

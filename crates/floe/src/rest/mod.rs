@@ -78,6 +78,9 @@ pub struct RestConfig {
     pub catalog: CatalogConfig,
     /// `[auth]`: the tokens.
     pub auth: AuthConfig,
+    /// How the `s3://` warehouse is reached (`None` for a local one): what `config` answers hand
+    /// out.
+    pub s3: Option<floe_catalog::S3Options>,
 }
 
 /// The routes, to be nested under `/iceberg`, on any router state that gives a [`RestState`].

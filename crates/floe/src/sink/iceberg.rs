@@ -3,6 +3,7 @@
 //! ```text
 //!  write(batch, through)  ──► cast to the table's Arrow schema (field ids) ──► partition split
 //!                              ──► Parquet writers (zstd, column stats)          │
+//!                                  within rolling.memory_mb (super::fanout)      │
 //!  should_roll()? size, interval or inactivity (super::rolling)                  │
 //!  commit()  ──► close writers → DataFiles ──► fast-append with summary          ▼
 //!                {floe.pipeline, floe.sink, floe.position.from, floe.position.to}
@@ -41,13 +42,11 @@ use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
-use iceberg::writer::partitioning::PartitioningWriter;
-use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
-use iceberg::writer::partitioning::unpartitioned_writer::UnpartitionedWriter;
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 use parquet::file::properties::WriterProperties;
 
-use super::parquet::{table_properties, target_file_size, writer_properties};
+use super::fanout::Fanout;
+use super::parquet::{open_writer_cost, table_properties, target_file_size, writer_properties};
 use super::rolling::RollState;
 use super::schema::{check_schema, conform_to_table};
 use super::sort::{SortKey, check_keys, order_matches, sort_batches, sort_keys};
@@ -57,11 +56,12 @@ use crate::error::{Error, Result};
 
 type Builder = DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 
-// One per sink, created once per commit: its size does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Writer {
-    Unpartitioned(UnpartitionedWriter<Builder>),
-    Partitioned(FanoutWriter<Builder>, super::split::PartitionSplitter),
+/// The open data files of one commit attempt: one writer per partition written to (one in all
+/// for an unpartitioned table), within the sink's memory budget.
+struct Writer {
+    fanout: Fanout<Builder>,
+    /// `None`: the table is unpartitioned.
+    splitter: Option<super::split::PartitionSplitter>,
 }
 
 /// One (pipeline, sink) writer with its committed position.
@@ -84,8 +84,13 @@ pub struct IcebergSink {
     rolling: RollState,
     /// `sort_by`, parsed; empty: rows are written as they come.
     sort: Vec<SortKey>,
-    /// With `sort_by`: the pending rows (in the table's layout), sorted and written at commit.
+    /// With `sort_by`: the pending rows (in the table's layout), sorted and written at commit,
+    /// or as a run of files of their own once they reach the memory budget.
     sorting: Vec<RecordBatch>,
+    /// Arrow bytes of `sorting`.
+    sorting_bytes: usize,
+    /// `rolling.memory_mb` in bytes.
+    budget: usize,
     /// `limits.commit_retries`: retries of a commit that lost the compare-and-swap.
     commit_retries: u32,
     /// Set by a failed write or commit: the in-memory state no longer matches the table.
@@ -165,6 +170,8 @@ impl IcebergSink {
             rolling: RollState::new(&cfg.rolling, committed),
             sort,
             sorting: Vec::new(),
+            sorting_bytes: 0,
+            budget: (cfg.rolling.memory_mb as usize).saturating_mul(1024 * 1024),
             commit_retries: crate::config::DEFAULT_COMMIT_RETRIES,
             broken: false,
         })
@@ -205,10 +212,29 @@ impl IcebergSink {
         self.rolling
             .wrote(batch.num_rows() as u64, batch.get_array_memory_size());
         if !self.sort.is_empty() {
+            self.sorting_bytes += batch.get_array_memory_size();
             self.sorting.push(batch);
+            if self.sorting_bytes >= self.budget {
+                // Sorted and written now, in files of their own: every file stays sorted.
+                self.write_sorted().await?;
+                if let Some(w) = self.writer.get_mut().expect("writer lock").as_mut() {
+                    w.fanout.close_open().await?;
+                }
+            }
             return Ok(());
         }
         self.write_files(batch).await
+    }
+
+    /// Sorts the rows waiting in `sorting` and hands them to the writers.
+    async fn write_sorted(&mut self) -> Result<()> {
+        let pending = std::mem::take(&mut self.sorting);
+        self.sorting_bytes = 0;
+        if let Some(sorted) = sort_batches(&pending, &self.sort)? {
+            drop(pending);
+            self.write_files(sorted).await?;
+        }
+        Ok(())
     }
 
     /// Hands `batch` (in the table's layout) to the Parquet writers, starting the attempt (its
@@ -226,11 +252,12 @@ impl IcebergSink {
             let w = self.new_writer().await?;
             *self.writer.get_mut().expect("writer lock") = Some(w);
         }
-        match self.writer.get_mut().expect("writer lock").as_mut().expect("just set") {
-            Writer::Unpartitioned(w) => w.write(batch).await?,
-            Writer::Partitioned(w, splitter) => {
+        let w = self.writer.get_mut().expect("writer lock").as_mut().expect("just set");
+        match &w.splitter {
+            None => w.fanout.write(None, batch).await?,
+            Some(splitter) => {
                 for (key, part) in splitter.split(&batch)? {
-                    w.write(key, part).await?;
+                    w.fanout.write(Some(key), part).await?;
                 }
             }
         }
@@ -241,15 +268,25 @@ impl IcebergSink {
         let from = self.rolling.committed();
         let to = self.rolling.through();
         let started = Instant::now();
-        let pending = std::mem::take(&mut self.sorting);
-        if let Some(sorted) = sort_batches(&pending, &self.sort)? {
-            drop(pending);
-            self.write_files(sorted).await?;
-        }
+        self.write_sorted().await?;
         let writer = self.writer.get_mut().expect("writer lock").take();
+        let mut closed_for_memory = 0;
         let files: Vec<DataFile> = match writer {
-            Some(Writer::Unpartitioned(w)) => w.close().await?,
-            Some(Writer::Partitioned(w, _)) => w.close().await?,
+            Some(w) => {
+                let flushed = w.fanout.stats();
+                closed_for_memory = flushed.writers_closed;
+                if flushed.flushes > 0 {
+                    tracing::info!(
+                        pipeline = %self.pipeline,
+                        sink = %self.name,
+                        budget_mb = self.cfg.rolling.memory_mb,
+                        flushes = flushed.flushes,
+                        files_closed = flushed.writers_closed,
+                        "open data files went over rolling.memory_mb; the largest were closed early (more, smaller files in this commit)"
+                    );
+                }
+                w.fanout.close().await?
+            }
             None => vec![],
         };
         // New partition folders must survive a crash before the table points at their files.
@@ -266,6 +303,7 @@ impl IcebergSink {
             rows: self.rolling.pending_rows(),
             files: files.len(),
             bytes: files.iter().map(|f| f.file_size_in_bytes()).sum(),
+            closed_for_memory,
             from,
             to,
             elapsed: Duration::ZERO,
@@ -416,11 +454,15 @@ impl IcebergSink {
         );
         let builder = DataFileWriterBuilder::new(rolling);
         let spec: PartitionSpecRef = metadata.default_partition_spec().clone();
-        Ok(if spec.is_unpartitioned() {
-            Writer::Unpartitioned(UnpartitionedWriter::new(builder))
+        let splitter = if spec.is_unpartitioned() {
+            None
         } else {
-            let splitter = super::split::PartitionSplitter::try_new(schema, spec)?;
-            Writer::Partitioned(FanoutWriter::new(builder), splitter)
+            Some(super::split::PartitionSplitter::try_new(schema, spec)?)
+        };
+        let open_cost = open_writer_cost(&self.props, &self.table_arrow)?;
+        Ok(Writer {
+            fanout: Fanout::new(builder, self.budget, open_cost),
+            splitter,
         })
     }
 }

@@ -16,10 +16,12 @@
 //! removes, now or at the next open, every file of the attempt that did not land.
 //!
 //! [`iceberg`] commits Parquet files as Iceberg snapshots; [`rolling`] is the roll schedule and
-//! [`parquet`] the writer settings every sink shares; [`schema`] matches output to a table's
+//! [`parquet`] the writer settings every sink shares; [`fanout`] keeps one open data file per
+//! partition within the memory budget `rolling.memory_mb`; [`schema`] matches output to a table's
 //! columns; [`sort`] is `sort_by`; [`partition`] turns `partition_by` into Iceberg partition specs; [`split`] groups a
 //! batch's rows by partition.
 
+pub mod fanout;
 pub mod iceberg;
 pub mod parquet;
 pub mod partition;
@@ -94,6 +96,8 @@ pub struct CommitStats {
     pub files: usize,
     /// Bytes of data files added.
     pub bytes: u64,
+    /// Data files closed before the commit to stay within `rolling.memory_mb` (among `files`).
+    pub closed_for_memory: u64,
     /// Position before.
     pub from: u64,
     /// Position after.

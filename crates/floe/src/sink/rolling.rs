@@ -119,6 +119,7 @@ mod tests {
             interval_seconds: interval,
             size_mb,
             inactivity_seconds: inactivity,
+            ..Rolling::default()
         }
     }
 

@@ -3,7 +3,8 @@
 //!
 //! A sink with `sort_by` keeps the rows of a commit in memory (bounded by `rolling.size_mb`, as
 //! every pending row is), sorts them once at commit, and then splits them by partition: every
-//! data file of the commit is sorted.
+//! data file of the commit is sorted. Rows that reach `rolling.memory_mb` before the commit are
+//! sorted and written then, and the files they went to closed: a run of sorted files of its own.
 
 use arrow::array::RecordBatch;
 use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch};

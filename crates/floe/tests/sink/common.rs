@@ -118,6 +118,7 @@ pub fn sink_config(partition_by: &[&str]) -> SinkConfig {
             interval_seconds: 3600,
             size_mb: 1024,
             inactivity_seconds: None,
+            ..Rolling::default()
         },
         bloom_filter_columns: vec![],
         ..SinkConfig::default()

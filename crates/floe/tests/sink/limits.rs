@@ -1,6 +1,7 @@
 //! The sink's configured commit limits: `limits.commit_retries` bounds how often a commit that
-//! loses the catalog's compare-and-swap to another writer is tried again before it fails, and
-//! `rolling.inactivity_seconds` makes a sink whose input went still commit before its interval.
+//! loses the catalog's compare-and-swap to another writer is tried again before it fails,
+//! `rolling.inactivity_seconds` makes a sink whose input went still commit before its interval,
+//! and `rolling.memory_mb` closes open data files early without changing what a commit holds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,8 +16,8 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, ErrorKind};
 
 use crate::common::{
-    Env, PIPELINE, TestResult, files_under, output_schema, referenced_data_files, scan_ids, sink_config, table_ident,
-    write_range,
+    Env, PIPELINE, TestResult, files_under, output_schema, referenced_data_files, rows, scan_ids, sink_config,
+    table_ident, uuids_in, write_range,
 };
 use crate::faulty_storage::{Hook, Op};
 
@@ -162,5 +163,126 @@ async fn a_sink_whose_input_went_still_rolls_after_inactivity_seconds() -> TestR
     assert_eq!(sink.roll_deadline(), None);
     assert!(!sink.should_roll());
     assert_eq!(scan_ids(&env.table().await).await?, (0..20).collect::<Vec<_>>());
+    Ok(())
+}
+
+/// A sink on `partition_by` whose open data files may hold `memory_mb` MB.
+async fn budget_sink(env: &Env, partition_by: &[&str], memory_mb: u64) -> IcebergSink {
+    let mut cfg = sink_config(partition_by);
+    cfg.rolling.memory_mb = memory_mb;
+    IcebergSink::open(env.catalog.clone(), &cfg, PIPELINE, &output_schema())
+        .await
+        .expect("open sink")
+}
+
+/// The Parquet files under the table's directory.
+fn parquet_on_disk(env: &Env) -> std::collections::BTreeSet<String> {
+    files_under(&env.table_dir())
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_per_row_over_a_small_budget_lands_once_in_one_commit() -> TestResult {
+    // `name` is distinct per row: 1,000 partitions, 1 MB holds only a few open files at a time.
+    let env = Env::new().await;
+    let mut sink = budget_sink(&env, &["name"], 1).await;
+    write_range(&mut sink, 0..1000).await?;
+    let early = parquet_on_disk(&env).len();
+    assert!(early > 900, "most files were closed before the commit: {early}");
+    let stats = sink.commit().await?;
+    assert_eq!((stats.rows, stats.files), (1000, 1000));
+    let table = env.table().await;
+    assert_eq!(table.metadata().snapshots().count(), 1);
+    assert_eq!(scan_ids(&table).await?, (0..1000).collect::<Vec<_>>());
+    let referenced = referenced_data_files(&table).await?;
+    assert_eq!(
+        referenced,
+        parquet_on_disk(&env),
+        "every file written is committed, none is left over"
+    );
+    // One attempt named them all (what a failed commit's clean-up looks for).
+    let attempts: std::collections::BTreeSet<uuid::Uuid> = referenced.iter().flat_map(|f| uuids_in(f)).collect();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_closed_for_the_budget_continues_in_a_new_file() -> TestResult {
+    // 4 partitions (`bucket`), 40 batches of 2,500 rows: the writers outgrow 1 MB and are closed
+    // and reopened several times within the one commit.
+    let env = Env::new().await;
+    let mut sink = budget_sink(&env, &["bucket"], 1).await;
+    for i in 0..40u64 {
+        sink.write(&rows(i * 2500..(i + 1) * 2500), (i + 1) * 2500).await?;
+    }
+    let stats = sink.commit().await?;
+    assert_eq!(stats.rows, 100_000);
+    assert!(stats.files > 8, "the budget closed files early: {} files", stats.files);
+    let table = env.table().await;
+    assert_eq!(table.metadata().snapshots().count(), 1);
+    assert_eq!(scan_ids(&table).await?, (0..100_000).collect::<Vec<_>>());
+    assert_eq!(referenced_data_files(&table).await?.len(), stats.files);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_removes_the_files_the_budget_closed_early() -> TestResult {
+    let env = Env::new().await;
+    let mut sink = budget_sink(&env, &["name"], 1).await.with_commit_retries(0);
+    write_range(&mut sink, 0..300).await?;
+    assert!(!parquet_on_disk(&env).is_empty(), "files closed before the commit");
+    let (hook, _) = rival(env.other_instance().await, usize::MAX);
+    env.faults.before_metadata_write(Some(hook));
+    sink.commit().await.unwrap_err();
+    env.faults.before_metadata_write(None);
+    assert_eq!(
+        parquet_on_disk(&env),
+        Default::default(),
+        "the failed attempt's files are gone"
+    );
+    assert_eq!(env.position().await, 0);
+    let mut sink = budget_sink(&env, &["name"], 1).await;
+    write_range(&mut sink, 0..300).await?;
+    sink.commit().await?;
+    let table = env.table().await;
+    assert_eq!(scan_ids(&table).await?, (0..300).collect::<Vec<_>>());
+    assert_eq!(referenced_data_files(&table).await?, parquet_on_disk(&env));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sorted_rows_over_the_budget_are_written_as_sorted_runs() -> TestResult {
+    let env = Env::new().await;
+    let mut cfg = sink_config(&["bucket"]);
+    cfg.rolling.memory_mb = 1;
+    cfg.sort_by = vec!["id DESC".to_string()];
+    let mut sink = IcebergSink::open(env.catalog.clone(), &cfg, PIPELINE, &output_schema()).await?;
+    for i in 0..20u64 {
+        sink.write(&rows(i * 5000..(i + 1) * 5000), (i + 1) * 5000).await?;
+    }
+    let stats = sink.commit().await?;
+    assert!(stats.files > 4, "more than one sorted run: {} files", stats.files);
+    let table = env.table().await;
+    assert_eq!(scan_ids(&table).await?, (0..100_000).collect::<Vec<_>>());
+    // Every file is sorted by id descending.
+    for f in referenced_data_files(&table).await? {
+        let path = f.strip_prefix("file://").unwrap_or(&f);
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?
+                .build()?;
+        let mut ids = Vec::new();
+        for batch in reader {
+            let batch = batch?;
+            let col = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .expect("ids");
+            ids.extend(col.values().iter().copied());
+        }
+        assert!(ids.windows(2).all(|w| w[0] > w[1]), "{f} is not sorted by id DESC");
+    }
     Ok(())
 }
