@@ -115,6 +115,8 @@ pub struct FloeCatalog {
     pub(crate) name: String,
     warehouse: Warehouse,
     file_io: FileIO,
+    /// How `s3://` locations are reached (the warehouse, and files sinks on S3).
+    s3: S3Options,
 }
 
 impl FloeCatalog {
@@ -157,6 +159,7 @@ impl FloeCatalog {
             name: name.to_string(),
             warehouse,
             file_io,
+            s3: s3.clone(),
         })
     }
 
@@ -174,6 +177,12 @@ impl FloeCatalog {
     /// The JDBC layout's `catalog_name`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How `s3://` locations are reached (`[catalog.s3]`): the warehouse's storage and files
+    /// sinks writing to `s3://` use the same settings.
+    pub fn s3_options(&self) -> &S3Options {
+        &self.s3
     }
 
     /// The warehouse URI.
@@ -830,77 +839,120 @@ impl FloeCatalog {
     ) -> Result<()> {
         let now = chrono::Utc::now().timestamp_millis();
         if let Some(attempt) = mv.attempt {
-            let closed = sqlx::query(
-                "DELETE FROM floe_sink_attempts WHERE catalog_name = $1 AND pipeline = $2 AND sink = $3 AND attempt = $4",
-            )
-            .bind(&self.name)
-            .bind(&mv.pipeline)
-            .bind(&mv.sink)
-            .bind(attempt.to_string())
-            .execute(&mut **tx)
-            .await
-            .map_err(sql_err("close commit attempt"))?;
-            if closed.rows_affected() != 1 {
-                // Another instance opened this sink and treated the attempt as abandoned (its
-                // files may be gone): the commit must not land.
-                return Err(Error::new(
-                    ErrorKind::PreconditionFailed,
-                    format!(
-                        "commit attempt {attempt} of pipeline {:?} sink {:?} is no longer registered: another instance took over this sink",
-                        mv.pipeline, mv.sink
-                    ),
-                ));
-            }
+            close_attempt(tx, &self.name, &mv.pipeline, &mv.sink, attempt).await?;
         }
-        let moved = sqlx::query(
-            "UPDATE floe_sink_positions
-                 SET position = $1, snapshot_id = $2, updated_at_ms = $3, table_ident = $4, table_uuid = $5
-                 WHERE catalog_name = $6 AND pipeline = $7 AND sink = $8 AND position = $9",
+        let target = PositionTarget {
+            ident: ident.to_string(),
+            uuid: metadata.uuid().to_string(),
+            keep_uuid: false,
+        };
+        cas_position(tx, &self.name, mv, &target, now).await
+    }
+}
+
+/// Deletes the `floe_sink_attempts` row of `attempt` inside `tx`, the commit's own transaction;
+/// refused when it is gone: another instance opened this sink and treated the attempt as
+/// abandoned (its files may be deleted), so the commit must not land.
+pub(crate) async fn close_attempt(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    catalog_name: &str,
+    pipeline: &str,
+    sink: &str,
+    attempt: uuid::Uuid,
+) -> Result<()> {
+    let closed = sqlx::query(
+        "DELETE FROM floe_sink_attempts WHERE catalog_name = $1 AND pipeline = $2 AND sink = $3 AND attempt = $4",
+    )
+    .bind(catalog_name)
+    .bind(pipeline)
+    .bind(sink)
+    .bind(attempt.to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(sql_err("close commit attempt"))?;
+    if closed.rows_affected() != 1 {
+        return Err(Error::new(
+            ErrorKind::PreconditionFailed,
+            format!(
+                "commit attempt {attempt} of pipeline {pipeline:?} sink {sink:?} is no longer registered: another instance took over this sink"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What a position row records about its target: the table (`namespace.table`, or a files
+/// sink's folder) and its UUID.
+pub(crate) struct PositionTarget {
+    pub ident: String,
+    pub uuid: String,
+    /// Keep a UUID the row has already (a files sink's is fixed by its first commit).
+    pub keep_uuid: bool,
+}
+
+/// Moves the `floe_sink_positions` row of `mv` from `mv.from` to `mv.to` inside `tx`
+/// (compare-and-swap on the position), or inserts it for the first commit; any other state is
+/// refused as a range another writer committed (not retryable).
+pub(crate) async fn cas_position(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    catalog_name: &str,
+    mv: &PositionMove,
+    target: &PositionTarget,
+    now: i64,
+) -> Result<()> {
+    let uuid = if target.keep_uuid {
+        "COALESCE(NULLIF(table_uuid, ''), $5)"
+    } else {
+        "$5"
+    };
+    let moved = sqlx::query(&format!(
+        "UPDATE floe_sink_positions
+             SET position = $1, snapshot_id = $2, updated_at_ms = $3, table_ident = $4, table_uuid = {uuid}
+             WHERE catalog_name = $6 AND pipeline = $7 AND sink = $8 AND position = $9"
+    ))
+    .bind(mv.to as i64)
+    .bind(mv.snapshot_id)
+    .bind(now)
+    .bind(&target.ident)
+    .bind(&target.uuid)
+    .bind(catalog_name)
+    .bind(&mv.pipeline)
+    .bind(&mv.sink)
+    .bind(mv.from as i64)
+    .execute(&mut **tx)
+    .await
+    .map_err(sql_err("move sink position"))?;
+    if moved.rows_affected() != 1 {
+        // Either the first commit of this pair, or somebody else moved it: the INSERT
+        // only succeeds in the first case (primary key).
+        let inserted = sqlx::query(
+            "INSERT INTO floe_sink_positions
+                 (catalog_name, pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (catalog_name, pipeline, sink) DO NOTHING",
         )
+        .bind(catalog_name)
+        .bind(&mv.pipeline)
+        .bind(&mv.sink)
+        .bind(&target.ident)
+        .bind(&target.uuid)
         .bind(mv.to as i64)
         .bind(mv.snapshot_id)
         .bind(now)
-        .bind(ident.to_string())
-        .bind(metadata.uuid().to_string())
-        .bind(&self.name)
-        .bind(&mv.pipeline)
-        .bind(&mv.sink)
-        .bind(mv.from as i64)
         .execute(&mut **tx)
         .await
-        .map_err(sql_err("move sink position"))?;
-        if moved.rows_affected() != 1 {
-            // Either the first commit of this pair, or somebody else moved it: the INSERT
-            // only succeeds in the first case (primary key).
-            let inserted = sqlx::query(
-                "INSERT INTO floe_sink_positions
-                     (catalog_name, pipeline, sink, table_ident, table_uuid, position, snapshot_id, updated_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     ON CONFLICT (catalog_name, pipeline, sink) DO NOTHING",
-            )
-            .bind(&self.name)
-            .bind(&mv.pipeline)
-            .bind(&mv.sink)
-            .bind(ident.to_string())
-            .bind(metadata.uuid().to_string())
-            .bind(mv.to as i64)
-            .bind(mv.snapshot_id)
-            .bind(now)
-            .execute(&mut **tx)
-            .await
-            .map_err(sql_err("record sink position"))?;
-            if inserted.rows_affected() != 1 {
-                return Err(Error::new(
-                    ErrorKind::PreconditionFailed,
-                    format!(
-                        "sink position of pipeline {:?} sink {:?} is no longer {}: another writer committed this range",
-                        mv.pipeline, mv.sink, mv.from
-                    ),
-                ));
-            }
+        .map_err(sql_err("record sink position"))?;
+        if inserted.rows_affected() != 1 {
+            return Err(Error::new(
+                ErrorKind::PreconditionFailed,
+                format!(
+                    "sink position of pipeline {:?} sink {:?} is no longer {}: another writer committed this range",
+                    mv.pipeline, mv.sink, mv.from
+                ),
+            ));
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Replaces the random UUID in a `<version>-<uuid>[.gz].metadata.json` location with `attempt`,

@@ -14,6 +14,10 @@
 //!                                snapshot_id, updated_at_ms            (floe's own, ignored by others)
 //! floe_sink_attempts            (catalog_name, pipeline, sink, attempt) -> table_location, started_at_ms
 //! floe_stream_logs              (catalog_name, stream) -> log_id, recorded_at_ms
+//! floe_file_commits             (catalog_name, pipeline, sink, attempt) -> position_from,
+//!                                position_to, files, committed_at_ms  (files sinks: landed, not
+//!                                yet published; see file_commits)
+//! floe_file_sequences           (catalog_name, target) -> next_seq  (files sinks' sequence names)
 //! floe_schema_migrations        (version) -> name, applied_at_ms   (see store: versioned migrations)
 //! ```
 //!
@@ -63,6 +67,7 @@
 //! one recovery trusts, because snapshot expiry or another writer's commit cannot remove it.
 
 mod catalog;
+mod file_commits;
 pub mod location;
 pub mod names;
 mod outcome;
@@ -75,6 +80,7 @@ pub mod storage;
 pub mod store;
 
 pub use catalog::{CommittedTable, FloeCatalog, TableChange, file_io_for};
+pub use file_commits::{CommittedFile, FileCommit, FilesCommit};
 pub use location::{MAX_METADATA_BYTES, Warehouse};
 pub use outcome::{CommitStateUnknown, commit_state_unknown};
 pub use positions::{

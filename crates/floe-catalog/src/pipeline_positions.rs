@@ -59,8 +59,9 @@ impl FloeCatalog {
         Ok(position_from_row(&row))
     }
 
-    /// Moves the positions (and open commit attempts) of `old`'s `sinks` to pipeline `new`, in one
-    /// transaction: a rename keeps every sink where it was. A sink's own derived rows (named
+    /// Moves the positions (and open commit attempts, and files commits not yet published) of
+    /// `old`'s `sinks` to pipeline `new`, in one transaction: a rename keeps every sink where it
+    /// was. A sink's own derived rows (named
     /// `<sink>.<suffix>`, e.g. its dead-letter sink) move with it. Returns the moved positions;
     /// sinks `new` already has a position for are left alone.
     pub async fn take_over_positions(&self, old: &str, new: &str, sinks: &[String]) -> Result<Vec<SinkPosition>> {
@@ -93,7 +94,7 @@ impl FloeCatalog {
                 if taken {
                     continue;
                 }
-                for table in ["floe_sink_positions", "floe_sink_attempts"] {
+                for table in ["floe_sink_positions", "floe_sink_attempts", "floe_file_commits"] {
                     sqlx::query(&format!(
                         "UPDATE {table} SET pipeline = $1 WHERE catalog_name = $2 AND pipeline = $3 AND sink = $4"
                     ))

@@ -14,11 +14,13 @@
 //! [`LocalStorage`] is the implementation for local (`file://`) warehouses, and
 //! [`S3Storage`](crate::s3::S3Storage) the one for `s3://` warehouses (see [`crate::s3`]). Its guarantees: [`put`] writes
 //! a temporary file in the same folder, `fsync`s it, renames it into place and `fsync`s the
-//! folder; [`sync`] `fsync`s a file (or folder) and its parent folder; [`delete`] and
-//! [`remove_empty_dir`] never remove a non-empty folder. Blocking calls run on tokio's blocking
-//! pool.
+//! folder (and the parent of every folder it had to create); [`rename`] is `rename(2)` plus
+//! `fsync` of both folders (the files sink publishes its staged files with it); [`sync`]
+//! `fsync`s a file (or folder) and its parent folder; [`delete`] and [`remove_empty_dir`] never
+//! remove a non-empty folder. Blocking calls run on tokio's blocking pool.
 //!
 //! [`put`]: Storage::put
+//! [`rename`]: Storage::rename
 //! [`sync`]: Storage::sync
 //! [`delete`]: Storage::delete
 //! [`remove_empty_dir`]: Storage::remove_empty_dir
@@ -94,6 +96,17 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// Removes the folder at `location` if it is empty (and a folder, not a link); whether it did.
     async fn remove_empty_dir(&self, location: &str) -> Result<bool>;
+
+    /// Moves the regular file at `from` to `to` durably, replacing what is at `to`: a reader of
+    /// `to` sees the old content or the whole new one, never a part. An error when `from` is not
+    /// a regular file. The default reads `from` whole, [`put`](Self::put)s it at `to` (atomic and
+    /// durable), then deletes `from`; [`LocalStorage`] renames.
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let bytes = self.read(from, u64::MAX, "file to move").await?;
+        self.put(to, bytes).await?;
+        self.delete(from).await?;
+        Ok(())
+    }
 }
 
 /// The storage for a warehouse: [`LocalStorage`] for a local folder, [`S3Storage`] for
@@ -143,6 +156,34 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// `create_dir_all` whose new folders survive a crash: the parent of each folder it creates is
+/// `fsync`ed after the creation.
+fn create_dirs_durably(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.is_dir() {
+        missing.push(d);
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    for m in missing.into_iter().rev() {
+        match std::fs::create_dir(m) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && m.is_dir() => continue,
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = m.parent() {
+            fsync_dir(parent)?;
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -240,7 +281,7 @@ impl Storage for LocalStorage {
             let dir = path
                 .parent()
                 .ok_or_else(|| Error::new(ErrorKind::DataInvalid, format!("storage: {location} has no folder")))?;
-            std::fs::create_dir_all(dir).map_err(io_err("create folder for", &location))?;
+            create_dirs_durably(dir).map_err(io_err("create folder for", &location))?;
             let name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -301,6 +342,36 @@ impl Storage for LocalStorage {
         })
         .await
     }
+
+    /// `rename(2)` (atomic), then `fsync` of both folders; new folders of `to` are made durable.
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let src = self.path("move", from)?;
+        let dst = self.path("move to", to)?;
+        let (from, to) = (from.to_string(), to.to_string());
+        blocking(move || {
+            match std::fs::symlink_metadata(&src) {
+                Ok(m) if m.file_type().is_file() => {}
+                Ok(_) => {
+                    return Err(Error::new(
+                        ErrorKind::DataInvalid,
+                        format!("storage: {from} is not a regular file"),
+                    ));
+                }
+                Err(e) => return Err(io_err("move", &from)(e)),
+            }
+            let dir = dst
+                .parent()
+                .ok_or_else(|| Error::new(ErrorKind::DataInvalid, format!("storage: {to} has no folder")))?;
+            create_dirs_durably(dir).map_err(io_err("create folder for", &to))?;
+            std::fs::rename(&src, &dst).map_err(io_err("move to", &to))?;
+            fsync_dir(dir).map_err(io_err("fsync the folder of", &to))?;
+            if let Some(src_dir) = src.parent() {
+                fsync_dir(src_dir).map_err(io_err("fsync the folder of", &from))?;
+            }
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -340,6 +411,26 @@ mod tests {
         assert_eq!(s.delete(&a).await.expect("delete"), Deleted::Deleted);
         assert_eq!(s.delete(&a).await.expect("delete again"), Deleted::Missing);
         assert!(s.remove_empty_dir(&format!("{wh}/ns/t/data")).await.expect("rmdir"));
+    }
+
+    #[tokio::test]
+    async fn rename_moves_a_file_into_new_folders_and_refuses_outside() {
+        let (dir, s, wh) = setup();
+        let a = format!("{wh}/_staging/x/00000.json");
+        let b = format!("{wh}/year=2026/month=01/f.json");
+        s.put(&a, Bytes::from_static(b"abc")).await.expect("put");
+        s.rename(&a, &b).await.expect("rename");
+        assert_eq!(&s.read(&b, 10, "test").await.expect("read")[..], b"abc");
+        assert!(s.size(&a).await.is_err(), "the source is gone");
+        assert!(s.rename(&a, &b).await.is_err(), "a missing source is an error");
+        let outside = format!("file://{}", dir.path().join("out.json").display());
+        assert!(s.rename(&b, &outside).await.is_err());
+        assert!(s.rename(&b, &format!("{wh}/../out.json")).await.is_err());
+        assert_eq!(&s.read(&b, 10, "test").await.expect("still there")[..], b"abc");
+        assert!(
+            s.rename(&format!("{wh}/year=2026"), &format!("{wh}/d")).await.is_err(),
+            "a folder"
+        );
     }
 
     #[tokio::test]

@@ -118,6 +118,27 @@ pub const MIGRATIONS: &[Migration] = &[
                 recorded_at_ms BIGINT NOT NULL,
                 PRIMARY KEY (catalog_name, stream))"],
     },
+    Migration {
+        version: 3,
+        name: "files sink commits and sequences",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS floe_file_commits (
+                catalog_name VARCHAR(255) NOT NULL,
+                pipeline VARCHAR(255) NOT NULL,
+                sink VARCHAR(255) NOT NULL,
+                attempt VARCHAR(64) NOT NULL,
+                position_from BIGINT NOT NULL,
+                position_to BIGINT NOT NULL,
+                files TEXT NOT NULL,
+                committed_at_ms BIGINT NOT NULL,
+                PRIMARY KEY (catalog_name, pipeline, sink, attempt))",
+            "CREATE TABLE IF NOT EXISTS floe_file_sequences (
+                catalog_name VARCHAR(255) NOT NULL,
+                target VARCHAR(1000) NOT NULL,
+                next_seq BIGINT NOT NULL,
+                PRIMARY KEY (catalog_name, target))",
+        ],
+    },
 ];
 
 /// The catalog database: a connection pool and the backend it talks to. Cheap to clone.

@@ -426,9 +426,12 @@ pub struct SinkConfig {
     /// `namespace.table` for iceberg sinks.
     #[serde(default)]
     pub table: Option<String>,
-    /// Parquet codec and level (`zstd(3)` unless set).
+    /// The codec and level of the files: for Parquet (every iceberg sink, a files sink with
+    /// `format = "parquet"`) any [`Compression`], `zstd(3)` unless set; for a files sink's NDJSON
+    /// `gzip` / `gzip(N)` or `uncompressed` (`none`), `gzip` unless set. Read it through
+    /// [`parquet_compression`](Self::parquet_compression) / [`json_gzip`](Self::json_gzip).
     #[serde(default)]
-    pub compression: Compression,
+    pub compression: Option<Compression>,
     /// Where a Parquet row group ends (rows or bytes).
     #[serde(default)]
     pub row_group_size: RowGroupSize,
@@ -450,6 +453,127 @@ pub struct SinkConfig {
     /// groups that cannot hold the value). Empty: none.
     #[serde(default)]
     pub bloom_filter_columns: Vec<String>,
+    /// files: the folder the files go to: a local folder (relative to the config file's folder)
+    /// or a `file://` / `s3://bucket/prefix` URI. Resolved to a URI by [`Config::files_location`].
+    #[serde(default)]
+    pub path: Option<String>,
+    /// files: what a file holds (`json` unless set).
+    #[serde(default)]
+    pub format: Option<FileFormat>,
+    /// files: the strftime pattern of a row's folder below `path`
+    /// ([`DEFAULT_FILES_PARTITIONING`](crate::layout::DEFAULT_FILES_PARTITIONING) unless set;
+    /// `""`: no folders).
+    #[serde(default)]
+    pub partitioning: Option<String>,
+    /// files: the timestamp column of the pipeline's output whose value places a row
+    /// (`partitioning`); unset: the time of the commit.
+    #[serde(default)]
+    pub time_column: Option<String>,
+    /// files: how files are named (`uuid` unless set).
+    #[serde(default)]
+    pub file_naming: Option<FileNaming>,
+    /// files: text before each file's name (`""` unless set).
+    #[serde(default)]
+    pub file_prefix: Option<String>,
+    /// files: text after each file's name (the format's extension unless set: `.json`,
+    /// `.json.gz`, `.parquet`).
+    #[serde(default)]
+    pub file_suffix: Option<String>,
+}
+
+/// `format` of a files sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    /// Newline-delimited JSON: one object per row, every column present (null as `null`).
+    #[default]
+    Json,
+    /// Parquet, with the iceberg sink's writer settings.
+    Parquet,
+}
+
+/// `file_naming` of a files sink: the middle of a file's name, between `file_prefix` and
+/// `file_suffix`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileNaming {
+    /// A random UUID (v4), 36 characters.
+    #[default]
+    Uuid,
+    /// A ULID: 26 characters of Crockford base32, sorting by creation time (milliseconds).
+    Ulid,
+    /// A number counting up per sink folder, 20 digits (`00000000000000000042`); it survives
+    /// restarts (kept in the catalog with the commits).
+    Sequence,
+}
+
+/// The keys only a files sink takes, as `(key, whether it is set)`.
+fn files_keys(s: &SinkConfig) -> [(&'static str, bool); 7] {
+    [
+        ("path", s.path.is_some()),
+        ("format", s.format.is_some()),
+        ("partitioning", s.partitioning.is_some()),
+        ("time_column", s.time_column.is_some()),
+        ("file_naming", s.file_naming.is_some()),
+        ("file_prefix", s.file_prefix.is_some()),
+        ("file_suffix", s.file_suffix.is_some()),
+    ]
+}
+
+impl SinkConfig {
+    /// The Parquet codec: `compression`, or `zstd(3)`.
+    pub fn parquet_compression(&self) -> Compression {
+        self.compression.unwrap_or_default()
+    }
+
+    /// A files sink's NDJSON compression: `Some(level)` for gzip (the default, level 6), `None`
+    /// for uncompressed.
+    pub fn json_gzip(&self) -> Option<u32> {
+        match self.compression {
+            None => Some(DEFAULT_GZIP_LEVEL),
+            Some(Compression::Gzip(level)) => Some(level),
+            Some(_) => None,
+        }
+    }
+
+    /// A files sink's `format`.
+    pub fn file_format(&self) -> FileFormat {
+        self.format.unwrap_or_default()
+    }
+
+    /// A files sink's `partitioning` pattern.
+    pub fn partitioning(&self) -> &str {
+        self.partitioning
+            .as_deref()
+            .unwrap_or(crate::layout::DEFAULT_FILES_PARTITIONING)
+    }
+
+    /// A files sink's `file_naming`.
+    pub fn file_naming(&self) -> FileNaming {
+        self.file_naming.unwrap_or_default()
+    }
+
+    /// A files sink's `file_suffix`: as set, or the format's extension.
+    pub fn file_suffix(&self) -> String {
+        if let Some(s) = &self.file_suffix {
+            return s.clone();
+        }
+        match (self.file_format(), self.json_gzip()) {
+            (FileFormat::Parquet, _) => ".parquet".into(),
+            (FileFormat::Json, Some(_)) => ".json.gz".into(),
+            (FileFormat::Json, None) => ".json".into(),
+        }
+    }
+
+    /// What the sink's position row names as its target: the table (`namespace.table`) of an
+    /// iceberg sink, the folder URI of a files sink (`path` as [`Config::files_location`]
+    /// resolved it).
+    pub fn target(&self) -> Option<String> {
+        match self.ty {
+            SinkType::Iceberg => self.table.clone(),
+            SinkType::Files => self.path.clone(),
+        }
+    }
 }
 
 /// Default of `target_file_size_mb`.
@@ -466,13 +590,20 @@ impl Default for SinkConfig {
             name: String::new(),
             ty: SinkType::Iceberg,
             table: None,
-            compression: Compression::default(),
+            compression: None,
             row_group_size: RowGroupSize::default(),
             target_file_size_mb: DEFAULT_TARGET_FILE_SIZE_MB,
             sort_by: Vec::new(),
             partition_by: Vec::new(),
             rolling: Rolling::default(),
             bloom_filter_columns: Vec::new(),
+            path: None,
+            format: None,
+            partitioning: None,
+            time_column: None,
+            file_naming: None,
+            file_prefix: None,
+            file_suffix: None,
         }
     }
 }
@@ -483,7 +614,7 @@ impl Default for SinkConfig {
 pub enum SinkType {
     /// Parquet files committed into an Iceberg table.
     Iceberg,
-    /// Plain files (not in this build).
+    /// NDJSON or Parquet files under Hive-style folders (`sink::files`).
     Files,
 }
 
@@ -596,9 +727,9 @@ impl std::str::FromStr for Compression {
             )),
             "snappy" => no_level(Compression::Snappy),
             "lz4" => no_level(Compression::Lz4),
-            "uncompressed" => no_level(Compression::Uncompressed),
+            "uncompressed" | "none" => no_level(Compression::Uncompressed),
             other => Err(format!(
-                "unknown codec {other:?}; use zstd, zstd(1..22), snappy, gzip, gzip(0..9), lz4 or uncompressed"
+                "unknown codec {other:?}; use zstd, zstd(1..22), snappy, gzip, gzip(0..9), lz4 or uncompressed (none)"
             )),
         }
     }
@@ -938,6 +1069,23 @@ impl Config {
         }
     }
 
+    /// A files sink's `path` as a URI: an `s3://…` (or other non-`file`) URI as written, a local
+    /// folder or `file://` URI as `file:///abs/path` (relative to the config file's folder), without
+    /// a trailing `/`.
+    pub fn files_location(&self, path: &str) -> String {
+        let uri = if path.contains("://") && !path.starts_with("file://") {
+            path.to_string()
+        } else {
+            let local = self.resolve(Path::new(path.strip_prefix("file://").unwrap_or(path)));
+            format!("file://{}", local.display())
+        };
+        match uri.trim_end_matches('/') {
+            "" => uri,
+            trimmed if trimmed.ends_with(':') => uri,
+            trimmed => trimmed.to_string(),
+        }
+    }
+
     fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
@@ -964,11 +1112,17 @@ impl Config {
                 message,
             })
         };
-        if !warehouse.starts_with("s3://") {
+        let files_on_s3 = self
+            .sinks
+            .iter()
+            .any(|s| s.path.as_deref().is_some_and(|p| p.starts_with("s3://")));
+        if !warehouse.starts_with("s3://") && !files_on_s3 {
             if self.catalog.s3.is_some() {
                 return invalid(
                     "catalog.s3",
-                    format!("is set, but the warehouse {warehouse:?} is not an s3:// location"),
+                    format!(
+                        "is set, but neither the warehouse {warehouse:?} nor a files sink's path is an s3:// location"
+                    ),
                 );
             }
             return Ok(());
@@ -978,7 +1132,7 @@ impl Config {
         if !keys && !s3.instance_credentials {
             return invalid(
                 "catalog.s3",
-                "an s3:// warehouse needs credentials: access_key_id and secret_access_key in [catalog.s3], \
+                "an s3:// warehouse or files sink path needs credentials: access_key_id and secret_access_key in [catalog.s3], \
                  or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment \
                  (or instance_credentials = true to let the S3 client find them)"
                     .into(),
@@ -997,6 +1151,12 @@ impl Config {
 
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_keys()?;
+        // Last: which s3:// locations there are depends on the sinks checked above.
+        self.check_s3(&self.warehouse_uri(), |name| std::env::var(name).ok())
+    }
+
+    fn validate_keys(&self) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| Err(ConfigError::Invalid { key, message });
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return invalid(
@@ -1016,7 +1176,6 @@ impl Config {
         if let Err(e) = floe_catalog::Warehouse::new(&warehouse) {
             return invalid("catalog.warehouse".into(), e.message().to_string());
         }
-        self.check_s3(&warehouse, |name| std::env::var(name).ok())?;
         // Table locations are confined to the warehouse: it must not hold floe's own files
         // (stream logs, catalog.db), or a table could be placed over them.
         if let Some(wh) = self.warehouse_uri().strip_prefix("file://")
@@ -1043,6 +1202,7 @@ impl Config {
                 }
             }
         }
+        let mut files_paths = Vec::new();
         for (i, s) in self.sinks.iter().enumerate() {
             check_name(&format!("sinks[{i}].name"), &s.name)?;
             if !names.insert(s.name.clone()) {
@@ -1053,12 +1213,15 @@ impl Config {
             }
             match s.ty {
                 SinkType::Files => {
-                    return invalid(
-                        format!("sinks[{i}].type"),
-                        "the files sink is not supported yet; use iceberg".into(),
-                    );
+                    self.validate_files_sink(i, s, &mut files_paths)?;
                 }
                 SinkType::Iceberg => {
+                    if let Some((key, _)) = files_keys(s).into_iter().find(|(_, set)| *set) {
+                        return invalid(
+                            format!("sinks[{i}].{key}"),
+                            "only a sink of type = \"files\" takes it".into(),
+                        );
+                    }
                     let Some(table) = &s.table else {
                         return invalid(
                             format!("sinks[{i}].table"),
@@ -1197,6 +1360,110 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The checks of a files sink `s` (`sinks[i]`); `seen` collects the folders of the files
+    /// sinks before it (two sinks must not share one).
+    fn validate_files_sink(&self, i: usize, s: &SinkConfig, seen: &mut Vec<String>) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| {
+            Err(ConfigError::Invalid {
+                key: format!("sinks[{i}].{key}"),
+                message,
+            })
+        };
+        if s.table.is_some() {
+            return invalid(
+                "table",
+                "a files sink writes files, not a table: give path = \"folder\" (or \"s3://bucket/prefix\")".into(),
+            );
+        }
+        if !s.partition_by.is_empty() {
+            return invalid(
+                "partition_by",
+                "a files sink places rows in folders by time: use partitioning = \"year=%Y/month=%m/day=%d\" (and time_column)"
+                    .into(),
+            );
+        }
+        let Some(path) = s.path.as_deref() else {
+            return invalid(
+                "path",
+                "a files sink needs path = \"folder\" (or \"s3://bucket/prefix\")".into(),
+            );
+        };
+        if path.trim().is_empty() || path.chars().any(char::is_control) {
+            return invalid("path", format!("{path:?} is not a folder"));
+        }
+        let location = self.files_location(path);
+        if let Some(rest) = location.strip_prefix("s3://") {
+            if rest.split('/').next().is_none_or(str::is_empty) {
+                return invalid(
+                    "path",
+                    format!("{path:?}: an s3:// path needs a bucket: s3://bucket/prefix"),
+                );
+            }
+        } else if let Some(local) = location.strip_prefix("file://") {
+            if Path::new(local).parent().is_none() {
+                return invalid("path", format!("{path:?}: the files go into a folder below /"));
+            }
+            if self.data_dir().starts_with(local) {
+                return invalid(
+                    "path",
+                    "must not be server.data_dir or a folder above it (it would contain the stream logs and catalog.db)"
+                        .into(),
+                );
+            }
+        } else {
+            return invalid(
+                "path",
+                format!("{path:?}: a files sink writes to a local folder, file:// or s3://"),
+            );
+        }
+        if let Some(j) = seen.iter().position(|p| *p == location) {
+            return invalid(
+                "path",
+                format!("{path:?} is already the folder of another files sink (#{j})"),
+            );
+        }
+        seen.push(location);
+        match (s.file_format(), s.compression) {
+            (FileFormat::Json, Some(c)) if !matches!(c, Compression::Gzip(_) | Compression::Uncompressed) => {
+                return invalid(
+                    "compression",
+                    format!("{c} is a Parquet codec; JSON files take gzip, gzip(0..9) or uncompressed (none)"),
+                );
+            }
+            _ => {}
+        }
+        if s.file_format() == FileFormat::Json && !s.bloom_filter_columns.is_empty() {
+            return invalid(
+                "bloom_filter_columns",
+                "bloom filters are a Parquet feature; use format = \"parquet\"".into(),
+            );
+        }
+        if let Err(message) = crate::layout::FolderPattern::parse(s.partitioning()) {
+            return invalid("partitioning", message);
+        }
+        if let Some(c) = &s.time_column
+            && c.trim().is_empty()
+        {
+            return invalid(
+                "time_column",
+                "must name a timestamp column of the pipeline's output (leave it out for the commit time)".into(),
+            );
+        }
+        if let Some(p) = &s.file_prefix
+            && let Err(message) = crate::layout::check_name_part(p, true)
+        {
+            return invalid("file_prefix", message);
+        }
+        if let Some(p) = &s.file_suffix
+            && let Err(message) = crate::layout::check_name_part(p, false)
+        {
+            return invalid("file_suffix", message);
+        }
+        Ok(())
+    }
+}
+
 fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -1324,13 +1591,17 @@ mod tests {
 
     #[test]
     fn compression_takes_a_level_in_range() {
-        let sink = |v: &str| sink_with(&format!("compression = {v:?}")).map(|c| c.sinks[0].compression);
+        let sink = |v: &str| sink_with(&format!("compression = {v:?}")).map(|c| c.sinks[0].parquet_compression());
         assert_eq!(sink("zstd").unwrap(), Compression::Zstd(DEFAULT_ZSTD_LEVEL));
         assert_eq!(sink("ZSTD(9)").unwrap(), Compression::Zstd(9));
         assert_eq!(sink("gzip").unwrap(), Compression::Gzip(DEFAULT_GZIP_LEVEL));
         assert_eq!(sink("gzip(0)").unwrap(), Compression::Gzip(0));
         assert_eq!(sink("lz4").unwrap(), Compression::Lz4);
-        assert_eq!(sink_with("").unwrap().sinks[0].compression, Compression::Zstd(3));
+        assert_eq!(sink("none").unwrap(), Compression::Uncompressed);
+        assert_eq!(
+            sink_with("").unwrap().sinks[0].parquet_compression(),
+            Compression::Zstd(3)
+        );
         for (bad, says) in [
             ("zstd(0)", "1 to 22"),
             ("zstd(23)", "1 to 22"),
@@ -1389,6 +1660,123 @@ mod tests {
         }
     }
 
+    fn files_sink(extra: &str) -> Result<Config, ConfigError> {
+        let text = format!("[[sinks]]\nname = \"f\"\ntype = \"files\"\npath = \"out/events\"\n{extra}\n");
+        Config::from_toml(&text, Path::new("f"), Path::new("/base"))
+    }
+
+    #[test]
+    fn files_sinks_take_their_keys_with_defaults() {
+        let c = files_sink("").unwrap();
+        let s = &c.sinks[0];
+        assert_eq!(c.files_location(s.path.as_deref().unwrap()), "file:///base/out/events");
+        assert_eq!(s.file_format(), FileFormat::Json);
+        assert_eq!(s.json_gzip(), Some(DEFAULT_GZIP_LEVEL));
+        assert_eq!(s.file_suffix(), ".json.gz");
+        assert_eq!(s.partitioning(), "year=%Y/month=%m/day=%d");
+        assert_eq!(s.file_naming(), FileNaming::Uuid);
+        assert_eq!(s.time_column, None);
+        let c = files_sink("compression = \"none\"").unwrap();
+        assert_eq!(
+            (c.sinks[0].json_gzip(), c.sinks[0].file_suffix().as_str()),
+            (None, ".json")
+        );
+        let c = files_sink("compression = \"gzip(9)\"").unwrap();
+        assert_eq!(c.sinks[0].json_gzip(), Some(9));
+        let c = files_sink(
+            "format = \"parquet\"\ncompression = \"snappy\"\npartitioning = \"dt=%Y-%m-%d/hour=%H\"\n\
+             time_column = \"ts\"\nfile_naming = \"sequence\"\nfile_prefix = \"part-\"\nfile_suffix = \".pq\"\n\
+             sort_by = [\"id\"]\nbloom_filter_columns = [\"id\"]",
+        )
+        .unwrap();
+        let s = &c.sinks[0];
+        assert_eq!(
+            (
+                s.file_format(),
+                s.parquet_compression(),
+                s.file_naming(),
+                s.file_suffix().as_str()
+            ),
+            (FileFormat::Parquet, Compression::Snappy, FileNaming::Sequence, ".pq")
+        );
+        assert_eq!(
+            s.target().as_deref(),
+            Some("out/events"),
+            "resolved by the topology, not here"
+        );
+        assert_eq!(
+            files_sink("format = \"parquet\"").unwrap().sinks[0].file_suffix(),
+            ".parquet"
+        );
+        let c = files_sink("file_naming = \"ulid\"\npartitioning = \"\"").unwrap();
+        assert_eq!(c.sinks[0].file_naming(), FileNaming::Ulid);
+        // Locations: absolute, file:// and s3:// as written; a trailing slash goes.
+        let c = files_sink("").unwrap();
+        assert_eq!(c.files_location("/abs/x/"), "file:///abs/x");
+        assert_eq!(c.files_location("file:///abs/y"), "file:///abs/y");
+        assert_eq!(c.files_location("s3://bucket/prefix/"), "s3://bucket/prefix");
+    }
+
+    #[test]
+    fn files_sink_errors_name_the_key() {
+        for (extra, key) in [
+            ("table = \"a.t\"", "sinks[0].table"),
+            ("partition_by = [\"ns\"]", "sinks[0].partition_by"),
+            ("compression = \"zstd\"", "sinks[0].compression"),
+            ("compression = \"lz4\"", "sinks[0].compression"),
+            ("bloom_filter_columns = [\"id\"]", "sinks[0].bloom_filter_columns"),
+            ("partitioning = \"%Q\"", "sinks[0].partitioning"),
+            ("partitioning = \"year=%Y/../x\"", "sinks[0].partitioning"),
+            ("partitioning = \"_floe/%Y\"", "sinks[0].partitioning"),
+            ("partitioning = \"/%Y\"", "sinks[0].partitioning"),
+            ("time_column = \" \"", "sinks[0].time_column"),
+            ("file_prefix = \"a/b\"", "sinks[0].file_prefix"),
+            ("file_prefix = \"_x\"", "sinks[0].file_prefix"),
+            ("file_suffix = \"..json\"", "sinks[0].file_suffix"),
+            ("file_suffix = \"a\\u0001\"", "sinks[0].file_suffix"),
+            ("file_naming = \"random\"", "file_naming"),
+            ("format = \"csv\"", "format"),
+        ] {
+            let err = files_sink(extra).unwrap_err().to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+        let no_path = "[[sinks]]\nname = \"f\"\ntype = \"files\"\n";
+        let err = Config::from_toml(no_path, Path::new("f"), Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sinks[0].path"), "{err}");
+        for bad in ["", "s3://", "s3:///x", "ftp://h/x", "/"] {
+            let text = format!("[[sinks]]\nname = \"f\"\ntype = \"files\"\npath = {bad:?}\n");
+            let err = Config::from_toml(&text, Path::new("f"), Path::new("/"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("sinks[0].path"), "{bad:?}: {err}");
+        }
+        // Not the data dir or above it; not another files sink's folder.
+        let text = "[server]\ndata_dir = \"/d/floe\"\n[[sinks]]\nname = \"f\"\ntype = \"files\"\npath = \"/d\"\n";
+        let err = Config::from_toml(text, Path::new("f"), Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sinks[0].path"), "{err}");
+        let text = "[[sinks]]\nname = \"a\"\ntype = \"files\"\npath = \"/x/o\"\n\
+                    [[sinks]]\nname = \"b\"\ntype = \"files\"\npath = \"file:///x/o/\"\n";
+        let err = Config::from_toml(text, Path::new("f"), Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sinks[1].path"), "{err}");
+        // The files-only keys on an iceberg sink.
+        for key in [
+            "path = \"x\"",
+            "format = \"json\"",
+            "time_column = \"ts\"",
+            "file_prefix = \"p\"",
+        ] {
+            let err = sink_with(key).unwrap_err().to_string();
+            let name = key.split(' ').next().unwrap();
+            assert!(err.contains(&format!("sinks[0].{name}")), "{key}: {err}");
+        }
+    }
+
     #[test]
     fn warehouse_must_not_contain_the_data_dir() {
         for wh in ["/d", "/", "file:///d"] {
@@ -1442,7 +1830,7 @@ mod tests {
         assert!(err.contains("catalog.s3.endpoint"), "{err}");
         // [catalog.s3] next to a local warehouse, and warehouses that are no warehouse.
         let err = c.check_s3("file:///wh", no_env).unwrap_err().to_string();
-        assert!(err.contains("catalog.s3") && err.contains("not an s3://"), "{err}");
+        assert!(err.contains("catalog.s3") && err.contains("s3:// location"), "{err}");
         for wh in ["s3://", "s3://A_B/x", "s3://lake/a/../b", "gs://lake/x"] {
             let text = format!("[catalog]\nwarehouse = {wh:?}\n");
             let err = parse(&text).unwrap_err().to_string();

@@ -27,7 +27,7 @@ use arrow::datatypes::SchemaRef;
 
 use crate::config::{
     Config, DEFAULT_MAX_BAD_ROWS_PER_BATCH, DEFAULT_ROLL_INTERVAL_SECONDS, OnError, OnInvalid, PipelineConfig,
-    PipelineStart, SinkConfig, StreamConfig,
+    PipelineStart, SinkConfig, SinkType, StreamConfig,
 };
 use crate::error::{Error, Result};
 use crate::ingest::dead_letter;
@@ -89,6 +89,12 @@ impl Topology {
     pub async fn resolve(config: &Config, previous: Option<&Topology>) -> Result<Topology> {
         let mut streams = config.streams.clone();
         let mut sinks = config.sinks.clone();
+        // A files sink's folder, as the URI it is written and recorded under.
+        for s in &mut sinks {
+            if let Some(path) = &s.path {
+                s.path = Some(config.files_location(path));
+            }
+        }
         let mut pipelines = config.pipelines.clone();
         let dead_letters: Vec<DeadLetters> = config
             .streams
@@ -111,6 +117,13 @@ impl Topology {
         let mut statements = Vec::new();
         for p in &config.pipelines {
             statements.extend(plan_pipeline(&p.name, &p.sql, &schemas, &sink_names).await?);
+        }
+        // A files sink's time_column and sort keys must be columns of what its statements write:
+        // refused here, at start, rather than by every open of the runner.
+        for t in &statements {
+            if let Some(s) = sinks.iter().find(|s| s.name == t.sink && s.ty == SinkType::Files) {
+                crate::sink::files::check_output(s, &t.output)?;
+            }
         }
         for d in &dead_letters {
             let kept = previous.and_then(|t| t.sink(&d.sink)).cloned();

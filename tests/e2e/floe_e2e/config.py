@@ -135,6 +135,27 @@ sql = {json.dumps(sql)}
 """
 
 
+def files_sink_toml(sink: str, path: str, pipeline: str, sql: str, *, interval_seconds: int = 1,
+                    **keys: Any) -> str:
+    """`floe_config(extra=...)` text for a files sink `sink` writing under `path` (a local folder,
+    relative to the server's folder, or `s3://bucket/prefix`) and a pipeline running `sql` into
+    it. `keys` are more keys of the sink (docs/config.md, "Files sinks"): `format="parquet"`,
+    `compression="zstd(5)"`, `partitioning="dt=%Y-%m-%d"`, `time_column="ts"`, `file_naming=...`,
+    `file_prefix=...`, `file_suffix=...`."""
+    more = "".join(f"{k} = {_toml_scalar(v)}\n" for k, v in keys.items())
+    return f"""
+[[sinks]]
+name = "{sink}"
+type = "files"
+path = {json.dumps(path)}
+{more}rolling = {{ interval_seconds = {interval_seconds} }}
+
+[[pipelines]]
+name = "{pipeline}"
+sql = {json.dumps(sql)}
+"""
+
+
 def two_stream_extra(interval_seconds: int = 1) -> str:
     """`floe_config(extra=...)` text adding a second stream `other` (same fields as `events`),
     sink `other_table` (table analytics.other) and pipeline `other_to_table`, so a test can check

@@ -1,12 +1,13 @@
 //! Integration tests of `floe_catalog::FloeCatalog` through the `iceberg::Catalog` trait:
 //! namespaces, tables (checked against the SQLite rows of the JDBC layout), commits that move
-//! sink positions, commit attempts, compare-and-swap against other writers, and reading
+//! sink positions, commit attempts, files-sink commits, compare-and-swap against other writers, and reading
 //! committed rows back; and the hardening against hostile or careless clients.
 
 mod attempts;
 mod commits;
 mod common;
 mod concurrency;
+mod file_commits;
 mod hardening;
 mod namespaces;
 mod s3;

@@ -175,10 +175,11 @@ pub async fn prepare_positions(
     // Statements without a position: refuse a silent rename, else record where they start.
     for t in fresh {
         let log = log_of(t)?;
+        // The table of an iceberg sink, the folder of a files sink.
         let table = topology
             .sink(&t.sink)
-            .and_then(|s| s.table.clone())
-            .ok_or_else(|| Error::Internal(format!("sink {:?} has no table", t.sink)))?;
+            .and_then(SinkConfig::target)
+            .ok_or_else(|| Error::Internal(format!("sink {:?} has no table or path", t.sink)))?;
         let orphans: Vec<String> = positions
             .iter()
             // A position that never committed (its table uuid is filled in by the first commit)

@@ -15,13 +15,16 @@
 //! `commit` leaves the sink unusable (reopen it: it resumes from the committed position) and
 //! removes, now or at the next open, every file of the attempt that did not land.
 //!
-//! [`iceberg`] commits Parquet files as Iceberg snapshots; [`rolling`] is the roll schedule and
-//! [`parquet`] the writer settings every sink shares; [`fanout`] keeps one open data file per
-//! partition within the memory budget `rolling.memory_mb`; [`schema`] matches output to a table's
-//! columns; [`sort`] is `sort_by`; [`partition`] turns `partition_by` into Iceberg partition specs; [`split`] groups a
-//! batch's rows by partition.
+//! [`iceberg`] commits Parquet files as Iceberg snapshots; [`files`] publishes NDJSON or Parquet
+//! files under Hive-style folders (the file list and the position in one catalog transaction);
+//! [`rolling`] is the roll schedule and [`parquet`] the writer settings every sink shares;
+//! [`fanout`] keeps one open data file per partition within the memory budget
+//! `rolling.memory_mb`; [`schema`] matches output to a table's columns; [`sort`] is `sort_by`;
+//! [`partition`] turns `partition_by` into Iceberg partition specs; [`split`] groups a batch's
+//! rows by partition.
 
 pub mod fanout;
+pub mod files;
 pub mod iceberg;
 pub mod parquet;
 pub mod partition;
@@ -37,7 +40,7 @@ use arrow::datatypes::Schema as ArrowSchema;
 use floe_catalog::FloeCatalog;
 
 use crate::config::{SinkConfig, SinkType};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use rolling::RollState;
 
 /// One (pipeline, sink) writer with its committed position.
@@ -121,9 +124,6 @@ pub async fn open(
                 .await?
                 .with_commit_retries(commit_retries),
         )),
-        SinkType::Files => Err(Error::Config(format!(
-            "sink {:?}: type = \"files\" is not supported by this build; use type = \"iceberg\"",
-            cfg.name
-        ))),
+        SinkType::Files => Ok(Box::new(files::FilesSink::open(catalog, cfg, pipeline, output).await?)),
     }
 }

@@ -72,14 +72,14 @@ pub fn table_properties(cfg: &SinkConfig) -> Vec<(String, String)> {
         ("write.format.default".to_string(), "parquet".to_string()),
         (
             "write.parquet.compression-codec".to_string(),
-            cfg.compression.codec().to_string(),
+            cfg.parquet_compression().codec().to_string(),
         ),
         (
             "write.target-file-size-bytes".to_string(),
             target_file_size(cfg).to_string(),
         ),
     ];
-    if let Some(level) = cfg.compression.level() {
+    if let Some(level) = cfg.parquet_compression().level() {
         props.push(("write.parquet.compression-level".to_string(), level.to_string()));
     }
     // Iceberg has a property for a row group's bytes only; a row count limit stays floe's own.
@@ -97,7 +97,7 @@ pub fn writer_properties(cfg: &SinkConfig, schema: &SchemaRef) -> Result<WriterP
         RowGroupSize::Bytes(b) => (None, Some(b as usize)),
     };
     let mut props = WriterProperties::builder()
-        .set_compression(codec(cfg.compression)?)
+        .set_compression(codec(cfg.parquet_compression())?)
         .set_max_row_group_row_count(rows)
         .set_max_row_group_bytes(bytes)
         .set_statistics_enabled(EnabledStatistics::Page)
