@@ -2,7 +2,7 @@
 `row_group_size`, and floe writing into a table PyIceberg created.
 
 Everything is read back with independent readers: PyIceberg for the table metadata (sort order,
-properties), pyarrow's Parquet reader for the data files (codec, row groups, row order), DuckDB's
+properties, `inspect.files` / `inspect.partitions`, scan planning that prunes), pyarrow's Parquet reader for the data files (codec, row groups, row order), DuckDB's
 iceberg extension for the rows.
 """
 
@@ -70,6 +70,28 @@ def test_sorted_gzip_files_with_small_row_groups(floe_server_factory, duckdb_con
         keys = [(r["ns"], -r["ts"].timestamp()) for r in rows]
         assert keys == sorted(keys), f"{location} is not sorted by ns, ts DESC"
     assert seen == EVENTS
+
+    # PyIceberg's metadata tables show the configured layout: one partition per `type`, each
+    # data file in exactly one of them with its row count, and per-file bounds.
+    types = sorted({e["type"] for e in events})
+    parts = table.inspect.partitions().to_pylist()
+    assert sorted(p["partition"]["type"] for p in parts) == types, parts
+    per_type = {t: sum(1 for e in events if e["type"] == t) for t in types}
+    assert {p["partition"]["type"]: p["record_count"] for p in parts} == per_type
+    inspected = table.inspect.files().to_pylist()
+    assert sorted(f["file_path"] for f in inspected) == sorted(files)
+    assert sum(f["record_count"] for f in inspected) == EVENTS
+    for f in inspected:
+        assert f["file_format"] == "PARQUET" and f["partition"]["type"] in types, f
+
+    # A filtered scan prunes: a filter on the partition column plans only that partition's
+    # files, and a filter on `ns` outside every file's bounds plans none.
+    one = types[0]
+    planned = [t.file.file_path for t in table.scan(row_filter=f"type = '{one}'").plan_files()]
+    in_partition = [f["file_path"] for f in inspected if f["partition"]["type"] == one]
+    assert sorted(planned) == sorted(in_partition) and len(planned) < len(files), (planned, files)
+    assert list(table.scan(row_filter="ns = 'zzzz-no-such-ns'").plan_files()) == []
+    assert table.scan(row_filter=f"type = '{one}'").to_arrow().num_rows == per_type[one]
 
     # DuckDB reads the same rows through the table's metadata.
     got = duckdb_scan(duckdb_con, server)

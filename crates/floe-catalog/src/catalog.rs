@@ -20,14 +20,14 @@ use iceberg::{
 };
 use sqlx::{AnyPool, Row};
 
-use crate::location::{PATH_PROPERTIES, Warehouse, read_metadata};
+use crate::location::{PATH_PROPERTIES, Warehouse};
 use crate::names::{decode_namespace, encode_namespace, validate_namespace, validate_table_ident};
 use crate::outcome::{commit_state_unknown, unknown_outcome};
 use crate::positions::{PositionMove, SinkPosition, find_position_move};
 use crate::purge::{PurgeReport, purge_files, table_dir};
 use crate::requirements::check_requirement;
-use crate::s3::{S3Options, s3_file_io};
-use crate::storage::{Storage, storage_for};
+use crate::s3::{S3Options, S3Storage, s3_file_io};
+use crate::storage::{LocalStorage, Storage, read_metadata};
 use crate::store::{Store, sql_err};
 
 const NAMESPACE_MARKER: &str = "exists";
@@ -68,6 +68,17 @@ pub fn file_io_for(warehouse: &str, s3: &S3Options) -> Result<FileIO> {
             ErrorKind::FeatureUnsupported,
             format!("warehouse {warehouse:?}: a warehouse is a local folder (file://) or s3://bucket[/prefix]"),
         ))
+    }
+}
+
+/// The storage for a warehouse: [`LocalStorage`] for a local folder, [`S3Storage`] for
+/// `s3://` (reached with `s3`). It lives here, above both implementations, so that neither
+/// storage module imports the other.
+pub fn storage_for(warehouse: &Warehouse, s3: &S3Options) -> Result<Arc<dyn Storage>> {
+    if warehouse.bucket().is_some() {
+        Ok(Arc::new(S3Storage::new(warehouse.clone(), s3)?))
+    } else {
+        Ok(Arc::new(LocalStorage::new(warehouse.clone())))
     }
 }
 

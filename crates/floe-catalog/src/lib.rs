@@ -79,7 +79,7 @@ pub mod s3;
 pub mod storage;
 pub mod store;
 
-pub use catalog::{CommittedTable, FloeCatalog, TableChange, file_io_for};
+pub use catalog::{CommittedTable, FloeCatalog, TableChange, file_io_for, storage_for};
 pub use file_commits::{CommittedFile, FileCommit, FilesCommit};
 pub use location::{MAX_METADATA_BYTES, Warehouse};
 pub use outcome::{CommitStateUnknown, commit_state_unknown};
@@ -89,5 +89,5 @@ pub use positions::{
 };
 pub use purge::PurgeReport;
 pub use s3::{S3Options, S3Storage};
-pub use storage::{Deleted, FileEntry, LocalStorage, Storage, storage_for};
+pub use storage::{Deleted, FileEntry, LocalStorage, Storage};
 pub use store::{Backend, Store};

@@ -18,7 +18,7 @@
 //! is [`ErrorKind::DataInvalid`] (REST 400) that names the rule and quotes the location as the
 //! client sent it — never a resolved host path.
 //!
-//! [`read_metadata`] reads a metadata file the same way: only a regular file inside the
+//! [`read_metadata`](crate::storage::read_metadata) reads a metadata file the same way: only a regular file inside the
 //! warehouse, at most [`MAX_METADATA_BYTES`], checked before it is opened (a FIFO, a device or a
 //! directory is never opened; the open is non-blocking besides) and read on a blocking thread,
 //! off the async runtime.
@@ -26,10 +26,7 @@
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use iceberg::spec::TableMetadata;
 use iceberg::{Error, ErrorKind, Result};
-
-use crate::storage::Storage;
 
 /// The largest table metadata file the catalog reads (64 MiB, after gzip decompression too): a
 /// metadata file of a healthy table is kilobytes to a few megabytes.
@@ -401,38 +398,6 @@ impl Warehouse {
             }
         }
     }
-}
-
-/// Reads and parses the table metadata file at `location` through the warehouse storage: only
-/// a regular file (an object, on object storage) inside the warehouse, at most
-/// [`MAX_METADATA_BYTES`] (gzip-compressed `*.gz.metadata.json` after decompression too). On a
-/// local warehouse the file is checked before it is opened, opened non-blocking, and read on a
-/// blocking thread. Errors are [`ErrorKind::DataInvalid`] and quote `location` as given.
-pub async fn read_metadata(storage: &dyn Storage, what: &str, location: &str) -> Result<TableMetadata> {
-    storage.warehouse().check(what, location)?;
-    let invalid = |why: String| {
-        let shown: String = location.chars().take(300).collect();
-        Error::new(ErrorKind::DataInvalid, format!("{what} {shown:?}: {why}"))
-    };
-    let bytes = storage
-        .read(location, MAX_METADATA_BYTES, "metadata")
-        .await
-        .map_err(|e| invalid(e.message().to_string()))?;
-    let mut bytes = bytes.to_vec();
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut json = Vec::new();
-        flate2::read::MultiGzDecoder::new(&bytes[..])
-            .take(MAX_METADATA_BYTES + 1)
-            .read_to_end(&mut json)
-            .map_err(|_| invalid("not valid gzip".to_string()))?;
-        if json.len() as u64 > MAX_METADATA_BYTES {
-            return Err(invalid(format!(
-                "larger than the metadata limit of {MAX_METADATA_BYTES} bytes once decompressed"
-            )));
-        }
-        bytes = json;
-    }
-    serde_json::from_slice::<TableMetadata>(&bytes).map_err(|e| invalid(format!("not valid table metadata: {e}")))
 }
 
 /// Reads a whole regular file of at most `limit` bytes, checking its type before opening it (a

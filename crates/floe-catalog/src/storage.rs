@@ -25,18 +25,17 @@
 //! [`delete`]: Storage::delete
 //! [`remove_empty_dir`]: Storage::remove_empty_dir
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use iceberg::spec::TableMetadata;
 use iceberg::{Error, ErrorKind, Result};
 
-use crate::location::{Warehouse, read_regular_file};
-use crate::s3::{S3Options, S3Storage};
+use crate::location::{MAX_METADATA_BYTES, Warehouse, read_regular_file};
 
 /// One file found by [`Storage::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,14 +108,36 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// The storage for a warehouse: [`LocalStorage`] for a local folder, [`S3Storage`] for
-/// `s3://` (reached with `s3`).
-pub fn storage_for(warehouse: &Warehouse, s3: &S3Options) -> Result<Arc<dyn Storage>> {
-    if warehouse.bucket().is_some() {
-        Ok(Arc::new(S3Storage::new(warehouse.clone(), s3)?))
-    } else {
-        Ok(Arc::new(LocalStorage::new(warehouse.clone())))
+/// Reads and parses the table metadata file at `location` through the warehouse storage: only
+/// a regular file (an object, on object storage) inside the warehouse, at most
+/// [`MAX_METADATA_BYTES`] (gzip-compressed `*.gz.metadata.json` after decompression too). On a
+/// local warehouse the file is checked before it is opened, opened non-blocking, and read on a
+/// blocking thread. Errors are [`ErrorKind::DataInvalid`] and quote `location` as given.
+pub async fn read_metadata(storage: &dyn Storage, what: &str, location: &str) -> Result<TableMetadata> {
+    storage.warehouse().check(what, location)?;
+    let invalid = |why: String| {
+        let shown: String = location.chars().take(300).collect();
+        Error::new(ErrorKind::DataInvalid, format!("{what} {shown:?}: {why}"))
+    };
+    let bytes = storage
+        .read(location, MAX_METADATA_BYTES, "metadata")
+        .await
+        .map_err(|e| invalid(e.message().to_string()))?;
+    let mut bytes = bytes.to_vec();
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut json = Vec::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..])
+            .take(MAX_METADATA_BYTES + 1)
+            .read_to_end(&mut json)
+            .map_err(|_| invalid("not valid gzip".to_string()))?;
+        if json.len() as u64 > MAX_METADATA_BYTES {
+            return Err(invalid(format!(
+                "larger than the metadata limit of {MAX_METADATA_BYTES} bytes once decompressed"
+            )));
+        }
+        bytes = json;
     }
+    serde_json::from_slice::<TableMetadata>(&bytes).map_err(|e| invalid(format!("not valid table metadata: {e}")))
 }
 
 /// [`Storage`] on the local file system (see the module docs).
