@@ -18,14 +18,23 @@
 #    partitioned by ns, type (benches/lookup.rs).
 #
 # Only 127.0.0.1 is used. Needs the venv of scripts/setup-venv.sh for step 3.
+#
+#   FLOE_BENCH_ONLY=ingest   steps 1 and 1b alone (local vs S3 warehouse), then their ratios
+#   FLOE_BENCH_PROFILE=debug the debug build (quick, slower figures: for a side-by-side, not a record)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/floe-target}"
 SECONDS_RUN="${1:-20}"; CONNS="${2:-4}"; BATCH="${3:-1000}"
 ROWS="${FLOE_BENCH_ROWS:-10000000}"; PEER_SECONDS="${FLOE_BENCH_PEER_SECONDS:-20}"
-cargo build --release -p floe --bins --locked >&2
-cargo bench -p floe --locked --no-run >&2
-BIN="$CARGO_TARGET_DIR/release"
+PROFILE="${FLOE_BENCH_PROFILE:-release}"; ONLY="${FLOE_BENCH_ONLY:-}"
+if [ "$PROFILE" = "debug" ]; then
+  cargo build -p floe --bins --locked >&2
+else
+  cargo build --release -p floe --bins --locked >&2
+fi
+[ "$ONLY" = "ingest" ] || cargo bench -p floe --locked --no-run >&2
+BIN="$CARGO_TARGET_DIR/$PROFILE"
+echo "BENCH build=$PROFILE machine=\"$(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p')\""
 OUT="$(mktemp)"
 DIR="$(mktemp -d)"; PORT="${FLOE_BENCH_PORT:-18080}"
 PID=""
@@ -89,6 +98,7 @@ secret_access_key = \"floe-test-secret\"
 path_style = true"
 scripts/s3.sh stop "$DIR/s3"
 
+if [ "$ONLY" != "ingest" ]; then
 echo "== 2. in-process limit (one core: decode + Parquet zstd encode of the same events)"
 cargo bench -p floe --locked --bench limit -- 10 2>/dev/null | tee -a "$OUT"
 
@@ -98,6 +108,8 @@ VENV="$(scripts/setup-venv.sh | tail -n 1)"
 
 echo "== 4. lookups and a SQL aggregate on ${ROWS} rows"
 cargo bench -p floe --locked --bench lookup -- "$ROWS" 2000 2>/dev/null | tee -a "$OUT"
+
+fi
 
 echo "== ratios"
 val() { awk -v k="BENCH $1=" 'index($0, k) == 1 { split($2, a, "="); print a[2] }' "$OUT" | tail -n 1; }
