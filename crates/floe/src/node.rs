@@ -300,11 +300,12 @@ impl FromRef<Arc<App>> for crate::rest::RestState {
             config: crate::rest::RestConfig {
                 catalog: app.config.catalog.clone(),
                 auth: app.config.auth.clone(),
+                // Resolved once, when the catalog was opened (not from the environment per request).
                 s3: app
-                    .config
-                    .warehouse_uri()
-                    .starts_with("s3://")
-                    .then(|| app.config.s3_options()),
+                    .catalog
+                    .warehouse_rule()
+                    .bucket()
+                    .map(|_| app.catalog.s3_options().clone()),
             },
         }
     }
