@@ -16,10 +16,15 @@
 #    same batch size, and floe's ratio against it.
 # 4. lookups and SQL: point-lookup p50/p99 over HTTP and a GROUP BY over a 10 M-row, 500-file table
 #    partitioned by ns, type (benches/lookup.rs).
+# 5. compaction: a 2 M-row table written in 100 commits × 50 partitions (5,000 small files)
+#    compacted by floe::maintenance: MB/s of Parquet rewritten (wall clock and per CPU second),
+#    and a point lookup and a full aggregate before and after (benches/compact.rs).
+#    FLOE_BENCH_COMPACT_ROWS / FLOE_BENCH_COMPACT_COMMITS change the table.
 #
 # Only 127.0.0.1 is used. Needs the venv of scripts/setup-venv.sh for step 3.
 #
 #   FLOE_BENCH_ONLY=ingest   steps 1 and 1b alone (local vs S3 warehouse), then their ratios
+#   FLOE_BENCH_ONLY=compact  step 5 alone
 #   FLOE_BENCH_PROFILE=debug the debug build (quick, slower figures: for a side-by-side, not a record)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,6 +87,7 @@ TOML
   rm -rf "$DIR/data"
 }
 
+if [ "$ONLY" != "compact" ]; then
 echo "== 1. ingest, end to end, freshness (floe serve + floe-load, ${SECONDS_RUN}s, ${CONNS} connections, ${BATCH}/request)"
 echo "disk: $(df -h "$DIR" | awk 'NR==2{print $1}')"
 ingest_run "" ""
@@ -97,8 +103,9 @@ access_key_id = \"floe-test\"
 secret_access_key = \"floe-test-secret\"
 path_style = true"
 scripts/s3.sh stop "$DIR/s3"
+fi
 
-if [ "$ONLY" != "ingest" ]; then
+if [ -z "$ONLY" ]; then
 echo "== 2. in-process limit (one core: decode + Parquet zstd encode of the same events)"
 cargo bench -p floe --locked --bench limit -- 10 2>/dev/null | tee -a "$OUT"
 
@@ -108,6 +115,11 @@ VENV="$(scripts/setup-venv.sh | tail -n 1)"
 
 echo "== 4. lookups and a SQL aggregate on ${ROWS} rows"
 cargo bench -p floe --locked --bench lookup -- "$ROWS" 2000 2>/dev/null | tee -a "$OUT"
+fi
+
+if [ "$ONLY" != "ingest" ]; then
+echo "== 5. compaction of ${FLOE_BENCH_COMPACT_COMMITS:-100} commits × 50 partitions (${FLOE_BENCH_COMPACT_ROWS:-2000000} rows)"
+cargo bench -p floe --locked --bench compact -- "${FLOE_BENCH_COMPACT_ROWS:-2000000}" "${FLOE_BENCH_COMPACT_COMMITS:-100}" 2>/dev/null | tee -a "$OUT"
 
 fi
 
@@ -119,3 +131,5 @@ echo "BENCH s3_vs_local_ingest=$(ratio s3_ingest_mb_per_s ingest_mb_per_s) unit=
 echo "BENCH s3_vs_local_e2e=$(ratio s3_e2e_mb_per_s e2e_mb_per_s) unit=x"
 echo "BENCH e2e_vs_limit=$(ratio e2e_mb_per_s limit_mb_per_s) unit=x"
 echo "BENCH e2e_vs_pyiceberg=$(ratio e2e_mb_per_s pyiceberg_mb_per_s) unit=x"
+# The product target for compaction: 150 MB/s of Parquet rewritten per core.
+echo "BENCH compact_per_core_vs_target=$(awk -v a="$(val compact_mb_per_cpu_s)" 'BEGIN { if (a > 0) printf "%.2f", a / 150; else print "nan" }') unit=x"

@@ -315,6 +315,48 @@ impl FloeCatalog {
             .collect())
     }
 
+    /// Like [`pending_attempts`](Self::pending_attempts), with each attempt's last
+    /// [`begin_attempt`](Self::begin_attempt) time (milliseconds since the Unix epoch): a writer
+    /// that renews it while it works shows it is alive.
+    pub async fn pending_attempts_since(&self, pipeline: &str, sink: &str) -> Result<Vec<(uuid::Uuid, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT attempt, table_location, started_at_ms FROM floe_sink_attempts
+             WHERE catalog_name = $1 AND pipeline = $2 AND sink = $3 ORDER BY started_at_ms",
+        )
+        .bind(&self.name)
+        .bind(pipeline)
+        .bind(sink)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err("read commit attempts"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                Some((
+                    r.get::<String, _>(0).parse().ok()?,
+                    r.get::<String, _>(1),
+                    r.get::<i64, _>(2),
+                ))
+            })
+            .collect())
+    }
+
+    /// Every attempt, of any sink, that wrote files below `table_location` and has not been
+    /// closed: what orphan cleanup must never delete (their files may be committed any moment).
+    pub async fn pending_attempts_at(&self, table_location: &str) -> Result<Vec<uuid::Uuid>> {
+        let rows = sqlx::query("SELECT attempt, table_location FROM floe_sink_attempts WHERE catalog_name = $1")
+            .bind(&self.name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_err("read commit attempts"))?;
+        let dir = table_location.trim_end_matches('/');
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.get::<String, _>(1).trim_end_matches('/') == dir)
+            .filter_map(|r| r.get::<String, _>(0).parse().ok())
+            .collect())
+    }
+
     /// Forgets an attempt once its files are deleted.
     pub async fn forget_attempt(&self, pipeline: &str, sink: &str, attempt: uuid::Uuid) -> Result<()> {
         sqlx::query(
@@ -413,6 +455,16 @@ impl FloeCatalog {
         self.build_table(committed.ident, committed.metadata_location, committed.metadata)
     }
 
+    /// What committing `commit` would make of the table, without writing or committing
+    /// anything: the requirements checked and the updates applied to the current metadata (a
+    /// dry run of an iceberg `Transaction`, through [`crate::Preview`]).
+    pub async fn preview_commit(&self, mut commit: TableCommit) -> Result<Table> {
+        let ident = commit.identifier().clone();
+        let (location, metadata) = self.load_metadata(&ident).await?;
+        let metadata = apply_commit(&metadata, &location, commit.take_requirements(), commit.take_updates())?;
+        self.build_table(ident, location, metadata)
+    }
+
     /// Commits changes to one or more tables **all or nothing** — the one commit path of the
     /// catalog, used by floe's sinks (through [`Catalog::update_table`]) and by the REST API
     /// (table commits and multi-table transactions).
@@ -486,6 +538,12 @@ impl FloeCatalog {
             updates,
         } = change;
         let position_move = find_position_move(&updates)?;
+        // A commit that names its attempt (a sink's, or a rewrite's) names its metadata file
+        // after it, so a failed attempt's files can all be found by its id.
+        let attempt = position_move
+            .as_ref()
+            .and_then(|m| m.attempt)
+            .or_else(|| snapshot_attempt(&updates));
         let updates = self.checked_updates(updates)?;
         let base_location = self.metadata_location(&ident).await?;
         let creates = requirements.contains(&TableRequirement::NotExist);
@@ -518,7 +576,7 @@ impl FloeCatalog {
             }
             None => return Err(Self::no_such_table(&ident)),
         };
-        if let Some(attempt) = position_move.as_ref().and_then(|m| m.attempt) {
+        if let Some(attempt) = attempt {
             new_location = MetadataLocation::from_str(&with_attempt_id(&new_location.to_string(), attempt))?;
         }
         // Where the metadata file goes follows the (checked) table location; check the file
@@ -964,6 +1022,18 @@ pub(crate) async fn cas_position(
         }
     }
     Ok(())
+}
+
+/// The attempt id (`floe.attempt`) in the summary of the snapshot `updates` add, if any.
+fn snapshot_attempt(updates: &[TableUpdate]) -> Option<uuid::Uuid> {
+    updates.iter().find_map(|u| match u {
+        TableUpdate::AddSnapshot { snapshot } => snapshot
+            .summary()
+            .additional_properties
+            .get(crate::positions::PROP_ATTEMPT)
+            .and_then(|a| a.parse().ok()),
+        _ => None,
+    })
 }
 
 /// Replaces the random UUID in a `<version>-<uuid>[.gz].metadata.json` location with `attempt`,

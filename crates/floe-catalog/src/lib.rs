@@ -32,6 +32,11 @@
 //!                            sync, delete — confined to the warehouse, regular files only
 //! ```
 //!
+//! Beside the commit path sit the maintenance primitives: [`reachable`] walks a table's metadata
+//! to the set of files it references (purge, snapshot expiry and orphan cleanup all use it), and
+//! [`rewrite`] commits an Iceberg `replace` snapshot — remove exactly these files, add those —
+//! with its own conflict rule, since iceberg's `Transaction` can only fast-append.
+//!
 //! Namespaces are stored dot-joined (`a.b`), as the JDBC layout does; a `.` or `%` inside one
 //! level is escaped (`new.db` is stored `new%2Edb`, see [`names::encode_namespace`]).
 //!
@@ -73,8 +78,11 @@ pub mod names;
 mod outcome;
 mod pipeline_positions;
 mod positions;
+mod preview;
 pub mod purge;
+pub mod reachable;
 pub mod requirements;
+pub mod rewrite;
 pub mod s3;
 pub mod storage;
 pub mod store;
@@ -87,6 +95,7 @@ pub use positions::{
     PROP_ATTEMPT, PROP_PIPELINE, PROP_POSITION_FROM, PROP_POSITION_TO, PROP_SINK, SinkPosition, carries_sink_keys,
     position_summary,
 };
+pub use preview::Preview;
 pub use purge::PurgeReport;
 pub use s3::{S3Options, S3Storage};
 pub use storage::{Deleted, FileEntry, LocalStorage, Storage};

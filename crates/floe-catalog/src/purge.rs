@@ -15,14 +15,15 @@
 
 use std::collections::BTreeSet;
 
-use iceberg::spec::{Manifest, ManifestList, TableMetadata};
+use iceberg::spec::TableMetadata;
 use iceberg::{Error, ErrorKind, Result};
 
 use crate::location::Warehouse;
+use crate::reachable::{Mode, metadata_files_split, walk};
 use crate::storage::{Deleted, Storage};
 
 /// The largest manifest list or manifest file a purge reads.
-pub const MAX_MANIFEST_BYTES: u64 = 256 * 1024 * 1024;
+pub use crate::reachable::MAX_MANIFEST_BYTES;
 
 /// What a purge did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -58,54 +59,31 @@ pub(crate) async fn purge_files(
     metadata_location: String,
     metadata: TableMetadata,
 ) -> Result<PurgeReport> {
-    let warehouse = storage.warehouse().clone();
     let table_dir = table_dir.as_str();
     let mut report = PurgeReport::default();
-    let mut files: BTreeSet<String> = BTreeSet::new();
-    files.insert(metadata_location);
-    files.extend(metadata.metadata_log().iter().map(|l| l.metadata_file.clone()));
-    files.extend(metadata.statistics_iter().map(|s| s.statistics_path.clone()));
-    files.extend(metadata.partition_statistics_iter().map(|s| s.statistics_path.clone()));
-    let mut manifests: BTreeSet<String> = BTreeSet::new();
-    for snapshot in metadata.snapshots() {
-        let list = snapshot.manifest_list().to_string();
-        if let Some(bytes) = read_below(storage, table_dir, &list).await {
-            match ManifestList::parse_with_version(&bytes, metadata.format_version()) {
-                Ok(l) => manifests.extend(l.entries().iter().map(|m| m.manifest_path.clone())),
-                Err(e) => tracing::warn!(manifest_list = %list, error = %e, "purge: unreadable manifest list"),
-            }
-        }
-        files.insert(list);
+    let reachable = walk(storage, table_dir, &metadata, |_| true, Mode::Lenient).await?;
+    let (meta_files, meta_outside) = metadata_files_split(storage, table_dir, &metadata_location, &metadata);
+    report.skipped += reachable.outside.len() + meta_outside.len() + reachable.unreadable;
+    for file in reachable.outside.iter().chain(&meta_outside) {
+        tracing::warn!(file = %file, "purge: referenced file outside the table location left alone");
     }
-    for manifest in &manifests {
-        if let Some(bytes) = read_below(storage, table_dir, manifest).await {
-            match Manifest::parse_avro(&bytes) {
-                Ok(m) => files.extend(m.entries().iter().map(|e| e.file_path().to_string())),
-                Err(e) => tracing::warn!(manifest = %manifest, error = %e, "purge: unreadable manifest"),
-            }
-        }
-    }
-    files.extend(manifests);
+    let mut files = reachable.all();
+    files.extend(meta_files);
 
     let mut parents: BTreeSet<String> = BTreeSet::new();
-    for file in &files {
-        let Some(location) = warehouse.below(table_dir, file) else {
-            tracing::warn!(file = %file, "purge: referenced file outside the table location left alone");
-            report.skipped += 1;
-            continue;
-        };
+    for location in &files {
         // Only regular files: a link, FIFO or directory under the table location stays.
-        match storage.delete(&location).await {
+        match storage.delete(location).await {
             Ok(Deleted::Deleted) => {
                 report.deleted += 1;
-                if let Some(p) = parent(&location) {
+                if let Some(p) = parent(location) {
                     parents.insert(p.to_string());
                 }
             }
             Ok(Deleted::Missing) => {} // already gone
             Ok(Deleted::NotAFile) => report.skipped += 1,
             Err(e) => {
-                tracing::warn!(file = %file, error = %e, "purge: could not delete");
+                tracing::warn!(file = %location, error = %e, "purge: could not delete");
                 report.skipped += 1;
             }
         }
@@ -132,16 +110,4 @@ pub(crate) async fn purge_files(
         }
     }
     Ok(report)
-}
-
-/// The bytes of a manifest list or manifest, when it is a regular file below the table location.
-async fn read_below(storage: &dyn Storage, table_dir: &str, location: &str) -> Option<bytes::Bytes> {
-    let location = storage.warehouse().below(table_dir, location)?;
-    match storage.read(&location, MAX_MANIFEST_BYTES, "manifest").await {
-        Ok(bytes) => Some(bytes),
-        Err(why) => {
-            tracing::warn!(file = %location, reason = %why, "purge: manifest not read");
-            None
-        }
-    }
 }

@@ -249,6 +249,10 @@ impl Storage for S3Storage {
             .map(|e| FileEntry {
                 location: format!("s3://{}/{}", self.bucket, e.path().trim_start_matches('/')),
                 size: e.metadata().content_length(),
+                modified_ms: e
+                    .metadata()
+                    .last_modified()
+                    .map(|t| crate::storage::epoch_ms(std::time::SystemTime::from(t))),
             })
             .collect();
         out.sort_by(|a, b| a.location.cmp(&b.location));

@@ -44,6 +44,16 @@ pub struct FileEntry {
     pub location: String,
     /// Its size in bytes.
     pub size: u64,
+    /// When it was last written, in milliseconds since the Unix epoch, where the store says.
+    pub modified_ms: Option<i64>,
+}
+
+/// Milliseconds since the Unix epoch of `t` (negative before it).
+pub(crate) fn epoch_ms(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
 }
 
 /// What [`Storage::delete`] found.
@@ -233,10 +243,11 @@ impl Storage for LocalStorage {
                     if ft.is_dir() {
                         dirs.push(entry.path());
                     } else if ft.is_file() {
-                        let size = entry.metadata().map_err(io_err("list", &dir))?.len();
+                        let meta = entry.metadata().map_err(io_err("list", &dir))?;
                         out.push(FileEntry {
                             location: warehouse.to_location(&entry.path()),
-                            size,
+                            size: meta.len(),
+                            modified_ms: meta.modified().ok().map(epoch_ms),
                         });
                     }
                 }
@@ -420,13 +431,10 @@ mod tests {
         assert!(s.read(&a, 9, "test").await.is_err(), "over the limit");
         s.sync(&a).await.expect("sync");
         let listed = s.list(&format!("{wh}/ns")).await.expect("list");
-        assert_eq!(
-            listed,
-            vec![FileEntry {
-                location: a.clone(),
-                size: 10
-            }]
-        );
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].location.as_str(), listed[0].size), (a.as_str(), 10));
+        let age = chrono::Utc::now().timestamp_millis() - listed[0].modified_ms.expect("local files have an mtime");
+        assert!((0..60_000).contains(&age), "just written, but {age} ms old");
         assert!(s.list(&format!("{wh}/none")).await.expect("list missing").is_empty());
         assert!(!s.remove_empty_dir(&format!("{wh}/ns/t/data")).await.expect("rmdir"));
         assert_eq!(s.delete(&a).await.expect("delete"), Deleted::Deleted);

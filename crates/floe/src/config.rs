@@ -479,6 +479,194 @@ pub struct SinkConfig {
     /// `.json.gz`, `.parquet`).
     #[serde(default)]
     pub file_suffix: Option<String>,
+    /// iceberg: the background maintenance of the sink's table (`[sinks.maintenance]`).
+    #[serde(default)]
+    pub maintenance: Maintenance,
+}
+
+/// `[sinks.maintenance]`: what `floe serve` does to an iceberg sink's table by itself, every
+/// `interval` (docs/maintenance.md, "Automatic maintenance").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    /// Run it at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How often (a duration: `10m`, `1h`; at least `10s`).
+    #[serde(default = "default_maintenance_interval")]
+    pub interval: String,
+    /// Compact small files (into files of the sink's `target_file_size_mb`).
+    #[serde(default = "yes")]
+    pub compact: bool,
+    /// A partition is compacted once it has this many small files (at least 2).
+    #[serde(default = "default_min_input_files")]
+    pub min_input_files: usize,
+    /// Expire snapshots older than this (a duration; `"off"`: never expire).
+    #[serde(default = "default_expire_older_than")]
+    pub expire_older_than: String,
+    /// Keep at least this many newest snapshots (at least 1).
+    #[serde(default = "default_retain_last")]
+    pub retain_last: usize,
+    /// Delete orphan files older than this, once a day (a duration, at least `1h`; `"off"`:
+    /// never).
+    #[serde(default = "default_orphan_older_than")]
+    pub orphan_older_than: String,
+    /// The share of the machine maintenance may take: MB of Parquet it reads per second while
+    /// compacting (≥ 1).
+    #[serde(default = "default_maintenance_mb_per_second")]
+    pub max_mb_per_second: u64,
+    /// Drop rows older than this (a duration, e.g. `30d`), by `retention_column`, at most hourly;
+    /// unset: keep everything.
+    #[serde(default)]
+    pub retention: Option<String>,
+    /// The timestamp or date column `retention` goes by.
+    #[serde(default)]
+    pub retention_column: Option<String>,
+}
+
+fn default_maintenance_interval() -> String {
+    "10m".into()
+}
+fn default_min_input_files() -> usize {
+    5
+}
+fn default_expire_older_than() -> String {
+    "7d".into()
+}
+fn default_retain_last() -> usize {
+    10
+}
+fn default_orphan_older_than() -> String {
+    "1d".into()
+}
+fn default_maintenance_mb_per_second() -> u64 {
+    64
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: default_maintenance_interval(),
+            compact: true,
+            min_input_files: default_min_input_files(),
+            expire_older_than: default_expire_older_than(),
+            retain_last: default_retain_last(),
+            orphan_older_than: default_orphan_older_than(),
+            max_mb_per_second: default_maintenance_mb_per_second(),
+            retention: None,
+            retention_column: None,
+        }
+    }
+}
+
+impl Maintenance {
+    /// `interval` in milliseconds.
+    pub fn interval_ms(&self) -> i64 {
+        parse_duration_ms(&self.interval).unwrap_or(600_000)
+    }
+
+    /// `expire_older_than` in milliseconds; `None` when `"off"`.
+    pub fn expire_older_than_ms(&self) -> Option<i64> {
+        off_or_duration(&self.expire_older_than)
+    }
+
+    /// `orphan_older_than` in milliseconds; `None` when `"off"`.
+    pub fn orphan_older_than_ms(&self) -> Option<i64> {
+        off_or_duration(&self.orphan_older_than)
+    }
+
+    /// `retention` in milliseconds and its column, when set.
+    pub fn retention_ms(&self) -> Option<(i64, &str)> {
+        let ms = parse_duration_ms(self.retention.as_deref()?).ok()?;
+        Some((ms, self.retention_column.as_deref()?))
+    }
+
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| Err(ConfigError::Invalid { key, message });
+        match (&self.retention, &self.retention_column) {
+            (Some(r), Some(_)) => match parse_duration_ms(r) {
+                Ok(ms) if ms >= 1000 => {}
+                Ok(_) => return invalid(format!("{at}.retention"), "must be at least 1s".into()),
+                Err(m) => return invalid(format!("{at}.retention"), m),
+            },
+            (Some(_), None) => {
+                return invalid(
+                    format!("{at}.retention_column"),
+                    "is required with retention (the timestamp or date column rows expire by)".into(),
+                );
+            }
+            (None, Some(_)) => {
+                return invalid(format!("{at}.retention"), "is required with retention_column".into());
+            }
+            (None, None) => {}
+        }
+        match parse_duration_ms(&self.interval) {
+            Ok(ms) if ms >= 10_000 => {}
+            Ok(_) => return invalid(format!("{at}.interval"), "must be at least 10s".into()),
+            Err(m) => return invalid(format!("{at}.interval"), m),
+        }
+        if self.min_input_files < 2 {
+            return invalid(format!("{at}.min_input_files"), "must be at least 2".into());
+        }
+        if self.retain_last == 0 {
+            return invalid(format!("{at}.retain_last"), "must be at least 1".into());
+        }
+        if self.max_mb_per_second == 0 {
+            return invalid(format!("{at}.max_mb_per_second"), "must be at least 1".into());
+        }
+        if self.expire_older_than != "off"
+            && let Err(m) = parse_duration_ms(&self.expire_older_than)
+        {
+            return invalid(format!("{at}.expire_older_than"), m);
+        }
+        if self.orphan_older_than != "off" {
+            match parse_duration_ms(&self.orphan_older_than) {
+                Ok(ms) if ms >= 3_600_000 => {}
+                Ok(_) => {
+                    return invalid(
+                        format!("{at}.orphan_older_than"),
+                        "must be at least 1h (younger files may belong to a commit in flight)".into(),
+                    );
+                }
+                Err(m) => return invalid(format!("{at}.orphan_older_than"), m),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn off_or_duration(s: &str) -> Option<i64> {
+    if s == "off" { None } else { parse_duration_ms(s).ok() }
+}
+
+/// Parses a duration: a whole number and a unit, `ms`, `s`, `m`, `h`, `d` or `w` (`90s`,
+/// `7d`); `0` alone is zero. The error says what is wrong.
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(0);
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: i64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (a number and a unit: 30m, 12h, 7d)"))?;
+    let unit_ms: i64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown duration unit {unit:?} (one of ms, s, m, h, d, w)"
+            ));
+        }
+    };
+    n.checked_mul(unit_ms)
+        .ok_or_else(|| format!("{s:?} is too long a duration"))
 }
 
 /// `format` of a files sink.
@@ -604,6 +792,7 @@ impl Default for SinkConfig {
             file_naming: None,
             file_prefix: None,
             file_suffix: None,
+            maintenance: Maintenance::default(),
         }
     }
 }
@@ -1268,6 +1457,7 @@ impl Config {
             if s.target_file_size_mb == 0 {
                 return invalid(format!("sinks[{i}].target_file_size_mb"), "must be at least 1".into());
             }
+            s.maintenance.validate(&format!("sinks[{i}].maintenance"))?;
             let mut sorted = HashSet::new();
             for (j, k) in s.sort_by.iter().enumerate() {
                 match crate::layout::parse_sort_key(k) {

@@ -32,6 +32,7 @@ pub mod ingest;
 pub mod layout;
 pub mod loadgen;
 pub mod lookup;
+pub mod maintenance;
 pub mod metrics;
 pub mod node;
 pub mod pipeline;

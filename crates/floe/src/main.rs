@@ -1,5 +1,5 @@
-//! The `floe` command line: `serve`, `send`, `sql`, `get`, `pipelines validate`, `catalog`
-//! (documented in `docs/cli.md`).
+//! The `floe` command line: `serve`, `send`, `sql`, `get`, `pipelines validate`, `catalog`,
+//! `table compact|expire-snapshots|remove-orphans|delete` (documented in `docs/cli.md`).
 
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
@@ -92,6 +92,69 @@ enum Command {
         /// Config file.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Table maintenance: compaction, snapshot expiry, orphan cleanup (docs/maintenance.md).
+    Table {
+        #[command(subcommand)]
+        command: TableCommand,
+    },
+}
+
+/// Options every `floe table …` command takes.
+#[derive(clap::Args)]
+struct TableArgs {
+    /// `namespace.table`.
+    table: String,
+    /// Plan and report only: change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Config file (to find the catalog and warehouse).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum TableCommand {
+    /// Bin-pack small data files into files near the target size (a `replace` snapshot).
+    Compact {
+        #[command(flatten)]
+        args: TableArgs,
+        /// Target file size in MiB (default: the table's write.target-file-size-bytes, else 128).
+        #[arg(long)]
+        target_file_size_mb: Option<u64>,
+        /// Files below this size in MiB are compacted (default: three quarters of the target).
+        #[arg(long)]
+        small_file_size_mb: Option<u64>,
+    },
+    /// Expire snapshots and delete the files only they referenced.
+    ExpireSnapshots {
+        #[command(flatten)]
+        args: TableArgs,
+        /// Expire snapshots older than this (`7d`, `12h`, `0` for all but the retained).
+        #[arg(long, default_value = "7d")]
+        older_than: String,
+        /// Keep at least this many newest snapshots of each branch.
+        #[arg(long, default_value_t = floe::maintenance::expire::DEFAULT_RETAIN_LAST)]
+        retain_last: usize,
+    },
+    /// Delete the rows a SQL condition selects (copy-on-write: one delete/overwrite snapshot).
+    Delete {
+        #[command(flatten)]
+        args: TableArgs,
+        /// The rows to delete: a SQL boolean expression over the table's columns.
+        #[arg(long = "where", value_name = "CONDITION")]
+        condition: String,
+    },
+    /// Delete files under the table location that no metadata references.
+    RemoveOrphans {
+        #[command(flatten)]
+        args: TableArgs,
+        /// Only files older than this (`1d`, `6h`); younger ones may belong to a commit in flight.
+        #[arg(long, default_value = "1d")]
+        older_than: String,
     },
 }
 
@@ -203,7 +266,156 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let config = Config::load(config.as_deref())?;
             print_catalog(&config);
         }
+        Command::Table { command } => return table(command).await,
     }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `floe table …`: runs one maintenance step and prints its report (a human summary, or
+/// `--json`); exit 0 when it ran (also when there was nothing to do), 1 on an error.
+async fn table(command: TableCommand) -> anyhow::Result<std::process::ExitCode> {
+    use floe::maintenance::{Bar, Progress, Quiet, compact, delete, expire, orphans, parse_duration_ms};
+    let args = match &command {
+        TableCommand::Compact { args, .. }
+        | TableCommand::ExpireSnapshots { args, .. }
+        | TableCommand::Delete { args, .. }
+        | TableCommand::RemoveOrphans { args, .. } => args,
+    };
+    let config = Config::load(args.config.as_deref())?;
+    let ident = floe::lookup::parse_table_ident(&args.table)?;
+    let catalog = open_catalog(&config).await?;
+    let bar = Bar::default();
+    let progress: &dyn Progress = if args.json { &Quiet } else { &bar };
+    let dry = if args.dry_run {
+        " (dry run: nothing changed)"
+    } else {
+        ""
+    };
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let json = match &command {
+        TableCommand::Compact {
+            args,
+            target_file_size_mb,
+            small_file_size_mb,
+        } => {
+            let table = iceberg::Catalog::load_table(&catalog, &ident).await?;
+            let target = match target_file_size_mb {
+                Some(mb) => mb.saturating_mul(1024 * 1024),
+                None => table
+                    .metadata()
+                    .properties()
+                    .get("write.target-file-size-bytes")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(floe::config::DEFAULT_TARGET_FILE_SIZE_MB * 1024 * 1024),
+            };
+            if target == 0 {
+                bail!("--target-file-size-mb must be at least 1");
+            }
+            let mut options = compact::CompactOptions::with_target(target);
+            if let Some(mb) = small_file_size_mb {
+                options.small_file_bytes = mb.saturating_mul(1024 * 1024);
+            }
+            options.dry_run = args.dry_run;
+            let r = compact::compact(&catalog, &ident, &options, progress).await?;
+            if !args.json {
+                println!(
+                    "{ident}: data files {} → {}, {:.1} MiB → {:.1} MiB; rewrote {} files ({:.1} MiB) into {} in {} commit(s){dry}",
+                    r.files_before,
+                    r.files_after,
+                    mib(r.bytes_before),
+                    mib(r.bytes_after),
+                    r.files_rewritten,
+                    mib(r.bytes_rewritten),
+                    r.files_written,
+                    r.commits
+                );
+                if let Some(why) = &r.skipped {
+                    println!("nothing compacted: {why}");
+                }
+                if r.abandoned > 0 {
+                    println!(
+                        "a rewrite lost to another commit of the same files and was abandoned; run again to compact the rest"
+                    );
+                }
+            }
+            serde_json::to_value(&r)?
+        }
+        TableCommand::ExpireSnapshots {
+            args,
+            older_than,
+            retain_last,
+        } => {
+            if *retain_last == 0 {
+                bail!("--retain-last must be at least 1 (the current snapshot is always kept)");
+            }
+            let options = expire::ExpireOptions {
+                older_than_ms: parse_duration_ms(older_than)?,
+                retain_last: *retain_last,
+                dry_run: args.dry_run,
+            };
+            let r = expire::expire(&catalog, &ident, &options, progress).await?;
+            if !args.json {
+                println!(
+                    "{ident}: snapshots {} → {}; deleted {} files{dry}",
+                    r.snapshots_before, r.snapshots_after, r.files_deleted
+                );
+                if r.delete_failures > 0 {
+                    println!(
+                        "{} files could not be deleted (see the log); remove-orphans will",
+                        r.delete_failures
+                    );
+                }
+            }
+            serde_json::to_value(&r)?
+        }
+        TableCommand::Delete { args, condition } => {
+            let r = delete::delete_rows(
+                &catalog,
+                &ident,
+                &delete::Condition::Sql(condition.clone()),
+                args.dry_run,
+                progress,
+            )
+            .await?;
+            if !args.json {
+                println!(
+                    "{ident}: rows {} → {}; {} files dropped whole, {} rewritten into {} ({} of {} files read){dry}",
+                    r.rows_before,
+                    r.rows_before - r.rows_deleted,
+                    r.files_dropped,
+                    r.files_rewritten,
+                    r.files_written,
+                    r.files_read,
+                    r.files_scanned
+                );
+            }
+            serde_json::to_value(&r)?
+        }
+        TableCommand::RemoveOrphans { args, older_than } => {
+            let options = orphans::OrphanOptions {
+                older_than_ms: parse_duration_ms(older_than)?,
+                dry_run: args.dry_run,
+            };
+            let r = orphans::remove_orphans(&catalog, &ident, &options, progress).await?;
+            if !args.json {
+                println!(
+                    "{ident}: files {} → {} ({:.1} MiB → {:.1} MiB); deleted {} orphans, kept {} younger than {older_than} and {} of commits in flight{dry}",
+                    r.files_listed,
+                    r.files_listed - if args.dry_run { 0 } else { r.files_deleted },
+                    mib(r.bytes_listed),
+                    mib(r.bytes_listed - if args.dry_run { 0 } else { r.bytes_deleted }),
+                    r.files_deleted,
+                    r.kept_young,
+                    r.kept_in_flight
+                );
+            }
+            serde_json::to_value(&r)?
+        }
+    };
+    if args.json {
+        println!("{json}");
+    }
+    catalog.close().await;
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -11,6 +11,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Metrics {
     streams: Mutex<BTreeMap<String, std::sync::Arc<StreamMetrics>>>,
     sinks: Mutex<BTreeMap<(String, String), std::sync::Arc<SinkMetrics>>>,
+    tables: Mutex<BTreeMap<String, std::sync::Arc<TableMetrics>>>,
+}
+
+/// Per-table facts the background maintenance observes (`namespace.table`), as of its last run.
+#[derive(Debug, Default)]
+pub struct TableMetrics {
+    /// Live data files of the current snapshot.
+    pub data_files: AtomicU64,
+    /// Their bytes.
+    pub data_bytes: AtomicU64,
+    /// Live data files below the small-file threshold.
+    pub small_files: AtomicU64,
+    /// Snapshots the table retains.
+    pub snapshots: AtomicU64,
+    /// Maintenance runs finished.
+    pub runs: AtomicU64,
+    /// Maintenance runs that failed.
+    pub failures: AtomicU64,
+    /// Data files replaced by compaction.
+    pub files_compacted: AtomicU64,
+    /// Files deleted by snapshot expiry and orphan cleanup.
+    pub files_deleted: AtomicU64,
+    /// Unix millis the last run ended (0: never).
+    pub last_run_ms: AtomicU64,
+    /// Whether the last run succeeded (1) or failed (0).
+    pub last_run_ok: AtomicU64,
+    /// The last run's error, if it failed.
+    pub last_error: Mutex<Option<String>>,
 }
 
 /// Per-stream ingest counters.
@@ -80,6 +108,26 @@ impl Metrics {
             .entry((pipeline.to_string(), sink.to_string()))
             .or_default()
             .clone()
+    }
+
+    /// The maintenance facts of table `table` (`namespace.table`).
+    pub fn table(&self, table: &str) -> std::sync::Arc<TableMetrics> {
+        self.tables
+            .lock()
+            .expect("metrics lock")
+            .entry(table.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Tables whose last maintenance run failed: (table, error).
+    pub fn failing_maintenance(&self) -> Vec<(String, String)> {
+        self.tables
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .filter_map(|(t, m)| m.last_error.lock().expect("lock").clone().map(|e| (t.clone(), e)))
+            .collect()
     }
 
     /// Sinks whose last commit failed: (pipeline, sink, error).
@@ -217,6 +265,70 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for ((p, s), m) in &sinks {
                 let _ = writeln!(out, "{name}{{pipeline=\"{p}\",sink=\"{s}\"}} {}", g(get(m)));
+            }
+        }
+        type TableGetter = fn(&TableMetrics) -> &AtomicU64;
+        let table_series: [(&str, &str, &str, TableGetter); 10] = [
+            (
+                "floe_table_data_files",
+                "gauge",
+                "Live data files of the current snapshot.",
+                |m| &m.data_files,
+            ),
+            ("floe_table_data_bytes", "gauge", "Bytes of the live data files.", |m| {
+                &m.data_bytes
+            }),
+            (
+                "floe_table_small_files",
+                "gauge",
+                "Live data files below the compaction threshold.",
+                |m| &m.small_files,
+            ),
+            ("floe_table_snapshots", "gauge", "Snapshots the table retains.", |m| {
+                &m.snapshots
+            }),
+            (
+                "floe_maintenance_runs_total",
+                "counter",
+                "Background maintenance runs finished.",
+                |m| &m.runs,
+            ),
+            (
+                "floe_maintenance_failures_total",
+                "counter",
+                "Background maintenance runs that failed.",
+                |m| &m.failures,
+            ),
+            (
+                "floe_maintenance_files_compacted_total",
+                "counter",
+                "Data files replaced by compaction.",
+                |m| &m.files_compacted,
+            ),
+            (
+                "floe_maintenance_files_deleted_total",
+                "counter",
+                "Files deleted by snapshot expiry and orphan cleanup.",
+                |m| &m.files_deleted,
+            ),
+            (
+                "floe_maintenance_last_run_timestamp_ms",
+                "gauge",
+                "Unix millis the last maintenance run ended.",
+                |m| &m.last_run_ms,
+            ),
+            (
+                "floe_maintenance_last_run_success",
+                "gauge",
+                "1 when the last maintenance run succeeded, 0 when it failed.",
+                |m| &m.last_run_ok,
+            ),
+        ];
+        let tables = self.tables.lock().expect("metrics lock").clone();
+        for (name, kind, help, get) in table_series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (t, m) in &tables {
+                let _ = writeln!(out, "{name}{{table=\"{t}\"}} {}", g(get(m)));
             }
         }
         let name = "floe_pipeline_uncommitted_rows";

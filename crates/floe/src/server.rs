@@ -42,10 +42,20 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
         .into_iter()
         .map(|(p, s, e)| json!({"pipeline": p, "sink": s, "error": e}))
         .collect();
-    let status = if failing.is_empty() { "ok" } else { "degraded" };
+    let maintenance: Vec<_> = app
+        .metrics
+        .failing_maintenance()
+        .into_iter()
+        .map(|(t, e)| json!({"table": t, "error": e}))
+        .collect();
+    let status = if failing.is_empty() && maintenance.is_empty() {
+        "ok"
+    } else {
+        "degraded"
+    };
     (
         StatusCode::OK,
-        axum::Json(json!({"status": status, "failing_sinks": failing})),
+        axum::Json(json!({"status": status, "failing_sinks": failing, "failing_maintenance": maintenance})),
     )
         .into_response()
 }

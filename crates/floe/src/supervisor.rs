@@ -1,5 +1,7 @@
 //! The runner supervisor: brings what runs in line with the [`Topology`] — one runner task per
-//! pipeline statement, each with its own stop signal, and the log truncation loop — and changes
+//! pipeline statement, each with its own stop signal, the log truncation loop and the table
+//! maintenance loop ([`crate::maintenance::policy`], per iceberg sink's `[sinks.maintenance]`) —
+//! and changes
 //! the topology of a running floe: adding or removing a stream, sink or pipeline is a call.
 //!
 //! ```text
@@ -62,18 +64,26 @@ pub struct Supervisor {
     changes: tokio::sync::Mutex<()>,
     runners: Mutex<HashMap<(String, String), Task>>,
     truncator: Mutex<Option<Task>>,
+    maintainer: Mutex<Option<Task>>,
 }
 
 impl Supervisor {
-    /// Starts a runner for every statement of `app`'s topology, and the truncation loop.
+    /// Starts a runner for every statement of `app`'s topology, the truncation loop and the
+    /// maintenance loop.
     pub fn start(app: Arc<App>) -> Arc<Supervisor> {
         let (stop, rx) = watch::channel(false);
         let handle = tokio::spawn(truncate_loop(app.clone(), rx));
+        let (maintainer_stop, maintainer_rx) = watch::channel(false);
+        let maintainer = tokio::spawn(maintenance_loop(app.clone(), maintainer_rx));
         let supervisor = Supervisor {
             app: app.clone(),
             changes: tokio::sync::Mutex::new(()),
             runners: Mutex::new(HashMap::new()),
             truncator: Mutex::new(Some(Task { stop, handle })),
+            maintainer: Mutex::new(Some(Task {
+                stop: maintainer_stop,
+                handle: maintainer,
+            })),
         };
         for t in app.statements() {
             supervisor.spawn(t);
@@ -226,6 +236,11 @@ impl Supervisor {
         if let Some(t) = truncator {
             t.stop(Duration::from_secs(1)).await;
         }
+        // A round cut off here leaves an attempt its next run cleans (maintenance module docs).
+        let maintainer = self.maintainer.lock().expect("maintainer lock").take();
+        if let Some(t) = maintainer {
+            t.stop(Duration::from_secs(1)).await;
+        }
         all
     }
 
@@ -364,5 +379,50 @@ async fn truncate_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         app.truncate_logs();
+    }
+}
+
+/// How often the maintenance loop looks for a table whose round is due.
+pub const MAINTENANCE_TICK: Duration = Duration::from_secs(5);
+
+/// Runs the maintenance round of each iceberg sink's table when it is due, one table at a time
+/// (a table two sinks write is maintained once, by the first sink's policy).
+async fn maintenance_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    use crate::maintenance::policy::{Schedule, round};
+    let mut schedules: HashMap<String, Schedule> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(MAINTENANCE_TICK) => {}
+            _ = stop.changed() => return,
+        }
+        let topology = app.topology();
+        let mut seen = HashSet::new();
+        for sink in &topology.sinks {
+            let (crate::config::SinkType::Iceberg, Some(table), true) =
+                (sink.ty, sink.table.as_ref(), sink.maintenance.enabled)
+            else {
+                continue;
+            };
+            if !seen.insert(table.clone()) {
+                continue;
+            }
+            let Ok(ident) = crate::lookup::parse_table_ident(table) else {
+                continue;
+            };
+            let schedule = schedules.entry(table.clone()).or_default();
+            if !schedule.due(&sink.maintenance, chrono::Utc::now().timestamp_millis()) {
+                continue;
+            }
+            let metrics = app.metrics.table(table);
+            let target = sink.target_file_size_mb.saturating_mul(1024 * 1024);
+            tokio::select! {
+                r = round(&app.catalog, &ident, &sink.maintenance, target, schedule, &metrics) => {
+                    if let Err(e) = r {
+                        tracing::warn!(table = %table, error = %e, "table maintenance failed; it runs again next interval");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
     }
 }
