@@ -508,3 +508,109 @@ def test_retention_drops_expired_rows_in_the_background(floe_server_factory):
         assert time.monotonic() < deadline, f"retention did not run within 90 s: {ops}, {len(ids)} rows"
         time.sleep(1.0)
     ids_exactly_once_in(table.scan().to_arrow(), wanted)
+
+
+MAN_TABLE = "maint.manifests"
+MAN_APPENDS = 40
+
+
+def _bucket_spec(iceberg_schema):
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.transforms import IdentityTransform
+
+    bucket_id = iceberg_schema.find_field("bucket").field_id
+    return PartitionSpec(PartitionField(source_id=bucket_id, field_id=1000, transform=IdentityTransform(),
+                                        name="bucket"))
+
+
+def _create_bucketed(cat, name: str, properties: dict[str, str] | None = None):
+    probe = f"{name}_probe"
+    iceberg_schema = cat.create_table(probe, schema=schema()).schema()
+    cat.drop_table(probe)
+    return cat.create_table(name, schema=iceberg_schema, partition_spec=_bucket_spec(iceberg_schema),
+                            properties=properties or {})
+
+
+def test_rewrite_manifests_merges_the_pile_and_moves_no_file(module_floe_server_factory, duckdb_con):
+    """40 PyIceberg appends leave 40 manifests; `floe table rewrite-manifests` merges them into
+    one without touching a data file: PyIceberg's `inspect.manifests` shows one, the file list,
+    the rows (PyIceberg, DuckDB), a partition filter and time travel are all unchanged."""
+    server = module_floe_server_factory()
+    cat = rest_catalog(server)
+    if ("maint",) not in cat.list_namespaces():
+        cat.create_namespace("maint")
+    table = _create_bucketed(cat, MAN_TABLE)
+    for k in range(MAN_APPENDS):
+        table.append(batch(k))
+    table = cat.load_table(MAN_TABLE)
+    assert len(table.inspect.manifests()) == MAN_APPENDS, "one manifest per append"
+    before = table.scan().to_arrow()
+    files_before = sorted(table.inspect.files().column("file_path").to_pylist())
+    old_snapshot = table.metadata.current_snapshot_id
+
+    dry = floe_table(server, "rewrite-manifests", MAN_TABLE, "--dry-run")
+    assert dry["manifests_before"] == MAN_APPENDS and dry["manifests_rewritten"] == MAN_APPENDS, dry
+    assert dry["manifests_after"] == 1 and dry["commits"] == 0, dry
+    assert cat.load_table(MAN_TABLE).metadata.current_snapshot_id == old_snapshot, "a dry run changes nothing"
+
+    report = floe_table(server, "rewrite-manifests", MAN_TABLE)
+    assert report["manifests_rewritten"] == MAN_APPENDS and report["manifests_written"] == 1, report
+    assert report["manifests_after"] == 1 and report["commits"] == 1, report
+    table = cat.load_table(MAN_TABLE)
+    manifests = table.inspect.manifests()
+    assert len(manifests) == 1, manifests.to_pylist()
+    assert manifests.column("existing_data_files_count").to_pylist() == [MAN_APPENDS * BUCKETS]
+    snapshot = table.metadata.current_snapshot()
+    assert snapshot.summary.operation.value == "replace"
+    assert snapshot.summary["floe.maintenance"] == "rewrite-manifests"
+    assert sorted(table.inspect.files().column("file_path").to_pylist()) == files_before, "no data file moved"
+    assert row_hash(table.scan().to_arrow()) == row_hash(before)
+    assert row_hash(duckdb_rows(duckdb_con, table)) == row_hash(before), "DuckDB reads the same rows"
+    one = table.scan(row_filter="bucket == 1").to_arrow()
+    assert one.num_rows == MAN_APPENDS * ROWS // BUCKETS and set(one.column("bucket").to_pylist()) == {1}
+    assert row_hash(table.scan(snapshot_id=old_snapshot).to_arrow()) == row_hash(before), "time travel"
+
+    again = floe_table(server, "rewrite-manifests", MAN_TABLE)
+    assert again["commits"] == 0 and again["skipped"], again
+
+
+def test_tables_no_sink_writes_follow_their_table_properties(floe_server_factory):
+    """A PyIceberg table with `floe.maintenance.enabled = true` is compacted by floe in the
+    background on the policy its properties set; one whose properties do not validate shows in
+    /healthz naming the property; a table without the opt-in is left alone."""
+    server = floe_server_factory()
+    cat = rest_catalog(server)
+    cat.create_namespace("props")
+    policy = {
+        "floe.maintenance.enabled": "true",
+        "floe.maintenance.interval": "10s",
+        "floe.maintenance.min-input-files": "2",
+        "history.expire.min-snapshots-to-keep": "3",
+    }
+    opted = _create_bucketed(cat, "props.opted", policy)
+    left = _create_bucketed(cat, "props.left")
+    _create_bucketed(cat, "props.bad", {"floe.maintenance.enabled": "true", "floe.maintenance.retain-last": "0"})
+    for k in range(6):
+        opted.append(batch(k))
+        left.append(batch(k))
+    expected = row_hash(cat.load_table("props.opted").scan().to_arrow())
+    server.restart()  # its first table scan runs a few seconds after start
+
+    def compacted() -> bool:
+        table = sql_catalog(server).load_table("props.opted")
+        return any(s.summary.operation.value == "replace" for s in table.metadata.snapshots)
+
+    deadline = time.monotonic() + 90
+    while not compacted():
+        assert time.monotonic() < deadline, f"no background compaction within 90 s\n{server.log_tail()}"
+        time.sleep(1.0)
+    table = sql_catalog(server).load_table("props.opted")
+    assert len(table.inspect.files()) == BUCKETS, "one file per partition"
+    assert row_hash(table.scan().to_arrow()) == expected
+    status, body = healthz(server)
+    failing = {m["table"]: m["error"] for m in body.get("failing_maintenance", [])}
+    assert "props.bad" in failing and "floe.maintenance.retain-last" in failing["props.bad"], body
+    assert "props.opted" not in failing and "props.left" not in failing, body
+    left = sql_catalog(server).load_table("props.left")
+    assert not any(s.summary.operation.value == "replace" for s in left.metadata.snapshots), "not opted in"
+    assert len(left.inspect.files()) == 6 * BUCKETS

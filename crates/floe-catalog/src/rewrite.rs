@@ -8,9 +8,10 @@
 //!
 //! ```text
 //! current snapshot's manifest list            new manifest list (operation replace|delete|overwrite)
-//!   M1, M3 (list files read) ── merged ─────►   M'   one per partition spec: EXISTING entries kept
+//!   M1, M3 (list files read) ── merged ─────►   M'…  per partition spec: EXISTING entries kept
 //!                                                    (ids, sequence numbers), DELETED entries for
-//!                                                    the files read
+//!                                                    the files read; clustered by partition, a
+//!                                                    new manifest every ~target size
 //!   M2 (untouched)           ── carried ────►   M2
 //!   M4 (no live file left)   ── dropped
 //!                                               A    ADDED: the files written (new sequence number)
@@ -18,7 +19,15 @@
 //!
 //! Merging the manifests it touches keeps the one-manifest-per-append pile of a streaming
 //! table from growing with every compaction; a manifest an earlier removal left with no live
-//! file is dropped (the snapshot that removed its files still lists it).
+//! file is dropped (the snapshot that removed its files still lists it). The merged entries
+//! are ordered by partition and cut into manifests near the table's
+//! `commit.manifest.target-size-bytes` (default 8 MiB; estimated from the bytes per entry of
+//! the manifests read), so a reader's partition filter skips most of them.
+//!
+//! A *manifest rewrite* is the same commit with no file read or written: `removed` names the
+//! manifests to merge, each with an empty set of files. It changes no row and no data file —
+//! only how the live entries are grouped into manifests (a `replace` snapshot with the
+//! summary's `manifests-created` / `manifests-replaced` / `manifests-kept`).
 //!
 //! # The conflict rule (rebase)
 //!
@@ -28,7 +37,8 @@
 //! 1. every manifest that listed a file it read is still listed, unchanged, by the current
 //!    snapshot — so each of those files is still live, exactly as read; and
 //! 2. no delete file (position or equality delete) arrived after the base — it could apply to
-//!    the rows the rewrite moved into new files.
+//!    the rows the rewrite moved into new files (a manifest rewrite moves no rows: sequence
+//!    numbers are kept, so it does not mind).
 //!
 //! So appends never conflict with a rewrite (a fast-append carries every manifest as it is); a
 //! rewrite or delete of the same files by anyone — another compaction, an outside engine —
@@ -179,9 +189,11 @@ async fn prepare(
             )));
         }
     }
+    let moves_rows = !rewrite.added.is_empty() || rewrite.removed.values().any(|f| !f.is_empty());
     if let Some(m) = list
         .entries()
         .iter()
+        .filter(|_| moves_rows)
         .find(|m| m.content == ManifestContentType::Deletes && m.sequence_number > base.sequence_number())
     {
         return Err(abandoned(format!(
@@ -200,7 +212,8 @@ async fn prepare(
     let mut removed_rows = 0u64;
     let mut removed_bytes = 0u64;
     // The manifests that listed a file read, merged per partition spec: their other entries
-    // carried as EXISTING (ids and sequence numbers kept), the files read as DELETED.
+    // carried as EXISTING (ids and sequence numbers kept), the files read as DELETED —
+    // clustered by partition and cut at the target manifest size.
     let mut by_spec: BTreeMap<i32, Vec<(&String, &BTreeSet<String>)>> = BTreeMap::new();
     for (path, files) in &rewrite.removed {
         by_spec
@@ -208,51 +221,82 @@ async fn prepare(
             .or_default()
             .push((path, files));
     }
+    let target = manifest_target_bytes(metadata);
+    let mut replaced_manifests = 0u64;
+    let mut processed = 0u64;
     for group in by_spec.values() {
-        let mut writer = None;
-        let location = format!("{dir}/{}-m{n}.avro", rewrite.id);
-        n += 1;
+        let mut kept: Vec<Kept> = Vec::new();
+        let mut source_bytes = 0u64;
+        let mut source_entries = 0u64;
+        let mut first: Option<Manifest> = None;
         for (path, files) in group {
             let original = listed[path.as_str()];
             let manifest = read_manifest(catalog, original).await?;
-            if writer.is_none() {
-                writer = Some(
-                    ManifestWriterBuilder::new(
-                        file_io.new_output(&location)?,
-                        Some(snapshot_id),
-                        manifest.metadata().schema().clone(),
-                        manifest.metadata().partition_spec().clone(),
-                    )
-                    .build_v2_data(),
-                );
-            }
-            let Some(writer) = writer.as_mut() else {
-                unreachable!("set above")
-            };
+            replaced_manifests += 1;
+            source_bytes += original.manifest_length.max(0) as u64;
+            source_entries += manifest.entries().len() as u64;
             let mut found = BTreeSet::new();
             for entry in manifest.entries() {
                 if entry.status() == ManifestStatus::Deleted {
                     continue; // the removal an earlier snapshot recorded; not carried
                 }
+                processed += 1;
                 let (seq, file_seq, added_by) = inherited(entry, original);
                 let data_file = entry.data_file().clone();
-                if files.contains(entry.file_path()) {
+                let deleted = files.contains(entry.file_path());
+                if deleted {
                     found.insert(entry.file_path().to_string());
                     removed_files += 1;
                     removed_rows += data_file.record_count();
                     removed_bytes += data_file.file_size_in_bytes();
-                    writer.add_delete_file(data_file, seq, Some(file_seq))?;
-                } else {
-                    writer.add_existing_file(data_file, added_by, seq, Some(file_seq))?;
                 }
+                kept.push(Kept {
+                    data_file,
+                    deleted,
+                    seq,
+                    file_seq,
+                    added_by,
+                });
             }
             if let Some(missing) = files.iter().find(|f| !found.contains(*f)) {
                 return Err(abandoned(format!(
                     "the data file {missing} is no longer live in manifest {path}"
                 )));
             }
+            if first.is_none() {
+                first = Some(manifest);
+            }
         }
-        if let Some(writer) = writer {
+        let Some(first) = first else { continue };
+        // Clustered by partition (in a stable order), cut where the estimated size of a
+        // manifest reaches the target.
+        let per_entry = (source_bytes / source_entries.max(1)).max(1);
+        let per_manifest = (target / per_entry).max(1) as usize;
+        let mut clusters: HashMap<&iceberg::spec::Struct, Vec<&Kept>> = HashMap::new();
+        for k in &kept {
+            clusters.entry(k.data_file.partition()).or_default().push(k);
+        }
+        let mut clusters: Vec<(String, Vec<&Kept>)> =
+            clusters.into_iter().map(|(p, ks)| (format!("{p:?}"), ks)).collect();
+        clusters.sort_by(|a, b| a.0.cmp(&b.0));
+        let ordered: Vec<&Kept> = clusters.into_iter().flat_map(|(_, ks)| ks).collect();
+        for chunk in ordered.chunks(per_manifest) {
+            let location = format!("{dir}/{}-m{n}.avro", rewrite.id);
+            n += 1;
+            let mut writer = ManifestWriterBuilder::new(
+                file_io.new_output(&location)?,
+                Some(snapshot_id),
+                first.metadata().schema().clone(),
+                first.metadata().partition_spec().clone(),
+            )
+            .build_v2_data();
+            for k in chunk {
+                if k.deleted {
+                    writer.add_delete_file(k.data_file.clone(), k.seq, Some(k.file_seq))?;
+                } else {
+                    writer.add_existing_file(k.data_file.clone(), k.added_by, k.seq, Some(k.file_seq))?;
+                }
+            }
             written.push(location);
             manifests.push(writer.write_manifest_file().await?);
         }
@@ -289,6 +333,9 @@ async fn prepare(
         Some(current.snapshot_id()),
         sequence_number,
     );
+    let created = manifests.len() as u64;
+    let carried: Vec<ManifestFile> = carried.collect();
+    let kept_manifests = carried.len() as u64;
     list_writer.add_manifests(manifests.into_iter().chain(carried))?;
     written.push(list_location.clone());
     list_writer.close().await?;
@@ -303,6 +350,10 @@ async fn prepare(
         ("deleted-data-files", removed_files),
         ("deleted-records", removed_rows),
         ("removed-files-size", removed_bytes),
+        ("manifests-created", created),
+        ("manifests-replaced", replaced_manifests),
+        ("manifests-kept", kept_manifests),
+        ("entries-processed", processed),
     ];
     for (k, v) in counts {
         props.insert(k.to_string(), v.to_string());
@@ -353,6 +404,31 @@ async fn prepare(
         ],
     };
     Ok((change, snapshot_id))
+}
+
+/// One live entry of a merged manifest, carried as EXISTING or recorded as DELETED.
+struct Kept {
+    data_file: DataFile,
+    deleted: bool,
+    seq: i64,
+    file_seq: i64,
+    added_by: i64,
+}
+
+/// Iceberg's `commit.manifest.target-size-bytes` (default 8 MiB): merged manifests are cut
+/// near this size.
+pub const PROP_MANIFEST_TARGET: &str = "commit.manifest.target-size-bytes";
+/// The default of [`PROP_MANIFEST_TARGET`].
+pub const DEFAULT_MANIFEST_TARGET_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The table's target manifest size ([`PROP_MANIFEST_TARGET`], at least 4 KiB).
+pub fn manifest_target_bytes(metadata: &TableMetadata) -> u64 {
+    metadata
+        .properties()
+        .get(PROP_MANIFEST_TARGET)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(DEFAULT_MANIFEST_TARGET_BYTES)
+        .max(4096)
 }
 
 /// An entry's data sequence number, file sequence number and adding snapshot, with the

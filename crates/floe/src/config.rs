@@ -501,6 +501,13 @@ pub struct Maintenance {
     /// A partition is compacted once it has this many small files (at least 2).
     #[serde(default = "default_min_input_files")]
     pub min_input_files: usize,
+    /// Merge small data manifests into few, clustered by partition.
+    #[serde(default = "yes")]
+    pub rewrite_manifests: bool,
+    /// Manifests are rewritten once the table has this many below the target manifest size
+    /// (at least 2).
+    #[serde(default = "default_min_input_manifests")]
+    pub min_input_manifests: usize,
     /// Expire snapshots older than this (a duration; `"off"`: never expire).
     #[serde(default = "default_expire_older_than")]
     pub expire_older_than: String,
@@ -530,6 +537,9 @@ fn default_maintenance_interval() -> String {
 fn default_min_input_files() -> usize {
     5
 }
+fn default_min_input_manifests() -> usize {
+    100
+}
 fn default_expire_older_than() -> String {
     "7d".into()
 }
@@ -550,6 +560,8 @@ impl Default for Maintenance {
             interval: default_maintenance_interval(),
             compact: true,
             min_input_files: default_min_input_files(),
+            rewrite_manifests: true,
+            min_input_manifests: default_min_input_manifests(),
             expire_older_than: default_expire_older_than(),
             retain_last: default_retain_last(),
             orphan_older_than: default_orphan_older_than(),
@@ -609,6 +621,9 @@ impl Maintenance {
         if self.min_input_files < 2 {
             return invalid(format!("{at}.min_input_files"), "must be at least 2".into());
         }
+        if self.min_input_manifests < 2 {
+            return invalid(format!("{at}.min_input_manifests"), "must be at least 2".into());
+        }
         if self.retain_last == 0 {
             return invalid(format!("{at}.retain_last"), "must be at least 1".into());
         }
@@ -633,6 +648,114 @@ impl Maintenance {
             }
         }
         Ok(())
+    }
+}
+
+/// The table-property prefix of a maintenance policy ([`Maintenance::from_table_properties`]).
+pub const TABLE_POLICY_PREFIX: &str = "floe.maintenance.";
+
+impl Maintenance {
+    /// The policy an Iceberg table's properties set, for a table no sink of floe writes:
+    /// `floe.maintenance.enabled = true` opts it in (`None` otherwise: floe leaves other
+    /// engines' tables alone unless asked), `floe.maintenance.<key>` sets a key of
+    /// `[sinks.maintenance]` (spelled with `-` or `_`: `min-input-files`), and where those are
+    /// absent the standard `history.expire.max-snapshot-age-ms` and
+    /// `history.expire.min-snapshots-to-keep` set expiry. A property floe does not know under
+    /// the prefix, or a value that does not parse or validate, is an error naming the property.
+    pub fn from_table_properties(
+        props: &std::collections::HashMap<String, String>,
+    ) -> Result<Option<Maintenance>, ConfigError> {
+        let mut fields = serde_json::Map::new();
+        let mut spelled: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        for (k, v) in props {
+            let Some(key) = k.strip_prefix(TABLE_POLICY_PREFIX) else {
+                continue;
+            };
+            let field = key.replace('-', "_");
+            let invalid = |message: String| ConfigError::Invalid {
+                key: format!("table property {k}"),
+                message,
+            };
+            let value = match field.as_str() {
+                "enabled" | "compact" | "rewrite_manifests" => match v.trim() {
+                    "true" => serde_json::Value::Bool(true),
+                    "false" => serde_json::Value::Bool(false),
+                    _ => return Err(invalid(format!("{v:?} is not true or false"))),
+                },
+                "min_input_files" | "min_input_manifests" | "retain_last" | "max_mb_per_second" => {
+                    match v.trim().parse::<u64>() {
+                        Ok(n) => serde_json::Value::from(n),
+                        Err(_) => return Err(invalid(format!("{v:?} is not a whole number"))),
+                    }
+                }
+                "interval" | "expire_older_than" | "orphan_older_than" | "retention" | "retention_column" => {
+                    serde_json::Value::String(v.trim().to_string())
+                }
+                _ => {
+                    return Err(invalid(
+                        "is not a maintenance setting (docs/maintenance.md lists them)".to_string(),
+                    ));
+                }
+            };
+            spelled.insert(field.clone(), k.clone());
+            fields.insert(field, value);
+        }
+        if fields.get("enabled") != Some(&serde_json::Value::Bool(true)) {
+            return Ok(None);
+        }
+        if !fields.contains_key("expire_older_than")
+            && let Some(ms) = props.get("history.expire.max-snapshot-age-ms")
+        {
+            match ms.trim().parse::<u64>() {
+                Ok(ms) => {
+                    fields.insert("expire_older_than".into(), format!("{ms}ms").into());
+                    spelled.insert("expire_older_than".into(), "history.expire.max-snapshot-age-ms".into());
+                }
+                Err(_) => {
+                    return Err(ConfigError::Invalid {
+                        key: "table property history.expire.max-snapshot-age-ms".into(),
+                        message: format!("{ms:?} is not a whole number of milliseconds"),
+                    });
+                }
+            }
+        }
+        if !fields.contains_key("retain_last")
+            && let Some(n) = props.get("history.expire.min-snapshots-to-keep")
+        {
+            match n.trim().parse::<u64>() {
+                Ok(n) => {
+                    fields.insert("retain_last".into(), n.into());
+                    spelled.insert("retain_last".into(), "history.expire.min-snapshots-to-keep".into());
+                }
+                Err(_) => {
+                    return Err(ConfigError::Invalid {
+                        key: "table property history.expire.min-snapshots-to-keep".into(),
+                        message: format!("{n:?} is not a whole number"),
+                    });
+                }
+            }
+        }
+        let policy: Maintenance =
+            serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| ConfigError::Invalid {
+                key: "table properties floe.maintenance.*".into(),
+                message: e.to_string(),
+            })?;
+        // Errors name the property as the table spells it.
+        policy.validate("floe.maintenance").map_err(|e| match e {
+            ConfigError::Invalid { key, message } => {
+                let field = key.trim_start_matches("floe.maintenance.");
+                let name = spelled
+                    .get(field)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{TABLE_POLICY_PREFIX}{}", field.replace('_', "-")));
+                ConfigError::Invalid {
+                    key: format!("table property {name}"),
+                    message,
+                }
+            }
+            other => other,
+        })?;
+        Ok(Some(policy))
     }
 }
 
@@ -2076,5 +2199,68 @@ partition_by = ["week(ts)"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("sinks[0].partition_by[0]"), "{err}");
+    }
+
+    #[test]
+    fn maintenance_from_table_properties() {
+        let props = |kv: &[(&str, &str)]| -> std::collections::HashMap<String, String> {
+            kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        // Not opted in: left alone, whatever else is set.
+        assert_eq!(Maintenance::from_table_properties(&props(&[])).unwrap(), None);
+        let off = props(&[
+            ("floe.maintenance.enabled", "false"),
+            ("floe.maintenance.interval", "1h"),
+        ]);
+        assert_eq!(Maintenance::from_table_properties(&off).unwrap(), None);
+        let on = props(&[
+            ("floe.maintenance.enabled", "true"),
+            ("floe.maintenance.min-input-files", "3"),
+            ("floe.maintenance.rewrite_manifests", "false"),
+            ("floe.maintenance.interval", "30s"),
+            ("history.expire.max-snapshot-age-ms", "3600000"),
+            ("history.expire.min-snapshots-to-keep", "4"),
+            ("write.format.default", "parquet"),
+        ]);
+        let policy = Maintenance::from_table_properties(&on).unwrap().expect("opted in");
+        assert_eq!(policy.min_input_files, 3);
+        assert!(!policy.rewrite_manifests);
+        assert_eq!(policy.interval_ms(), 30_000);
+        assert_eq!(policy.expire_older_than_ms(), Some(3_600_000));
+        assert_eq!(policy.retain_last, 4);
+        // floe's own key wins over the standard one.
+        let mut both = on.clone();
+        both.insert("floe.maintenance.retain-last".into(), "7".into());
+        assert_eq!(
+            Maintenance::from_table_properties(&both).unwrap().unwrap().retain_last,
+            7
+        );
+        // Errors name the property as the table spells it.
+        for (k, v, named) in [
+            ("floe.maintenance.retain-last", "0", "floe.maintenance.retain-last"),
+            ("floe.maintenance.retain-last", "many", "floe.maintenance.retain-last"),
+            ("floe.maintenance.compact", "yes", "floe.maintenance.compact"),
+            ("floe.maintenance.interval", "1s", "floe.maintenance.interval"),
+            (
+                "floe.maintenance.orphan-older-than",
+                "5m",
+                "floe.maintenance.orphan-older-than",
+            ),
+            ("floe.maintenance.typo", "1", "floe.maintenance.typo"),
+            (
+                "history.expire.min-snapshots-to-keep",
+                "0",
+                "history.expire.min-snapshots-to-keep",
+            ),
+            (
+                "history.expire.max-snapshot-age-ms",
+                "-5",
+                "history.expire.max-snapshot-age-ms",
+            ),
+        ] {
+            let bad = props(&[("floe.maintenance.enabled", "true"), (k, v)]);
+            let err = Maintenance::from_table_properties(&bad).expect_err(k).to_string();
+            assert!(err.contains(named), "{k}={v}: {err}");
+        }
     }
 }

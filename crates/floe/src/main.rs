@@ -93,7 +93,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Table maintenance: compaction, snapshot expiry, orphan cleanup (docs/maintenance.md).
+    /// Table maintenance: compaction, manifest rewrite, snapshot expiry, orphan cleanup, deletes
+    /// (docs/maintenance.md).
     Table {
         #[command(subcommand)]
         command: TableCommand,
@@ -128,6 +129,15 @@ enum TableCommand {
         /// Files below this size in MiB are compacted (default: three quarters of the target).
         #[arg(long)]
         small_file_size_mb: Option<u64>,
+    },
+    /// Merge small data manifests into few, clustered by partition (a `replace` snapshot that
+    /// changes no data file).
+    RewriteManifests {
+        #[command(flatten)]
+        args: TableArgs,
+        /// Rewrite only when at least this many data manifests are below the target size.
+        #[arg(long, default_value_t = floe::maintenance::manifests::DEFAULT_MIN_INPUT_MANIFESTS)]
+        min_input_manifests: usize,
     },
     /// Expire snapshots and delete the files only they referenced.
     ExpireSnapshots {
@@ -274,9 +284,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
 /// `floe table …`: runs one maintenance step and prints its report (a human summary, or
 /// `--json`); exit 0 when it ran (also when there was nothing to do), 1 on an error.
 async fn table(command: TableCommand) -> anyhow::Result<std::process::ExitCode> {
-    use floe::maintenance::{Bar, Progress, Quiet, compact, delete, expire, orphans, parse_duration_ms};
+    use floe::maintenance::{Bar, Progress, Quiet, compact, delete, expire, manifests, orphans, parse_duration_ms};
     let args = match &command {
         TableCommand::Compact { args, .. }
+        | TableCommand::RewriteManifests { args, .. }
         | TableCommand::ExpireSnapshots { args, .. }
         | TableCommand::Delete { args, .. }
         | TableCommand::RemoveOrphans { args, .. } => args,
@@ -336,6 +347,37 @@ async fn table(command: TableCommand) -> anyhow::Result<std::process::ExitCode> 
                     println!(
                         "a rewrite lost to another commit of the same files and was abandoned; run again to compact the rest"
                     );
+                }
+            }
+            serde_json::to_value(&r)?
+        }
+        TableCommand::RewriteManifests {
+            args,
+            min_input_manifests,
+        } => {
+            if *min_input_manifests < 2 {
+                bail!("--min-input-manifests must be at least 2");
+            }
+            let options = manifests::ManifestOptions {
+                min_input_manifests: *min_input_manifests,
+                dry_run: args.dry_run,
+            };
+            let r = manifests::rewrite_manifests(&catalog, &ident, &options, progress).await?;
+            if !args.json {
+                println!(
+                    "{ident}: data manifests {} → {}; merged {} ({:.1} MiB) into {} in {} commit(s){dry}",
+                    r.manifests_before,
+                    r.manifests_after,
+                    r.manifests_rewritten,
+                    mib(r.bytes_rewritten),
+                    r.manifests_written,
+                    r.commits
+                );
+                if let Some(why) = &r.skipped {
+                    println!("nothing rewritten: {why}");
+                }
+                if r.abandoned > 0 {
+                    println!("a rewrite lost to another commit of the same manifests and was abandoned; run again");
                 }
             }
             serde_json::to_value(&r)?

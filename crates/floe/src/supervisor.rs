@@ -1,8 +1,7 @@
 //! The runner supervisor: brings what runs in line with the [`Topology`] — one runner task per
 //! pipeline statement, each with its own stop signal, the log truncation loop and the table
-//! maintenance loop ([`crate::maintenance::policy`], per iceberg sink's `[sinks.maintenance]`) —
-//! and changes
-//! the topology of a running floe: adding or removing a stream, sink or pipeline is a call.
+//! maintenance loop ([`crate::maintenance::policy`], per iceberg sink's `[sinks.maintenance]`
+//! and per table whose `floe.maintenance.*` properties opt in) — and changes the topology of a running floe: adding or removing a stream, sink or pipeline is a call.
 //!
 //! ```text
 //!  add_stream / add_sink / add_pipeline / remove_…
@@ -385,11 +384,19 @@ async fn truncate_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
 /// How often the maintenance loop looks for a table whose round is due.
 pub const MAINTENANCE_TICK: Duration = Duration::from_secs(5);
 
+/// How often the maintenance loop looks for tables no sink writes that opted in through their
+/// properties (`floe.maintenance.enabled = true`).
+pub const TABLE_SCAN_EVERY: Duration = Duration::from_secs(60);
+
 /// Runs the maintenance round of each iceberg sink's table when it is due, one table at a time
-/// (a table two sinks write is maintained once, by the first sink's policy).
+/// (a table two sinks write is maintained once, by the first sink's policy), then those of the
+/// tables no sink writes whose properties ask for it ([`crate::maintenance::policy::table_policies`],
+/// looked up every [`TABLE_SCAN_EVERY`]).
 async fn maintenance_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    use crate::maintenance::policy::{Schedule, round};
+    use crate::maintenance::policy::{Schedule, TablePolicy, record, round, table_policies};
     let mut schedules: HashMap<String, Schedule> = HashMap::new();
+    let mut by_properties: Vec<TablePolicy> = Vec::new();
+    let mut scanned: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(MAINTENANCE_TICK) => {}
@@ -398,12 +405,10 @@ async fn maintenance_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         let topology = app.topology();
         let mut seen = HashSet::new();
         for sink in &topology.sinks {
-            let (crate::config::SinkType::Iceberg, Some(table), true) =
-                (sink.ty, sink.table.as_ref(), sink.maintenance.enabled)
-            else {
+            let (crate::config::SinkType::Iceberg, Some(table)) = (sink.ty, sink.table.as_ref()) else {
                 continue;
             };
-            if !seen.insert(table.clone()) {
+            if !seen.insert(table.clone()) || !sink.maintenance.enabled {
                 continue;
             }
             let Ok(ident) = crate::lookup::parse_table_ident(table) else {
@@ -419,6 +424,45 @@ async fn maintenance_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 r = round(&app.catalog, &ident, &sink.maintenance, target, schedule, &metrics) => {
                     if let Err(e) = r {
                         tracing::warn!(table = %table, error = %e, "table maintenance failed; it runs again next interval");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+        if scanned.is_none_or(|t| t.elapsed() >= TABLE_SCAN_EVERY) {
+            scanned = Some(std::time::Instant::now());
+            tokio::select! {
+                r = table_policies(&app.catalog, &seen) => match r {
+                    Ok(found) => by_properties = found,
+                    Err(e) => tracing::warn!(error = %e, "could not list the catalog's tables for maintenance"),
+                },
+                _ = stop.changed() => return,
+            }
+        }
+        for table in &by_properties {
+            if seen.contains(&table.name) {
+                continue; // a sink writes it now
+            }
+            let metrics = app.metrics.table(&table.name);
+            let (policy, target) = match &table.policy {
+                Ok(p) => p,
+                Err(e) => {
+                    // Refused properties are reported once per scan, not every tick.
+                    if metrics.last_error.lock().unwrap_or_else(|p| p.into_inner()).as_deref() != Some(e.as_str()) {
+                        tracing::warn!(table = %table.name, error = %e, "a table's maintenance properties are refused");
+                        record(&metrics, Err(e.clone()));
+                    }
+                    continue;
+                }
+            };
+            let schedule = schedules.entry(table.name.clone()).or_default();
+            if !schedule.due(policy, chrono::Utc::now().timestamp_millis()) {
+                continue;
+            }
+            tokio::select! {
+                r = round(&app.catalog, &table.ident, policy, *target, schedule, &metrics) => {
+                    if let Err(e) = r {
+                        tracing::warn!(table = %table.name, error = %e, "table maintenance failed; it runs again next interval");
                     }
                 }
                 _ = stop.changed() => return,

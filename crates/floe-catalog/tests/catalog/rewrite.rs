@@ -227,3 +227,141 @@ async fn a_file_deleted_by_an_outside_engine_abandons_the_rewrite() -> TestResul
     assert_eq!(scan_ids(&t).await?, (10..30).collect::<Vec<_>>());
     Ok(())
 }
+
+/// Every live entry of the current snapshot, in manifest-list order: (manifest, file, data
+/// sequence number, file sequence number, partition as text).
+async fn live_entries(catalog: &FloeCatalog, table: &Table) -> Vec<(String, String, i64, i64, String)> {
+    let metadata = table.metadata();
+    let snapshot = metadata.current_snapshot().expect("a snapshot");
+    let list = read_manifest_list(catalog, metadata, snapshot.manifest_list())
+        .await
+        .expect("manifest list");
+    let mut out = Vec::new();
+    for m in list.entries() {
+        let manifest = read_manifest(catalog, m).await.expect("manifest");
+        for e in manifest.entries().iter().filter(|e| e.is_alive()) {
+            out.push((
+                m.manifest_path.clone(),
+                e.file_path().to_string(),
+                e.sequence_number().unwrap_or(m.sequence_number),
+                e.file_sequence_number.unwrap_or(m.sequence_number),
+                format!("{:?}", e.data_file().partition()),
+            ));
+        }
+    }
+    out
+}
+
+/// A manifest rewrite of every manifest in `by_manifest`: no file moves.
+fn merge_manifests(base: i64, by_manifest: &BTreeMap<String, BTreeSet<String>>) -> Rewrite {
+    Rewrite {
+        base_snapshot_id: base,
+        removed: by_manifest.keys().map(|m| (m.clone(), BTreeSet::new())).collect(),
+        added: vec![],
+        operation: Operation::Replace,
+        properties: HashMap::from([("floe.maintenance".to_string(), "rewrite-manifests".to_string())]),
+        id: uuid::Uuid::now_v7(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_rewrite_clusters_entries_by_partition_and_moves_no_file() -> TestResult {
+    use iceberg::transaction::{ApplyTransactionAction, Transaction};
+    let env = Env::new().await;
+    let cat = &env.catalog;
+    let name = "rw.manifests";
+    let mut t = create_table(cat, name, true).await;
+    for i in 0..12 {
+        t = write_and_append(cat, &t, i * 8..i * 8 + 8, HashMap::new()).await?;
+    }
+    let before = live_entries(cat, &t).await;
+    let planned = live_by_manifest(cat, &t).await;
+    assert_eq!(planned.len(), 12, "one manifest per append");
+    let base = t.metadata().current_snapshot_id().expect("base");
+
+    // An append lands between planning and commit: carried over as it is.
+    t = write_and_append(cat, &t, 96..100, HashMap::new()).await?;
+    let appended: BTreeSet<String> = live_by_manifest(cat, &t)
+        .await
+        .into_iter()
+        .filter(|(m, _)| !planned.contains_key(m))
+        .flat_map(|(_, f)| f)
+        .collect();
+    let done = commit_rewrite(cat, &ident(name), &merge_manifests(base, &planned), 3).await?;
+    let t = cat.load_table(&ident(name)).await?;
+    assert_eq!(t.metadata().current_snapshot_id(), Some(done.snapshot_id));
+    assert_eq!(scan_ids(&t).await?, (0..100).collect::<Vec<_>>(), "no row moved");
+    let after = live_entries(cat, &t).await;
+    let key = |v: &[(String, String, i64, i64, String)]| -> BTreeSet<(String, i64, i64)> {
+        v.iter().map(|(_, f, s, fs, _)| (f.clone(), *s, *fs)).collect()
+    };
+    let mut expected = key(&before);
+    let after_keys = key(&after);
+    for f in &appended {
+        let (_, s, fs) = after_keys
+            .iter()
+            .find(|(p, _, _)| p == f)
+            .expect("the append's file")
+            .clone();
+        expected.insert((f.clone(), s, fs));
+    }
+    assert_eq!(after_keys, expected, "same files, same sequence numbers");
+    let by_manifest: BTreeSet<&String> = after.iter().map(|(m, ..)| m).collect();
+    assert_eq!(by_manifest.len(), 2, "one merged manifest and the append's");
+    let summary = &t.metadata().current_snapshot().expect("current").summary();
+    assert_eq!(summary.operation, Operation::Replace);
+    assert_eq!(summary.additional_properties["manifests-replaced"], "12");
+    assert_eq!(summary.additional_properties["manifests-created"], "1");
+    assert_eq!(summary.additional_properties["manifests-kept"], "1");
+    assert_eq!(summary.additional_properties["added-data-files"], "0");
+    assert_eq!(summary.additional_properties["total-records"], "100");
+    // Clustered: the merged manifest lists each partition's files together.
+    let append_manifest = after.iter().find(|(_, f, ..)| appended.contains(f)).map(|(m, ..)| m);
+    let merged: Vec<&String> = after
+        .iter()
+        .filter(|(m, ..)| Some(m) != append_manifest)
+        .map(|(.., p)| p)
+        .collect();
+    let mut runs = merged.clone();
+    runs.dedup();
+    let distinct: BTreeSet<&&String> = merged.iter().collect();
+    assert_eq!(runs.len(), distinct.len(), "partitions contiguous: {merged:?}");
+
+    // A small target manifest size cuts the merged entries into several manifests, still
+    // clustered, and a second rewrite planned on the old manifests is abandoned.
+    let tx = Transaction::new(&t);
+    let tx = tx
+        .update_table_properties()
+        .set("commit.manifest.target-size-bytes".into(), "4096".into())
+        .apply(tx)?;
+    let t = tx.commit(cat).await?;
+    let planned = live_by_manifest(cat, &t).await;
+    let before_cut = key(&live_entries(cat, &t).await);
+    let base = t.metadata().current_snapshot_id().expect("base");
+    let stale = merge_manifests(base, &planned);
+    commit_rewrite(cat, &ident(name), &merge_manifests(base, &planned), 3).await?;
+    let t = cat.load_table(&ident(name)).await?;
+    let cut = live_entries(cat, &t).await;
+    let manifests: BTreeSet<&String> = cut.iter().map(|(m, ..)| m).collect();
+    assert!(manifests.len() > 1, "cut at the target size");
+    let order: Vec<&String> = cut.iter().map(|(.., p)| p).collect();
+    let mut runs = order.clone();
+    runs.dedup();
+    let distinct: BTreeSet<&&String> = order.iter().collect();
+    assert_eq!(
+        runs.len(),
+        distinct.len(),
+        "partitions contiguous across manifests: {order:?}"
+    );
+    assert_eq!(key(&cut), before_cut, "same files, same sequence numbers");
+    assert_eq!(scan_ids(&t).await?, (0..100).collect::<Vec<_>>());
+    let err = commit_rewrite(cat, &ident(name), &stale, 3)
+        .await
+        .expect_err("its manifests were replaced");
+    assert_eq!(err.kind(), ErrorKind::CatalogCommitConflicts);
+    assert_eq!(
+        scan_ids(&cat.load_table(&ident(name)).await?).await?,
+        (0..100).collect::<Vec<_>>()
+    );
+    Ok(())
+}

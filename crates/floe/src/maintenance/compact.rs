@@ -405,15 +405,7 @@ async fn rewrite_group(
             }
         }
         // The new files' folders must survive a crash before the table points at them.
-        let mut dirs: Vec<&str> = added
-            .iter()
-            .filter_map(|f| f.file_path().rsplit_once('/').map(|(d, _)| d))
-            .collect();
-        dirs.sort_unstable();
-        dirs.dedup();
-        for dir in dirs {
-            catalog.storage().sync(dir).await?;
-        }
+        crate::sink::iceberg::sync_folders(catalog.storage().as_ref(), &added).await?;
         let mut removed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for live in group.iter().flatten() {
             removed
@@ -494,25 +486,6 @@ async fn rewrite_bin(
 /// A row filter applied while rewriting: answers the rows to keep of a batch.
 pub(super) type KeepRows<'a> = &'a (dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync);
 
-/// `batch` (as the Iceberg reader answers it) in `schema`, the table's current schema in Arrow:
-/// the reader may hand a column the partition values fill as run-end encoded, and field
-/// metadata may differ.
-pub(super) fn conform_batch(schema: &arrow::datatypes::SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(c.clone())
-            } else {
-                arrow::compute::cast(c, f.data_type())
-            }
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
-}
-
 /// Reads `files` — data files of one partition of partition spec `spec_id` — in the table's
 /// current schema.
 pub(super) fn read_files(
@@ -583,7 +556,7 @@ pub(super) async fn rewrite_files(
         .then(|| PartitionKey::new(spec.as_ref().clone(), schema.clone(), first.partition().clone()));
     let mut writer = DataFileWriterBuilder::new(rolling).build(key).await?;
     let conform = |b: RecordBatch| -> Result<Option<RecordBatch>> {
-        let b = conform_batch(&arrow_schema, b)?;
+        let b = crate::sink::schema::conform(&b, &arrow_schema)?;
         let b = match keep {
             Some(keep) => keep(b)?,
             None => b,

@@ -41,7 +41,7 @@ use iceberg::spec::{DataContentType, DataFile, Datum, ManifestContentType, Opera
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
 
-use super::compact::{conform_batch, read_files, rewrite_files, sort_keys};
+use super::compact::{read_files, rewrite_files, sort_keys};
 use super::{Progress, begin_attempt, clean_attempts, end_attempt, renew_while, table_writer_properties};
 use crate::error::{Error, Result};
 
@@ -291,7 +291,7 @@ async fn attempt(
                 let mut stream = read_files(table, &[&file], spec_id)?;
                 let (mut matched, mut total) = (0u64, 0u64);
                 while let Some(batch) = stream.try_next().await? {
-                    let batch = conform_batch(&arrow_schema, batch)?;
+                    let batch = crate::sink::schema::conform(&batch, &arrow_schema)?;
                     total += batch.num_rows() as u64;
                     matched += selected(predicate.as_ref(), &batch)?.true_count() as u64;
                 }
@@ -347,15 +347,7 @@ async fn attempt(
             let name = format!("floe-delete-{id}-{n}");
             added.extend(rewrite_files(table, &name, &[file], spec, &props, sort.as_deref(), Some(&keep)).await?);
         }
-        let mut dirs: Vec<&str> = added
-            .iter()
-            .filter_map(|f| f.file_path().rsplit_once('/').map(|(d, _)| d))
-            .collect();
-        dirs.sort_unstable();
-        dirs.dedup();
-        for dir in dirs {
-            catalog.storage().sync(dir).await?;
-        }
+        crate::sink::iceberg::sync_folders(catalog.storage().as_ref(), &added).await?;
         let mut removed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (manifest, file) in dropped.iter().chain(&rewrite) {
             removed

@@ -1,5 +1,6 @@
 //! Table maintenance: what keeps a streaming table fast and its storage bounded —
-//! [`compact`] (bin-pack small data files into a `replace` snapshot), [`expire`] (drop old
+//! [`compact`] (bin-pack small data files into a `replace` snapshot), [`manifests`] (merge the
+//! one-manifest-per-commit pile into few manifests clustered by partition), [`expire`] (drop old
 //! snapshots and the files only they referenced), [`orphans`] (delete files under the table
 //! location that no metadata references, past a safety window) and [`delete`] (copy-on-write
 //! row deletes: `--where` and time-based retention).
@@ -22,15 +23,17 @@
 //!
 //! ```text
 //! floe table compact NS.TABLE            ─► compact::compact        replace snapshot
+//! floe table rewrite-manifests NS.TABLE  ─► manifests::rewrite_manifests  replace snapshot
 //! floe table expire-snapshots NS.TABLE   ─► expire::expire          remove-snapshots + deletes
 //! floe table remove-orphans NS.TABLE     ─► orphans::remove_orphans deletes
 //! floe table delete NS.TABLE --where …   ─► delete::delete_rows     delete / overwrite snapshot
-//! floe serve, [sinks.maintenance]        ─► policy::round           all three, on a schedule
+//! floe serve, [sinks.maintenance]        ─► policy::round           all of them, on a schedule
 //! ```
 
 pub mod compact;
 pub mod delete;
 pub mod expire;
+pub mod manifests;
 pub mod orphans;
 pub mod policy;
 

@@ -1,12 +1,14 @@
-//! The background runner's round on one table: what `[sinks.maintenance]` asks for, in order —
-//! retention (at most hourly, when set), compaction (every round), snapshot expiry (at most
-//! hourly), orphan cleanup (at most daily) —
+//! The background runner's round on one table: what `[sinks.maintenance]` (or, for a table no
+//! sink writes, its `floe.maintenance.*` table properties) asks for, in order — retention (at
+//! most hourly, when set), compaction and manifest rewrite (every round), snapshot expiry (at
+//! most hourly), orphan cleanup (at most daily) —
 //! with its outcome recorded in the table's [`TableMetrics`] (`/metrics`) and a failure shown in
 //! `/healthz` until a later round succeeds.
 //!
 //! ```text
 //!   hourly:        retention delete (retention, retention_column)         when set
 //! every interval:  compact (min_input_files, the sink's target size, max_mb_per_second)
+//! every interval:  rewrite-manifests (min_input_manifests)                 unless off
 //!   hourly:        expire-snapshots (expire_older_than, retain_last)      unless "off"
 //!   daily:         remove-orphans (orphan_older_than)                      unless "off"
 //! ```
@@ -24,6 +26,7 @@ use super::Quiet;
 use super::compact::{CompactOptions, compact};
 use super::delete::{Condition, delete_rows};
 use super::expire::{ExpireOptions, expire};
+use super::manifests::{ManifestOptions, rewrite_manifests};
 use super::orphans::{OrphanOptions, remove_orphans};
 use crate::config::Maintenance;
 use crate::error::Result;
@@ -74,12 +77,19 @@ pub async fn round(
     let now = chrono::Utc::now().timestamp_millis();
     schedule.last_round_ms = Some(now);
     let result = steps(catalog, ident, policy, target_file_bytes, schedule, metrics, now).await;
+    record(metrics, result.as_ref().map(|_| ()).map_err(ToString::to_string));
+    result
+}
+
+/// Records the outcome of a round (or of reading a table's policy) in `metrics`: a failure
+/// shows in `/healthz` until a later round succeeds.
+pub fn record(metrics: &TableMetrics, outcome: std::result::Result<(), String>) {
     metrics.runs.fetch_add(1, Ordering::Relaxed);
     metrics
         .last_run_ms
         .store(chrono::Utc::now().timestamp_millis().max(0) as u64, Ordering::Relaxed);
     let mut last_error = metrics.last_error.lock().unwrap_or_else(|p| p.into_inner());
-    match &result {
+    match outcome {
         Ok(()) => {
             metrics.last_run_ok.store(1, Ordering::Relaxed);
             *last_error = None;
@@ -87,10 +97,9 @@ pub async fn round(
         Err(e) => {
             metrics.failures.fetch_add(1, Ordering::Relaxed);
             metrics.last_run_ok.store(0, Ordering::Relaxed);
-            *last_error = Some(e.to_string());
+            *last_error = Some(e);
         }
     }
-    result
 }
 
 async fn steps(
@@ -140,6 +149,17 @@ async fn steps(
         (report.files_before, report.bytes_before, report.small_files_before)
     };
     metrics.data_files.store(files as u64, Ordering::Relaxed);
+    if policy.rewrite_manifests {
+        let options = ManifestOptions {
+            min_input_manifests: policy.min_input_manifests,
+            dry_run: false,
+        };
+        let report = rewrite_manifests(catalog, ident, &options, &Quiet).await?;
+        if report.commits > 0 {
+            tracing::info!(table = %ident, manifests_before = report.manifests_before,
+                manifests_after = report.manifests_after, "rewrote manifests");
+        }
+    }
     metrics.data_bytes.store(bytes, Ordering::Relaxed);
     metrics.small_files.store(small as u64, Ordering::Relaxed);
 
@@ -175,4 +195,73 @@ async fn steps(
         .snapshots
         .store(table.metadata().snapshots().count() as u64, Ordering::Relaxed);
     Ok(())
+}
+
+/// At most this many tables are looked at by one [`table_policies`] scan.
+pub const MAX_SCANNED_TABLES: usize = 10_000;
+
+/// A table no sink writes that opted in to maintenance through its properties.
+#[derive(Debug, Clone)]
+pub struct TablePolicy {
+    /// The table.
+    pub ident: TableIdent,
+    /// `namespace.table`, as the metrics name it.
+    pub name: String,
+    /// Its policy and the size files are packed to (`write.target-file-size-bytes`, else
+    /// floe's default), or why its properties were refused.
+    pub policy: std::result::Result<(Maintenance, u64), String>,
+}
+
+/// The tables of the catalog (namespaces walked from the root, at most [`MAX_SCANNED_TABLES`])
+/// whose properties set `floe.maintenance.enabled = true`, other than those in `skip`
+/// (`namespace.table`: the sinks' tables, which follow `[sinks.maintenance]`). A table whose
+/// `floe.maintenance.*` properties do not validate is answered with the error, to be shown
+/// in `/healthz`; one that cannot be loaded is skipped with a warning.
+pub async fn table_policies(
+    catalog: &FloeCatalog,
+    skip: &std::collections::HashSet<String>,
+) -> Result<Vec<TablePolicy>> {
+    let mut out = Vec::new();
+    let mut scanned = 0;
+    let mut namespaces = catalog.list_namespaces(None).await?;
+    let mut i = 0;
+    while i < namespaces.len() && scanned < MAX_SCANNED_TABLES {
+        let ns = namespaces[i].clone();
+        i += 1;
+        if namespaces.len() < MAX_SCANNED_TABLES {
+            namespaces.extend(catalog.list_namespaces(Some(&ns)).await.unwrap_or_default());
+        }
+        for ident in catalog.list_tables(&ns).await? {
+            scanned += 1;
+            if scanned > MAX_SCANNED_TABLES {
+                break;
+            }
+            let name = ident.to_string();
+            if skip.contains(&name) {
+                continue;
+            }
+            let table = match catalog.load_table(&ident).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(table = %name, error = %e, "cannot read a table's maintenance properties");
+                    continue;
+                }
+            };
+            let props = table.metadata().properties();
+            let policy = match Maintenance::from_table_properties(props) {
+                Ok(None) => continue,
+                Ok(Some(policy)) => {
+                    let target = props
+                        .get("write.target-file-size-bytes")
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .filter(|b| *b > 0)
+                        .unwrap_or(crate::config::DEFAULT_TARGET_FILE_SIZE_MB * 1024 * 1024);
+                    Ok((policy, target))
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            out.push(TablePolicy { ident, name, policy });
+        }
+    }
+    Ok(out)
 }

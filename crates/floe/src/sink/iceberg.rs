@@ -290,15 +290,7 @@ impl IcebergSink {
             None => vec![],
         };
         // New partition folders must survive a crash before the table points at their files.
-        let mut dirs: Vec<&str> = files
-            .iter()
-            .filter_map(|f| f.file_path().rsplit_once('/').map(|(d, _)| d))
-            .collect();
-        dirs.sort_unstable();
-        dirs.dedup();
-        for dir in dirs {
-            self.catalog.storage().sync(dir).await?;
-        }
+        sync_folders(self.catalog.storage().as_ref(), &files).await?;
         let stats = CommitStats {
             rows: self.rolling.pending_rows(),
             files: files.len(),
@@ -566,6 +558,21 @@ fn with_commit_retries(table: &Table, retries: u32) -> iceberg::Result<Table> {
         builder = builder.metadata_location(location);
     }
     builder.build()
+}
+
+/// Makes the folders of `files` durable (each once): new files' directory entries must survive
+/// a crash before a commit points at them. Nothing to do on object storage.
+pub async fn sync_folders(storage: &dyn Storage, files: &[DataFile]) -> Result<()> {
+    let mut dirs: Vec<&str> = files
+        .iter()
+        .filter_map(|f| f.file_path().rsplit_once('/').map(|(d, _)| d))
+        .collect();
+    dirs.sort_unstable();
+    dirs.dedup();
+    for dir in dirs {
+        storage.sync(dir).await?;
+    }
+    Ok(())
 }
 
 /// Deletes every file under a table location whose name carries `attempt`, through the

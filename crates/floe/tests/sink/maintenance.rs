@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use floe::maintenance::compact::{CompactOptions, compact};
 use floe::maintenance::delete::{Condition, delete_rows};
 use floe::maintenance::expire::{ExpireOptions, expire};
+use floe::maintenance::manifests::{ManifestOptions, rewrite_manifests};
 use floe::maintenance::orphans::{OrphanOptions, remove_orphans};
 use floe::maintenance::{ATTEMPTS, Quiet, clean_attempts};
 use floe::sink::Sink;
@@ -355,5 +356,74 @@ async fn many_bins_per_partition_of_a_sorted_table_keep_rows_and_order() -> Test
             "{f} is sorted by id DESC: {ids:?}"
         );
     }
+    Ok(())
+}
+
+/// Data manifests of the current snapshot.
+async fn data_manifests(env: &Env) -> usize {
+    let table = env.table().await;
+    let metadata = table.metadata();
+    let snapshot = metadata.current_snapshot().expect("a snapshot");
+    floe_catalog::rewrite::read_manifest_list(&env.catalog, metadata, snapshot.manifest_list())
+        .await
+        .expect("manifest list")
+        .entries()
+        .iter()
+        .filter(|m| m.content == iceberg::spec::ManifestContentType::Data)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_rewrites_between_sink_commits_keep_every_file_and_row() -> TestResult {
+    let env = Env::new().await;
+    let mut sink = ten_commits(&env).await;
+    assert_eq!(data_manifests(&env).await, 10, "one manifest per commit");
+    let files = referenced_data_files(&env.table().await).await?;
+
+    let options = ManifestOptions::default();
+    let report = rewrite_manifests(&env.catalog, &table_ident(), &options, &Quiet).await?;
+    assert_eq!(
+        (
+            report.manifests_before,
+            report.manifests_rewritten,
+            report.manifests_written
+        ),
+        (10, 10, 1),
+        "{report:?}"
+    );
+    assert_eq!((report.manifests_after, report.commits), (1, 1), "{report:?}");
+    let table = env.table().await;
+    assert_eq!(referenced_data_files(&table).await?, files, "no data file moved");
+    assert_eq!(scan_ids(&table).await?, (0..200).collect::<Vec<_>>());
+    assert!(
+        env.catalog
+            .pending_attempts(ATTEMPTS, &table_ident().to_string())
+            .await?
+            .is_empty(),
+        "the attempt is forgotten"
+    );
+
+    // The sink goes on on top of it; the next rewrite merges its manifests with the merged one.
+    for k in 10..13u64 {
+        write_range(&mut sink, k * 20..(k + 1) * 20).await?;
+        sink.commit().await?;
+    }
+    assert_eq!(data_manifests(&env).await, 4);
+    let again = rewrite_manifests(&env.catalog, &table_ident(), &options, &Quiet).await?;
+    assert_eq!((again.manifests_before, again.manifests_after), (4, 1), "{again:?}");
+    assert_eq!(scan_ids(&env.table().await).await?, (0..260).collect::<Vec<_>>());
+    assert_eq!(env.position().await, 260);
+
+    // Below min_input_manifests: nothing to do, said so.
+    let high = ManifestOptions {
+        min_input_manifests: 5,
+        ..ManifestOptions::default()
+    };
+    write_range(&mut sink, 260..280).await?;
+    sink.commit().await?;
+    let skipped = rewrite_manifests(&env.catalog, &table_ident(), &high, &Quiet).await?;
+    assert_eq!(skipped.commits, 0, "{skipped:?}");
+    assert!(skipped.skipped.is_some(), "{skipped:?}");
+    assert_eq!(data_manifests(&env).await, 2);
     Ok(())
 }
