@@ -33,6 +33,15 @@ async fn ten_commits(env: &Env) -> floe::sink::iceberg::IcebergSink {
     sink
 }
 
+/// Whether no maintenance attempt of the table is recorded.
+async fn no_open_attempts(env: &Env) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(env
+        .catalog
+        .pending_attempts(ATTEMPTS, &table_ident().to_string())
+        .await?
+        .is_empty())
+}
+
 /// Every data file under the table folder.
 fn parquet_on_disk(env: &Env) -> BTreeSet<String> {
     files_under(&env.table_dir())
@@ -70,12 +79,7 @@ async fn compaction_between_sink_commits_keeps_every_row_once() -> TestResult {
     let table = env.table().await;
     assert_eq!(scan_ids(&table).await?, (0..240).collect::<Vec<_>>());
     assert_eq!(env.position().await, 240);
-    assert!(
-        env.catalog
-            .pending_attempts(ATTEMPTS, &table_ident().to_string())
-            .await?
-            .is_empty()
-    );
+    assert!(no_open_attempts(&env).await?);
 
     // Twice more: the compacted files are small too, so they are packed with the new ones.
     let again = compact(&env.catalog, &table_ident(), &options(), &Quiet).await?;
@@ -115,13 +119,7 @@ async fn a_compaction_whose_writes_fail_leaves_the_table_and_its_folder_as_they_
                     "k = {k}: nothing left behind"
                 );
                 assert_eq!(scan_ids(&table).await?, (0..200).collect::<Vec<_>>());
-                assert!(
-                    env.catalog
-                        .pending_attempts(ATTEMPTS, &table_ident().to_string())
-                        .await?
-                        .is_empty(),
-                    "k = {k}: the attempt is forgotten"
-                );
+                assert!(no_open_attempts(&env).await?, "k = {k}: the attempt is forgotten");
             }
         }
         k += 1;
@@ -395,13 +393,7 @@ async fn manifest_rewrites_between_sink_commits_keep_every_file_and_row() -> Tes
     let table = env.table().await;
     assert_eq!(referenced_data_files(&table).await?, files, "no data file moved");
     assert_eq!(scan_ids(&table).await?, (0..200).collect::<Vec<_>>());
-    assert!(
-        env.catalog
-            .pending_attempts(ATTEMPTS, &table_ident().to_string())
-            .await?
-            .is_empty(),
-        "the attempt is forgotten"
-    );
+    assert!(no_open_attempts(&env).await?, "the attempt is forgotten");
 
     // The sink goes on on top of it; the next rewrite merges its manifests with the merged one.
     for k in 10..13u64 {
