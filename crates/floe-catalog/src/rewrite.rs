@@ -190,11 +190,11 @@ async fn prepare(
         }
     }
     let moves_rows = !rewrite.added.is_empty() || rewrite.removed.values().any(|f| !f.is_empty());
-    if let Some(m) = list
-        .entries()
-        .iter()
-        .filter(|_| moves_rows)
-        .find(|m| m.content == ManifestContentType::Deletes && m.sequence_number > base.sequence_number())
+    if moves_rows
+        && let Some(m) = list
+            .entries()
+            .iter()
+            .find(|m| m.content == ManifestContentType::Deletes && m.sequence_number > base.sequence_number())
     {
         return Err(abandoned(format!(
             "delete files arrived after the rewrite was planned (manifest {})",

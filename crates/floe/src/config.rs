@@ -703,37 +703,37 @@ impl Maintenance {
         if fields.get("enabled") != Some(&serde_json::Value::Bool(true)) {
             return Ok(None);
         }
-        if !fields.contains_key("expire_older_than")
-            && let Some(ms) = props.get("history.expire.max-snapshot-age-ms")
-        {
-            match ms.trim().parse::<u64>() {
-                Ok(ms) => {
-                    fields.insert("expire_older_than".into(), format!("{ms}ms").into());
-                    spelled.insert("expire_older_than".into(), "history.expire.max-snapshot-age-ms".into());
-                }
-                Err(_) => {
-                    return Err(ConfigError::Invalid {
-                        key: "table property history.expire.max-snapshot-age-ms".into(),
-                        message: format!("{ms:?} is not a whole number of milliseconds"),
-                    });
-                }
-            }
-        }
-        if !fields.contains_key("retain_last")
-            && let Some(n) = props.get("history.expire.min-snapshots-to-keep")
-        {
-            match n.trim().parse::<u64>() {
-                Ok(n) => {
-                    fields.insert("retain_last".into(), n.into());
-                    spelled.insert("retain_last".into(), "history.expire.min-snapshots-to-keep".into());
-                }
-                Err(_) => {
-                    return Err(ConfigError::Invalid {
-                        key: "table property history.expire.min-snapshots-to-keep".into(),
-                        message: format!("{n:?} is not a whole number"),
-                    });
-                }
-            }
+        // Iceberg's standard expiry properties, where floe's own are absent: (property, field,
+        // the duration unit its number is in, what the number must be).
+        for (property, field, unit, what) in [
+            (
+                "history.expire.max-snapshot-age-ms",
+                "expire_older_than",
+                Some("ms"),
+                "a whole number of milliseconds",
+            ),
+            (
+                "history.expire.min-snapshots-to-keep",
+                "retain_last",
+                None,
+                "a whole number",
+            ),
+        ] {
+            let Some(v) = props.get(property).filter(|_| !fields.contains_key(field)) else {
+                continue;
+            };
+            let Ok(n) = v.trim().parse::<u64>() else {
+                return Err(ConfigError::Invalid {
+                    key: format!("table property {property}"),
+                    message: format!("{v:?} is not {what}"),
+                });
+            };
+            let value = match unit {
+                Some(unit) => serde_json::Value::String(format!("{n}{unit}")),
+                None => serde_json::Value::from(n),
+            };
+            fields.insert(field.into(), value);
+            spelled.insert(field.into(), property.into());
         }
         let policy: Maintenance =
             serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| ConfigError::Invalid {

@@ -95,6 +95,8 @@ pub async fn rewrite_manifests(
     let mut report = ManifestReport::default();
     let mut ours: BTreeSet<String> = BTreeSet::new();
     let mut first = true;
+    // Set after the run's last commit: one more pass counts the manifests it left.
+    let mut last = false;
     loop {
         let table = catalog.load_table(ident).await?;
         let metadata = table.metadata();
@@ -119,6 +121,9 @@ pub async fn rewrite_manifests(
         report.manifests_after = data.len();
         if first {
             report.manifests_before = data.len();
+        }
+        if last {
+            break;
         }
         // Smallest first; the manifests this run wrote are left for the next run.
         let mut candidates: Vec<_> = data
@@ -215,19 +220,7 @@ pub async fn rewrite_manifests(
                 return Err(Error::Iceberg(e));
             }
         }
-        if !capped || report.commits >= MAX_COMMITS {
-            let table = catalog.load_table(ident).await?;
-            let metadata = table.metadata();
-            if let Some(s) = metadata.current_snapshot() {
-                let list = read_manifest_list(catalog, metadata, s.manifest_list()).await?;
-                report.manifests_after = list
-                    .entries()
-                    .iter()
-                    .filter(|m| m.content == ManifestContentType::Data)
-                    .count();
-            }
-            break;
-        }
+        last = !capped || report.commits >= MAX_COMMITS;
     }
     if !first {
         progress.finish();
