@@ -18,6 +18,12 @@
 //!                                position_to, files, committed_at_ms  (files sinks: landed, not
 //!                                yet published; see file_commits)
 //! floe_file_sequences           (catalog_name, target) -> next_seq  (files sinks' sequence names)
+//! floe_objects                  (catalog_name, kind, name) -> body, version, created/updated  (streams,
+//!                                sinks and pipelines created at run time; see objects)
+//! floe_pipeline_versions        (catalog_name, pipeline, version) -> sql_text, body, started/ended,
+//!                                start/end offsets
+//! floe_tokens                   (catalog_name, id) -> secret_sha256, scopes, description, created,
+//!                                revoked   (tokens created at run time; see tokens)
 //! floe_schema_migrations        (version) -> name, applied_at_ms   (see store: versioned migrations)
 //! ```
 //!
@@ -75,6 +81,7 @@ mod catalog;
 mod file_commits;
 pub mod location;
 pub mod names;
+pub mod objects;
 mod outcome;
 mod pipeline_positions;
 mod positions;
@@ -86,10 +93,12 @@ pub mod rewrite;
 pub mod s3;
 pub mod storage;
 pub mod store;
+pub mod tokens;
 
 pub use catalog::{CommittedTable, FloeCatalog, TableChange, file_io_for, storage_for};
 pub use file_commits::{CommittedFile, FileCommit, FilesCommit};
 pub use location::{MAX_METADATA_BYTES, Warehouse};
+pub use objects::{ObjectKind, ObjectRefused, PipelineVersion, StoredObject, VersionBody};
 pub use outcome::{CommitStateUnknown, commit_state_unknown};
 pub use positions::{
     PROP_ATTEMPT, PROP_PIPELINE, PROP_POSITION_FROM, PROP_POSITION_TO, PROP_SINK, SinkPosition, carries_sink_keys,
@@ -100,3 +109,4 @@ pub use purge::PurgeReport;
 pub use s3::{S3Options, S3Storage};
 pub use storage::{Deleted, FileEntry, LocalStorage, Storage};
 pub use store::{Backend, Store};
+pub use tokens::StoredToken;

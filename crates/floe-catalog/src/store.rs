@@ -139,6 +139,46 @@ pub const MIGRATIONS: &[Migration] = &[
                 PRIMARY KEY (catalog_name, target))",
         ],
     },
+    Migration {
+        version: 4,
+        name: "control plane objects and pipeline versions",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS floe_objects (
+                catalog_name VARCHAR(255) NOT NULL,
+                kind VARCHAR(16) NOT NULL,
+                name VARCHAR(255) NOT NULL,
+                body TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                updated_at_ms BIGINT NOT NULL,
+                PRIMARY KEY (catalog_name, kind, name))",
+            "CREATE TABLE IF NOT EXISTS floe_pipeline_versions (
+                catalog_name VARCHAR(255) NOT NULL,
+                pipeline VARCHAR(255) NOT NULL,
+                version BIGINT NOT NULL,
+                sql_text TEXT NOT NULL,
+                body TEXT NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                started_at_ms BIGINT,
+                ended_at_ms BIGINT,
+                start_offsets TEXT,
+                end_offsets TEXT,
+                PRIMARY KEY (catalog_name, pipeline, version))",
+        ],
+    },
+    Migration {
+        version: 5,
+        name: "tokens created at run time",
+        statements: &["CREATE TABLE IF NOT EXISTS floe_tokens (
+                catalog_name VARCHAR(255) NOT NULL,
+                id VARCHAR(64) NOT NULL,
+                secret_sha256 VARCHAR(64) NOT NULL,
+                scopes TEXT NOT NULL,
+                description VARCHAR(1000) NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                revoked_at_ms BIGINT,
+                PRIMARY KEY (catalog_name, id))"],
+    },
 ];
 
 /// The catalog database: a connection pool and the backend it talks to. Cheap to clone.

@@ -5,7 +5,7 @@
 //! sinks and pipelines, partition expressions). Relative paths are resolved against the config
 //! file's folder (or the working directory for the built-in defaults).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -226,6 +226,14 @@ pub struct Limits {
     /// (`idempotency.jsonl`, live entries); a new key beyond it is a 429 naming this limit.
     #[serde(default = "default_idempotency_max_bytes")]
     pub idempotency_max_bytes: u64,
+    /// `limits.max_api_objects`: most streams, sinks and pipelines (each kind counted apart)
+    /// created through the control plane; a create beyond it is a 409 naming this limit.
+    #[serde(default = "default_max_api_objects")]
+    pub max_api_objects: usize,
+}
+
+fn default_max_api_objects() -> usize {
+    1000
 }
 
 fn default_max_record() -> usize {
@@ -287,6 +295,7 @@ impl Default for Limits {
             max_record_bytes: default_max_record(),
             idempotency_max_keys: default_idempotency_max_keys(),
             idempotency_max_bytes: default_idempotency_max_bytes(),
+            max_api_objects: default_max_api_objects(),
         }
     }
 }
@@ -1226,6 +1235,69 @@ pub struct AuthConfig {
     /// `[[auth.tokens]]`
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Tokens created at run time (`floe tokens create`, stored hashed in the catalog), by id;
+    /// shared by every clone of this config, so a token created or revoked counts at once
+    /// everywhere (not a key of the file).
+    #[serde(skip)]
+    pub runtime: RuntimeTokens,
+}
+
+/// The valid tokens created at run time, by id (see [`crate::auth`]).
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeTokens(std::sync::Arc<std::sync::RwLock<HashMap<String, RuntimeToken>>>);
+
+/// One valid token created at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeToken {
+    /// SHA-256 of its secret part.
+    pub secret_sha256: [u8; 32],
+    /// Its scopes.
+    pub scopes: Vec<String>,
+}
+
+impl RuntimeTokens {
+    /// Replaces the set (after reading the catalog).
+    pub fn set(&self, tokens: HashMap<String, RuntimeToken>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = tokens;
+    }
+
+    /// Adds or replaces one.
+    pub fn insert(&self, id: String, token: RuntimeToken) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(id, token);
+    }
+
+    /// Removes one (a revocation).
+    pub fn remove(&self, id: &str) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// The token of `id`.
+    pub fn get(&self, id: &str) -> Option<RuntimeToken> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+}
+
+/// Whether `scope` is one floe knows: `read`, `write`, `admin`, `send:*` or `send:<stream>`.
+pub fn check_scope(scope: &str) -> Result<(), String> {
+    match scope {
+        "read" | "write" | "admin" | "send:*" => Ok(()),
+        s if s.strip_prefix("send:").is_some_and(|name| {
+            !name.is_empty()
+                && name.len() <= 128
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        }) =>
+        {
+            Ok(())
+        }
+        s => Err(format!(
+            "{s:?} is not a scope: read, write, admin, send:* or send:<stream>"
+        )),
+    }
 }
 
 /// One bearer token.
@@ -1498,6 +1570,13 @@ impl Config {
                 "must not be server.data_dir or a folder above it (it would contain the stream logs and catalog.db)"
                     .into(),
             );
+        }
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            for (j, scope) in t.scopes.iter().enumerate() {
+                if let Err(message) = check_scope(scope) {
+                    return invalid(format!("auth.tokens[{i}].scopes[{j}]"), message);
+                }
+            }
         }
         let mut names = HashSet::new();
         for (i, s) in self.streams.iter().enumerate() {

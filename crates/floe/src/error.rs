@@ -30,6 +30,15 @@ pub enum Error {
         /// Human message.
         message: String,
     },
+    /// The request conflicts with the state of what it names (409): the name is taken, the
+    /// object is declared in `floe.toml`, another change landed first, it is in use.
+    #[error("{message}")]
+    Conflict {
+        /// Machine-readable code.
+        code: &'static str,
+        /// Human message.
+        message: String,
+    },
     /// A named limit was hit.
     #[error("{message} (limit {limit})")]
     Limit {
@@ -189,6 +198,7 @@ impl Error {
             Error::Config(_) => Class::caller(StatusCode::BAD_REQUEST, "invalid_config"),
             Error::NotFound { .. } => Class::caller(StatusCode::NOT_FOUND, "not_found"),
             Error::BadRequest { code, .. } => Class::caller(StatusCode::BAD_REQUEST, code),
+            Error::Conflict { code, .. } => Class::caller(StatusCode::CONFLICT, code),
             Error::Limit { limit, status, .. } => {
                 let retryable = matches!(*status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE);
                 Class {

@@ -15,9 +15,11 @@
 //!  config, layout, error, metrics, auth              the model: what is declared, how it fails
 //!    ◄── ingest, stream, pipeline, sink, query,      the stages: each names what it needs of the
 //!        lookup, rest                                 node in a trait or a FromRef state
+//!    ◄── objects                                     stored objects: API bodies, merge at start
 //!    ◄── topology                                    resolves config into what runs (plans SQL)
 //!    ◄── node                                        one process's state; implements the traits
 //!    ◄── supervisor                                  runners per statement; runtime changes
+//!    ◄── control                                     the control plane's routes (docs/control-plane.md)
 //!    ◄── server                                      HTTP routes and `floe serve`
 //!    ◄── main (the CLI)
 //! ```
@@ -26,7 +28,9 @@
 //! under `/iceberg`.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod ingest;
 pub mod layout;
@@ -35,6 +39,7 @@ pub mod lookup;
 pub mod maintenance;
 pub mod metrics;
 pub mod node;
+pub mod objects;
 pub mod pipeline;
 pub mod query;
 pub mod rest;

@@ -1,19 +1,16 @@
-//! The `floe` command line: `serve`, `send`, `sql`, `get`, `pipelines validate`, `catalog`,
-//! `table compact|expire-snapshots|remove-orphans|delete` (documented in `docs/cli.md`).
+//! The `floe` command line: `serve`, `send`, `sql`, `get`, `streams|sinks|pipelines …`,
+//! `catalog`, `tokens`, `table compact|expire-snapshots|remove-orphans|delete` (documented in
+//! `docs/cli.md`). The commands that talk to a running server are in `floe::cli`.
 
-use std::io::{BufRead, Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use floe::cli::control::{PipelinesCommand, SinksCommand, StreamsCommand, TokensCommand};
 use floe::config::Config;
 use floe::query::OutputFormat;
 use floe_catalog::FloeCatalog;
-
-/// Rows per request that `floe send` packs (`docs/cli.md`, "floe send").
-const SEND_BATCH_ROWS: usize = 1000;
-/// Bytes per request that `floe send` stays under (below the default 5 MB body limit).
-const SEND_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Parser)]
 #[command(
@@ -41,8 +38,12 @@ enum Command {
         /// File to send; `-` or absent for standard input.
         file: Option<PathBuf>,
         /// Server URL.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        #[arg(long, env = "FLOE_URL", default_value = floe_client::DEFAULT_URL)]
         url: String,
+        /// Bearer token (scope `send:<stream>`, for a stream with `http.auth`); default
+        /// `$FLOE_TOKEN`.
+        #[arg(long, env = "FLOE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Run SQL over the tables (`namespace.table`).
     Sql {
@@ -76,13 +77,29 @@ enum Command {
         #[arg(long)]
         as_of: Option<String>,
         /// Server URL.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        #[arg(long, env = "FLOE_URL", default_value = floe_client::DEFAULT_URL)]
         url: String,
         /// Bearer token (scope `read`); default `$FLOE_TOKEN`.
-        #[arg(long)]
+        #[arg(long, env = "FLOE_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Pipelines: `floe pipelines validate --sql "…"`.
+    /// Streams of a running server: create, list, get, update, delete (docs/control-plane.md).
+    Streams {
+        #[command(subcommand)]
+        command: StreamsCommand,
+    },
+    /// Sinks of a running server: create, list, get, update, delete.
+    Sinks {
+        #[command(subcommand)]
+        command: SinksCommand,
+    },
+    /// Tokens of a running server: create (shown once), list, revoke (docs/security.md).
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// Pipelines: create, list, get, update, history, delete on a running server; `validate`
+    /// offline.
     Pipelines {
         #[command(subcommand)]
         command: PipelinesCommand,
@@ -168,23 +185,6 @@ enum TableCommand {
     },
 }
 
-#[derive(Subcommand)]
-enum PipelinesCommand {
-    /// Plan pipeline SQL against the config's streams and sinks (offline: no server, no catalog)
-    /// and print each INSERT's output schema, or the error with its line and column.
-    Validate {
-        /// The pipeline SQL: one or more `INSERT INTO <sink> SELECT … FROM <stream>`.
-        #[arg(long)]
-        sql: String,
-        /// Config file; default ./floe.toml when present, else built-in defaults.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Print the answer as JSON (the body `POST /v1/validate_sql` answers).
-        #[arg(long)]
-        json: bool,
-    },
-}
-
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Table,
@@ -221,7 +221,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let config = Config::load(config.as_deref())?;
             floe::server::serve(config).await?;
         }
-        Command::Send { stream, file, url } => return send(&stream, file, &url).await,
+        Command::Send {
+            stream,
+            file,
+            url,
+            token,
+        } => return floe::cli::send(&stream, file, &url, token.as_deref()).await,
         Command::Sql {
             query,
             format,
@@ -263,15 +268,18 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             url,
             token,
         } => {
-            let token = token.or_else(|| std::env::var("FLOE_TOKEN").ok());
-            return get(&table, &predicates, limit, snapshot_id, as_of, &url, token).await;
+            let lookup = floe_client::Lookup {
+                predicates: Vec::new(),
+                limit,
+                snapshot_id,
+                as_of,
+            };
+            return floe::cli::get(&table, &predicates, lookup, &url, token.as_deref()).await;
         }
-        Command::Pipelines {
-            command: PipelinesCommand::Validate { sql, config, json },
-        } => {
-            let config = Config::load(config.as_deref())?;
-            return Ok(validate(&config, &sql, json).await);
-        }
+        Command::Streams { command } => return Ok(floe::cli::control::streams(command).await),
+        Command::Sinks { command } => return Ok(floe::cli::control::sinks(command).await),
+        Command::Pipelines { command } => return Ok(floe::cli::control::pipelines(command).await),
+        Command::Tokens { command } => return Ok(floe::cli::control::tokens(command).await),
         Command::Catalog { config } => {
             let config = Config::load(config.as_deref())?;
             print_catalog(&config);
@@ -461,44 +469,6 @@ async fn table(command: TableCommand) -> anyhow::Result<std::process::ExitCode> 
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// `floe pipelines validate`: exit 0 and the schemas, or exit 1 and the error.
-async fn validate(config: &Config, sql: &str, json: bool) -> std::process::ExitCode {
-    use floe::pipeline::validate::{answer_json, columns_json, error_json, validate_sql};
-    match validate_sql(config, sql).await {
-        Ok(statements) if json => {
-            println!("{}", answer_json(&statements));
-            std::process::ExitCode::SUCCESS
-        }
-        Ok(statements) => {
-            for v in &statements {
-                let table = v.table.as_deref().unwrap_or("?");
-                println!("INSERT INTO {} (table {table}) FROM {}:", v.sink, v.stream);
-                for c in columns_json(&v.output).as_array().into_iter().flatten() {
-                    let required = if c["required"].as_bool() == Some(true) {
-                        "required"
-                    } else {
-                        ""
-                    };
-                    println!(
-                        "  {:<24} {:<32} {required}",
-                        c["name"].as_str().unwrap_or(""),
-                        c["type"].as_str().unwrap_or("")
-                    );
-                }
-            }
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) if json => {
-            println!("{}", error_json(&e));
-            std::process::ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("invalid pipeline SQL: {e}");
-            std::process::ExitCode::from(1)
-        }
-    }
-}
-
 async fn open_catalog(config: &Config) -> anyhow::Result<FloeCatalog> {
     if config.catalog.uri.is_none() {
         let db = config.catalog_db();
@@ -673,130 +643,4 @@ fn split_uri(uri: &str) -> (Option<&str>, Option<&str>, &str) {
         Some((auth, host)) => (scheme, Some(auth), host),
         None => (scheme, None, rest),
     }
-}
-
-/// Reads NDJSON or a JSON array and posts it in batches.
-async fn send(stream: &str, file: Option<PathBuf>, url: &str) -> anyhow::Result<std::process::ExitCode> {
-    let mut text = String::new();
-    match file.as_deref() {
-        None => std::io::stdin().read_to_string(&mut text)?,
-        Some(p) if p.as_os_str() == "-" => std::io::stdin().read_to_string(&mut text)?,
-        Some(p) => std::fs::File::open(p)
-            .with_context(|| format!("open {}", p.display()))?
-            .read_to_string(&mut text)?,
-    };
-    let rows: Vec<String> = if text.trim_start().starts_with('[') {
-        let values: Vec<&serde_json::value::RawValue> =
-            serde_json::from_str(&text).context("the file is not a valid JSON array")?;
-        values.into_iter().map(|v| v.get().to_string()).collect()
-    } else {
-        std::io::Cursor::new(text.as_bytes())
-            .lines()
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter(|l| !l.trim().is_empty())
-            .collect()
-    };
-    let client = reqwest::Client::new();
-    let endpoint = format!("{}/v1/streams/{stream}/events", url.trim_end_matches('/'));
-    let (mut accepted, mut rejected, mut failed_requests) = (0u64, 0u64, 0u64);
-    let mut start = 0usize;
-    while start < rows.len() {
-        let mut end = start;
-        let mut bytes = 0usize;
-        while end < rows.len()
-            && end - start < SEND_BATCH_ROWS
-            && (end == start || bytes + rows[end].len() < SEND_BATCH_BYTES)
-        {
-            bytes += rows[end].len() + 1;
-            end += 1;
-        }
-        let body = rows[start..end].join("\n");
-        let resp = client
-            .post(&endpoint)
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await
-            .with_context(|| format!("POST {endpoint}"))?;
-        let status = resp.status();
-        let answer: serde_json::Value = resp.json().await.unwrap_or_default();
-        if status.is_success() {
-            accepted += answer["accepted"].as_u64().unwrap_or(0);
-        } else {
-            failed_requests += 1;
-            rejected += (end - start) as u64;
-            eprintln!(
-                "rows {}..{}: {status}: {}",
-                start + 1,
-                end,
-                answer["error"]["message"].as_str().unwrap_or("")
-            );
-            if let Some(list) = answer["rows"].as_array() {
-                for r in list.iter().take(10) {
-                    let row = r["row"].as_u64().unwrap_or(0) as usize + start + 1;
-                    eprintln!(
-                        "  row {row} field {:?}: {}",
-                        r["field"].as_str().unwrap_or(""),
-                        r["message"].as_str().unwrap_or("")
-                    );
-                }
-            }
-        }
-        start = end;
-    }
-    println!("accepted {accepted} rows, rejected {rejected} rows ({failed_requests} failed requests)");
-    Ok(if rejected == 0 {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::from(1)
-    })
-}
-
-/// `floe get`: `GET /v1/tables/{table}/rows` and prints the rows, one JSON object per line.
-async fn get(
-    table: &str,
-    predicates: &[String],
-    limit: Option<usize>,
-    snapshot_id: Option<i64>,
-    as_of: Option<String>,
-    url: &str,
-    token: Option<String>,
-) -> anyhow::Result<std::process::ExitCode> {
-    let mut query: Vec<(String, String)> = Vec::new();
-    for p in predicates {
-        let Some((k, v)) = p.split_once('=') else {
-            bail!("{p:?} is not COLUMN=VALUE");
-        };
-        query.push((k.to_string(), v.to_string()));
-    }
-    if let Some(n) = limit {
-        query.push(("limit".into(), n.to_string()));
-    }
-    if let Some(id) = snapshot_id {
-        query.push(("snapshot_id".into(), id.to_string()));
-    }
-    if let Some(t) = as_of {
-        query.push(("as_of".into(), t));
-    }
-    let endpoint = format!("{}/v1/tables/{table}/rows", url.trim_end_matches('/'));
-    let mut req = reqwest::Client::new().get(&endpoint).query(&query);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.with_context(|| format!("GET {endpoint}"))?;
-    let status = resp.status();
-    let answer: serde_json::Value = resp.json().await.context("the server's answer is not JSON")?;
-    if !status.is_success() {
-        eprintln!(
-            "error: {status}: {}",
-            answer["error"]["message"].as_str().unwrap_or("(no message)")
-        );
-        return Ok(std::process::ExitCode::from(1));
-    }
-    let mut out = std::io::stdout().lock();
-    for row in answer["rows"].as_array().into_iter().flatten() {
-        writeln!(out, "{row}")?;
-    }
-    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -69,7 +69,10 @@ impl App {
             ))
         })?;
         let metrics = Arc::new(Metrics::default());
-        let topology = Topology::from_config(&config).await?;
+        // What runs: floe.toml's objects and those created through the API (stored in the catalog).
+        let stored = crate::objects::parse_stored(&catalog.objects().await?)?;
+        let declared = crate::objects::merge(&config, &stored)?;
+        let topology = Topology::from_config(&declared).await?;
         let streams = StreamRegistry::default();
         for s in open_streams(&config, &topology.streams, &metrics, &streams)? {
             streams.insert(s);
@@ -78,6 +81,9 @@ impl App {
         // went backwards or lost rows a pipeline still needs stops floe here.
         crate::pipeline::identity::prepare_positions(topology.running(), &catalog, &streams, &topology.statements)
             .await?;
+        for p in &topology.declared.pipelines {
+            crate::pipeline::identity::record_version_start(&catalog, p, &topology.statements).await?;
+        }
         Ok(Arc::new(App {
             config,
             lookup: Arc::new(crate::lookup::LookupEngine::new(catalog.clone())),

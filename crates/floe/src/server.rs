@@ -13,17 +13,93 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::config::Config;
+use crate::control::ControlPlane;
 use crate::node::{App, SHUTDOWN_COMMIT_TIMEOUT};
 use crate::supervisor::Supervisor;
 
-/// The HTTP routes.
+/// Every route `floe serve` answers, as `(method, path)` (the OpenAPI document in
+/// `docs/openapi.json` must list exactly these; a test checks both against the router).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/streams/{stream}/events"),
+    ("POST", "/v1/query"),
+    ("POST", "/v1/validate_sql"),
+    ("GET", "/v1/tables/{table}/rows"),
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/streams"),
+    ("POST", "/v1/streams"),
+    ("GET", "/v1/streams/{name}"),
+    ("PATCH", "/v1/streams/{name}"),
+    ("DELETE", "/v1/streams/{name}"),
+    ("GET", "/v1/sinks"),
+    ("POST", "/v1/sinks"),
+    ("GET", "/v1/sinks/{name}"),
+    ("PATCH", "/v1/sinks/{name}"),
+    ("DELETE", "/v1/sinks/{name}"),
+    ("GET", "/v1/pipelines"),
+    ("POST", "/v1/pipelines"),
+    ("GET", "/v1/pipelines/{name}"),
+    ("PATCH", "/v1/pipelines/{name}"),
+    ("DELETE", "/v1/pipelines/{name}"),
+    ("GET", "/v1/pipelines/{name}/versions"),
+    ("GET", "/v1/tokens"),
+    ("POST", "/v1/tokens"),
+    ("DELETE", "/v1/tokens/{id}"),
+    // The Iceberg REST catalog (crate::rest), with and without the `{prefix}` segment.
+    ("GET", "/iceberg/v1/config"),
+    ("GET", "/iceberg/v1/namespaces"),
+    ("POST", "/iceberg/v1/namespaces"),
+    ("GET", "/iceberg/v1/namespaces/{namespace}"),
+    ("HEAD", "/iceberg/v1/namespaces/{namespace}"),
+    ("DELETE", "/iceberg/v1/namespaces/{namespace}"),
+    ("POST", "/iceberg/v1/namespaces/{namespace}/properties"),
+    ("GET", "/iceberg/v1/namespaces/{namespace}/tables"),
+    ("POST", "/iceberg/v1/namespaces/{namespace}/tables"),
+    ("GET", "/iceberg/v1/namespaces/{namespace}/tables/{table}"),
+    ("HEAD", "/iceberg/v1/namespaces/{namespace}/tables/{table}"),
+    ("POST", "/iceberg/v1/namespaces/{namespace}/tables/{table}"),
+    ("DELETE", "/iceberg/v1/namespaces/{namespace}/tables/{table}"),
+    ("POST", "/iceberg/v1/namespaces/{namespace}/register"),
+    ("POST", "/iceberg/v1/namespaces/{namespace}/tables/{table}/metrics"),
+    ("POST", "/iceberg/v1/tables/rename"),
+    ("POST", "/iceberg/v1/transactions/commit"),
+    ("GET", "/iceberg/v1/{prefix}/namespaces"),
+    ("POST", "/iceberg/v1/{prefix}/namespaces"),
+    ("GET", "/iceberg/v1/{prefix}/namespaces/{namespace}"),
+    ("HEAD", "/iceberg/v1/{prefix}/namespaces/{namespace}"),
+    ("DELETE", "/iceberg/v1/{prefix}/namespaces/{namespace}"),
+    ("POST", "/iceberg/v1/{prefix}/namespaces/{namespace}/properties"),
+    ("GET", "/iceberg/v1/{prefix}/namespaces/{namespace}/tables"),
+    ("POST", "/iceberg/v1/{prefix}/namespaces/{namespace}/tables"),
+    ("GET", "/iceberg/v1/{prefix}/namespaces/{namespace}/tables/{table}"),
+    ("HEAD", "/iceberg/v1/{prefix}/namespaces/{namespace}/tables/{table}"),
+    ("POST", "/iceberg/v1/{prefix}/namespaces/{namespace}/tables/{table}"),
+    ("DELETE", "/iceberg/v1/{prefix}/namespaces/{namespace}/tables/{table}"),
+    ("POST", "/iceberg/v1/{prefix}/namespaces/{namespace}/register"),
+    (
+        "POST",
+        "/iceberg/v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
+    ),
+    ("POST", "/iceberg/v1/{prefix}/tables/rename"),
+    ("POST", "/iceberg/v1/{prefix}/transactions/commit"),
+];
+
+/// Every route of `floe serve`: [`router`] and the control plane's ([`crate::control`]).
+pub fn full_router(app: Arc<App>, control: Arc<ControlPlane>) -> Router {
+    router(app).merge(crate::control::routes(control))
+}
+
+/// The HTTP routes without the control plane's.
 pub fn router(app: Arc<App>) -> Router {
     let ingest = post(crate::ingest::post_events::<App>);
-    // `streams[].http.cors_origins` (docs/http-api.md, "CORS").
-    let ingest = match crate::ingest::cors::layer(&app.config) {
-        Some(cors) => ingest.layer(cors),
-        None => ingest,
-    };
+    // `streams[].http.cors_origins` of the live streams (docs/http-api.md, "CORS").
+    let live = app.clone();
+    let ingest = ingest.layer(crate::ingest::cors::layer(move |stream| {
+        live.stream(stream)
+            .filter(|s| s.config.http.enabled)
+            .map(|s| s.config.http.cors_origins.clone())
+            .unwrap_or_default()
+    }));
     Router::new()
         .route("/v1/streams/{stream}/events", ingest)
         .route("/v1/query", post(crate::query::post_query))
@@ -79,6 +155,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.server.listen.clone();
     let app = App::open(config).await?;
     let supervisor = Supervisor::start(app.clone());
+    let control = ControlPlane::open(supervisor.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (server.listen): {e}"))?;
@@ -87,7 +164,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "floe listening on http://{listen} (data in {})",
         app.config.data_dir().display()
     );
-    axum::serve(listener, router(app.clone()))
+    axum::serve(listener, full_router(app.clone(), control))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("HTTP stopped; committing what is durable");

@@ -26,8 +26,31 @@ pub struct StreamState {
     pub decoder: Arc<RowDecoder>,
     /// Counters.
     pub metrics: Arc<StreamMetrics>,
-    /// Remembered `Idempotency-Key`s.
-    pub idempotency: IdempotencyStore,
+    /// Remembered `Idempotency-Key`s (shared with the state that replaces this one when the
+    /// stream's settings change, see [`StreamState::with_config`]).
+    pub idempotency: Arc<IdempotencyStore>,
+}
+
+impl StreamState {
+    /// The same stream — log, counters, idempotency keys — under changed settings (`http`,
+    /// `unknown_fields`, `fields` evolved as [`crate::objects::check_evolution`] allows; its
+    /// `on_invalid` does not change in place).
+    pub fn with_config(&self, config: &Config, stream: StreamConfig) -> Arc<StreamState> {
+        let decoder = RowDecoder::new(
+            &stream_fields(stream.fields.as_ref()),
+            stream.unknown_fields,
+            config.limits.max_row_bytes,
+            config.limits.max_errors_reported,
+            stream.fields.is_none(),
+        );
+        Arc::new(StreamState {
+            config: stream,
+            log: self.log.clone(),
+            decoder: Arc::new(decoder),
+            metrics: self.metrics.clone(),
+            idempotency: self.idempotency.clone(),
+        })
+    }
 }
 
 /// The open streams by name.
@@ -135,7 +158,7 @@ pub fn open_streams(
             log,
             decoder: Arc::new(decoder),
             metrics: m,
-            idempotency,
+            idempotency: Arc::new(idempotency),
         }));
     }
     Ok(out)

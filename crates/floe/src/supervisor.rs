@@ -10,11 +10,21 @@
 //!                streams that go:     out of the registry (404 from now on), in-flight requests
 //!                                     finish, then their logs close
 //!                statements that go:  stop signal ─► the runner reads to the log's end, commits, stops
+//!                                     (also those whose pipeline or sink settings change: they
+//!                                     come back below, from the positions just committed)
+//!                streams that change: the same log, keys and counters under the new settings
+//!                                     (new fields: the sinks' tables evolve first, and the
+//!                                     statements reading the stream are planned anew)
 //!                streams that come:   logs opened (recovered) and registered
 //!                the new topology is live (backpressure and truncation see it)
 //!                statements that come: start position recorded (pipeline::identity, as at start),
-//!                                     then a runner each
+//!                                     then a runner each, and the start of each pipeline's
+//!                                     version at those positions (docs/control-plane.md)
 //! ```
+//!
+//! Every change is planned and checked whole before anything stops ([`Supervisor::preview`]
+//! runs the same checks alone): the edited declaration, every statement's SQL, and the table of
+//! each statement that comes ([`crate::sink::check`]).
 //!
 //! A stream is only removed when no pipeline reads it (its own dead-letter pipeline aside), a sink
 //! when no pipeline writes it. Changes are serialized; they are not written back to `floe.toml`:
@@ -30,6 +40,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, PipelineConfig, SinkConfig, StreamConfig};
 use crate::error::{Error, Result};
 use crate::node::{App, SHUTDOWN_COMMIT_TIMEOUT, TRUNCATE_INTERVAL};
+use crate::objects::{self, ObjectConfig};
 use crate::pipeline::Transform;
 use crate::stream::{StreamState, open_streams};
 use crate::topology::Topology;
@@ -122,16 +133,7 @@ impl Supervisor {
                     name: name.to_string(),
                 });
             };
-            let own = topology.dead_letters.iter().find(|d| d.stream == name);
-            let readers: Vec<String> = topology
-                .statements
-                .iter()
-                .filter(|t| t.stream == name || own.is_some_and(|d| t.stream == d.internal_stream))
-                .filter(|t| own.is_none_or(|d| t.pipeline != d.pipeline))
-                .map(|t| t.pipeline.clone())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
+            let readers = readers_of(topology, name);
             if !readers.is_empty() {
                 return Err(Error::Config(format!(
                     "stream {name:?} is read by pipeline(s) {}; remove them first",
@@ -268,31 +270,114 @@ impl Supervisor {
         self.app.forget_position(&t.pipeline, &t.sink);
     }
 
-    /// Edits the declaration with `edit`, resolves the new topology and brings what runs in
-    /// line with it (see the module docs).
-    async fn change(&self, edit: impl FnOnce(&Topology, &mut Config) -> Result<()>) -> Result<()> {
+    /// Edits the declaration with `edit` and checks the result as [`change`](Self::change)
+    /// would, changing nothing: the control plane validates with it before storing a change.
+    pub async fn preview(&self, edit: impl FnOnce(&Topology, &mut Config) -> Result<()>) -> Result<()> {
         let _serial = self.changes.lock().await;
-        let app = &self.app;
-        let old = app.topology();
+        self.plan(edit).await.map(|_| ())
+    }
+
+    /// Replaces a declared object by `object` (same name, see [`objects::replace`]): a
+    /// pipeline's runners read on to the end of their logs, commit and stop, and its new version
+    /// starts from the positions they committed; a sink's writers stop (committing) and start
+    /// again with the new settings; a stream's settings change in place.
+    pub async fn replace(&self, object: ObjectConfig) -> Result<()> {
+        self.change(move |_, c| objects::replace(c, object)).await
+    }
+
+    /// Removes a declared stream together with `pipelines` (those reading it), in one change.
+    pub async fn remove_stream_and_readers(&self, name: &str, pipelines: &[String]) -> Result<()> {
+        self.change(|topology, c| {
+            c.pipelines.retain(|p| !pipelines.contains(&p.name));
+            if !c.streams.iter().any(|s| s.name == name) {
+                return Err(Error::NotFound {
+                    what: "stream",
+                    name: name.to_string(),
+                });
+            }
+            let left = readers_of(topology, name)
+                .into_iter()
+                .filter(|p| !pipelines.contains(p))
+                .collect::<Vec<_>>();
+            if !left.is_empty() {
+                return Err(Error::Config(format!(
+                    "stream {name:?} is read by pipeline(s) {}; remove them first",
+                    left.join(", ")
+                )));
+            }
+            c.streams.retain(|s| s.name != name);
+            Ok(())
+        })
+        .await
+    }
+
+    /// The change `edit` makes: the new topology and the statements that go and come (a
+    /// statement whose pipeline or sink settings changed does both), checked through —
+    /// the declaration, every statement's SQL, the tables of the statements that come.
+    async fn plan(&self, edit: impl FnOnce(&Topology, &mut Config) -> Result<()>) -> Result<Plan> {
+        let old = self.app.topology();
         let mut declared = old.declared.clone();
         edit(&old, &mut declared)?;
         declared.validate().map_err(|e| Error::Config(e.to_string()))?;
         let new = Arc::new(Topology::resolve(&declared, Some(&old)).await?);
         let key = |t: &Transform| (t.pipeline.clone(), t.sink.clone());
-        let old_keys: HashSet<_> = old.statements.iter().map(key).collect();
+        // Streams whose fields change (schema evolution): their statements are planned anew.
+        let evolving: HashSet<String> = new
+            .streams
+            .iter()
+            .filter(|s| old.stream(&s.name).is_some_and(|o| o.fields != s.fields))
+            .map(|s| s.name.clone())
+            .collect();
+        let same = |t: &Transform| {
+            old.statements.iter().any(|o| key(o) == key(t))
+                && as_json(old.pipeline(&t.pipeline)) == as_json(new.pipeline(&t.pipeline))
+                && as_json(old.sink(&t.sink)) == as_json(new.sink(&t.sink))
+                && !evolving.contains(&t.stream)
+        };
+        let added: Vec<Transform> = new.statements.iter().filter(|t| !same(t)).cloned().collect();
+        let added_keys: HashSet<_> = added.iter().map(key).collect();
         let new_keys: HashSet<_> = new.statements.iter().map(key).collect();
         let removed: Vec<Transform> = old
             .statements
             .iter()
-            .filter(|t| !new_keys.contains(&key(t)))
+            .filter(|t| !new_keys.contains(&key(t)) || added_keys.contains(&key(t)))
             .cloned()
             .collect();
-        let added: Vec<Transform> = new
-            .statements
-            .iter()
-            .filter(|t| !old_keys.contains(&key(t)))
-            .cloned()
-            .collect();
+        for t in &added {
+            if let Some(sink) = new.sink(&t.sink) {
+                crate::sink::check(&self.app.catalog, sink, &t.output, evolving.contains(&t.stream)).await?;
+            }
+        }
+        Ok(Plan {
+            old,
+            new,
+            removed,
+            added,
+            evolving,
+        })
+    }
+
+    /// Edits the declaration with `edit`, resolves the new topology and brings what runs in
+    /// line with it (see the module docs).
+    async fn change(&self, edit: impl FnOnce(&Topology, &mut Config) -> Result<()>) -> Result<()> {
+        let _serial = self.changes.lock().await;
+        let app = &self.app;
+        let Plan {
+            old,
+            new,
+            removed,
+            added,
+            evolving,
+        } = self.plan(edit).await?;
+        // Tables of streams that gained fields take the new columns first, while the old
+        // statements still run (their files, of the older schema, stay valid).
+        for t in added.iter().filter(|t| evolving.contains(&t.stream)) {
+            if let Some(sink) = new.sink(&t.sink)
+                && sink.ty == crate::config::SinkType::Iceberg
+            {
+                crate::sink::evolve::evolve(&app.catalog, sink, &t.output).await?;
+            }
+        }
         // Streams that go: no new requests, then the ones in flight finish.
         let mut gone: Vec<Arc<StreamState>> = Vec::new();
         for s in old.streams.iter().filter(|s| new.stream(&s.name).is_none()) {
@@ -307,10 +392,19 @@ impl Supervisor {
         // Statements that go: each reads on to the end of its log, commits and stops.
         for t in &removed {
             self.stop_runner(t).await;
-            tracing::info!(pipeline = %t.pipeline, sink = %t.sink, "pipeline statement removed");
+            tracing::info!(pipeline = %t.pipeline, sink = %t.sink, "pipeline statement stopped");
         }
         for s in &gone {
             s.log.close();
+        }
+        // Streams whose settings change: the same log under the new settings.
+        for s in &new.streams {
+            if let (Some(before), Some(state)) = (old.stream(&s.name), app.streams.get(&s.name))
+                && as_json(Some(before)) != as_json(Some(s))
+            {
+                app.streams.insert(state.with_config(&app.config, s.clone()));
+                tracing::info!(stream = %s.name, "stream settings changed");
+            }
         }
         // Streams that come.
         let coming: Vec<StreamConfig> = new
@@ -342,12 +436,53 @@ impl Supervisor {
             }
             return Err(e);
         }
+        let mut started: Vec<String> = Vec::new();
         for t in added {
-            tracing::info!(pipeline = %t.pipeline, sink = %t.sink, stream = %t.stream, "pipeline statement added");
+            tracing::info!(pipeline = %t.pipeline, sink = %t.sink, stream = %t.stream, "pipeline statement started");
+            if !started.contains(&t.pipeline) {
+                started.push(t.pipeline.clone());
+            }
             self.spawn(t);
+        }
+        // The versions that start here, at the positions their runners read from.
+        for name in started {
+            if let Some(p) = new.declared.pipelines.iter().find(|p| p.name == name)
+                && let Err(e) = crate::pipeline::identity::record_version_start(&app.catalog, p, &new.statements).await
+            {
+                tracing::warn!(pipeline = %name, error = %e, "could not record the pipeline version's start; it is recorded at the next start");
+            }
         }
         Ok(())
     }
+}
+
+/// What a change does (see [`Supervisor::plan`]).
+struct Plan {
+    old: Arc<Topology>,
+    new: Arc<Topology>,
+    removed: Vec<Transform>,
+    added: Vec<Transform>,
+    /// Streams whose fields change.
+    evolving: HashSet<String>,
+}
+
+/// An object's settings as JSON, to tell whether a change touches it.
+fn as_json<T: serde::Serialize>(v: Option<&T>) -> Option<serde_json::Value> {
+    v.and_then(|v| serde_json::to_value(v).ok())
+}
+
+/// The pipelines reading stream `name` (or its dead letters), its own dead-letter pipeline aside.
+pub fn readers_of(topology: &Topology, name: &str) -> Vec<String> {
+    let own = topology.dead_letters.iter().find(|d| d.stream == name);
+    topology
+        .statements
+        .iter()
+        .filter(|t| t.stream == name || own.is_some_and(|d| t.stream == d.internal_stream))
+        .filter(|t| own.is_none_or(|d| t.pipeline != d.pipeline))
+        .map(|t| t.pipeline.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// `topology` without the statements that stopped already (what runs after a failed change).

@@ -83,9 +83,10 @@ impl Topology {
         Self::resolve(config, None).await
     }
 
-    /// [`from_config`](Self::from_config), keeping the sinks `previous` already has as they are
-    /// there (a running statement's sink does not move when the declaration changes around it:
-    /// e.g. a dead-letter table's namespace follows the first pipeline reading its stream).
+    /// [`from_config`](Self::from_config), keeping the built-in dead-letter sinks `previous`
+    /// already has as they are there (a running statement's sink does not move when the
+    /// declaration changes around it: a dead-letter table's namespace follows the first pipeline
+    /// reading its stream). Declared sinks are taken as declared: a changed one is changed.
     pub async fn resolve(config: &Config, previous: Option<&Topology>) -> Result<Topology> {
         let mut streams = config.streams.clone();
         let mut sinks = config.sinks.clone();
@@ -157,13 +158,6 @@ impl Topology {
             };
             statements.extend(plan_pipeline(&builtin.name, &builtin.sql, &schemas, &sink_names).await?);
             pipelines.push(builtin);
-        }
-        if let Some(previous) = previous {
-            for s in &mut sinks {
-                if let Some(kept) = previous.sink(&s.name) {
-                    *s = kept.clone();
-                }
-            }
         }
         let mut seen = HashSet::new();
         for t in &statements {

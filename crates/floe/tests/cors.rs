@@ -143,8 +143,9 @@ async fn listed_origins_get_cors_answers_per_stream() {
 async fn without_cors_origins_there_are_no_cors_headers() {
     let dir = tempfile::tempdir().unwrap();
     let url = serve(dir.path(), "[[streams]]\nname = \"events\"\n").await;
+    // The CORS layer is on the route for every stream (a stream's origins may be set at run
+    // time); a preflight for a stream listing none gets no CORS headers, so the browser refuses.
     let resp = preflight(&url, "events", APP_ORIGIN).await;
-    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(header(&resp, "access-control-allow-origin"), None);
     let resp = post(&url, "events", APP_ORIGIN).await;
     assert_eq!(resp.status(), StatusCode::OK);

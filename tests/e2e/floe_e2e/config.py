@@ -36,6 +36,20 @@ def fields_toml(fields: Iterable[Field]) -> str:
 EVENT_FIELDS_TOML = fields_toml(EVENT_FIELDS)
 
 
+def settings_toml(port: int, *, data_dir: str = "floe-data", catalog_name: str = CATALOG_NAME) -> str:
+    """A floe.toml with settings only — no stream, sink or pipeline (they are added through the
+    control plane, docs/control-plane.md, or appended by the caller)."""
+    return f"""\
+[server]
+listen = "{LOOPBACK}:{port}"
+data_dir = {json.dumps(data_dir)}
+
+[catalog]
+name = {json.dumps(catalog_name)}
+warehouse = {json.dumps(data_dir + "/warehouse")}
+"""
+
+
 def floe_config(
     port: int,
     *,

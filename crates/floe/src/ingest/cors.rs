@@ -1,55 +1,42 @@
 //! CORS for the ingest route: a stream's `http.cors_origins` lets web pages served from those
 //! origins call `POST /v1/streams/{stream}/events` from a browser.
 //!
-//! One `tower_http` [`CorsLayer`] on the route decides per request, from the stream named in the
-//! path: a preflight (`OPTIONS` with `Access-Control-Request-Method`) is answered by the layer
+//! One `tower_http` [`CorsLayer`] on the route decides per request, from the live settings of
+//! the stream named in the path (a stream created or changed at run time included): a preflight (`OPTIONS` with `Access-Control-Request-Method`) is answered by the layer
 //! itself, without auth (browsers send no `Authorization` on a preflight); every other answer —
 //! a `200` as much as a `400` or `429` — carries `Access-Control-Allow-Origin` when the request's
 //! `Origin` is allowed for that stream, so the page can read the body. An origin not listed gets
 //! no CORS headers and the browser withholds the answer; requests from non-browser clients are
 //! unaffected.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::config::Config;
-
 /// How long a browser may cache a preflight answer.
 pub const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 
-/// The layer for the ingest route, or `None` when no served stream lists an origin.
-pub fn layer(config: &Config) -> Option<CorsLayer> {
-    let origins: HashMap<String, Vec<String>> = config
-        .streams
-        .iter()
-        .filter(|s| s.http.enabled && !s.http.cors_origins.is_empty())
-        .map(|s| (s.name.clone(), s.http.cors_origins.clone()))
-        .collect();
-    if origins.is_empty() {
-        return None;
-    }
-    Some(
-        CorsLayer::new()
-            .allow_origin(AllowOrigin::predicate(move |origin, parts| {
-                allowed(&origins, origin, parts.uri.path())
-            }))
-            .allow_methods([Method::POST])
-            .allow_headers([
-                header::CONTENT_TYPE,
-                header::CONTENT_ENCODING,
-                header::AUTHORIZATION,
-                HeaderName::from_static("idempotency-key"),
-            ])
-            .expose_headers([header::RETRY_AFTER, HeaderName::from_static("idempotent-replayed")])
-            .max_age(PREFLIGHT_MAX_AGE),
-    )
+/// The layer for the ingest route; `origins_of(stream)` gives the origins a stream allows now
+/// (none for an unknown stream), so streams added or changed at run time are answered too.
+pub fn layer(origins_of: impl Fn(&str) -> Vec<String> + Clone + Send + Sync + 'static) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, parts| {
+            allowed(&origins_of, origin, parts.uri.path())
+        }))
+        .allow_methods([Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::AUTHORIZATION,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([header::RETRY_AFTER, HeaderName::from_static("idempotent-replayed")])
+        .max_age(PREFLIGHT_MAX_AGE)
 }
 
 /// Whether `origin` may call the ingest route at `path` (`/v1/streams/{stream}/events`).
-fn allowed(origins: &HashMap<String, Vec<String>>, origin: &HeaderValue, path: &str) -> bool {
+fn allowed(origins_of: &impl Fn(&str) -> Vec<String>, origin: &HeaderValue, path: &str) -> bool {
     let Some(stream) = path
         .strip_prefix("/v1/streams/")
         .and_then(|p| p.strip_suffix("/events"))
@@ -59,13 +46,13 @@ fn allowed(origins: &HashMap<String, Vec<String>>, origin: &HeaderValue, path: &
     let Ok(origin) = origin.to_str() else {
         return false;
     };
-    origins
-        .get(stream)
-        .is_some_and(|list| list.iter().any(|o| o == "*" || o == origin))
+    origins_of(stream).iter().any(|o| o == "*" || o == origin)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     #[test]
@@ -74,6 +61,7 @@ mod tests {
             ("web".to_string(), vec!["https://app.example.com".to_string()]),
             ("open".to_string(), vec!["*".to_string()]),
         ]);
+        let origins = |s: &str| origins.get(s).cloned().unwrap_or_default();
         let app = HeaderValue::from_static("https://app.example.com");
         let other = HeaderValue::from_static("https://evil.example");
         assert!(allowed(&origins, &app, "/v1/streams/web/events"));

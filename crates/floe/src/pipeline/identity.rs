@@ -215,3 +215,40 @@ pub async fn prepare_positions(
 fn start_of(topology: Running<'_>, pipeline: &str) -> PipelineStart {
     topology.pipeline(pipeline).map_or(PipelineStart::Earliest, |p| p.start)
 }
+
+/// The committed offsets of `pipeline`'s statements among `statements`, as the JSON
+/// `{sink: offset}` a pipeline version records (docs/control-plane.md, "Pipeline versions").
+pub async fn committed_offsets(catalog: &FloeCatalog, pipeline: &str, statements: &[Transform]) -> Result<String> {
+    let mut offsets = serde_json::Map::new();
+    for t in statements.iter().filter(|t| t.pipeline == pipeline) {
+        if let Some(p) = catalog.sink_position(pipeline, &t.sink).await? {
+            offsets.insert(t.sink.clone(), serde_json::Value::from(p.position));
+        }
+    }
+    Ok(serde_json::Value::Object(offsets).to_string())
+}
+
+/// Records that `pipeline` starts: its SQL as a version when the newest recorded one differs (a
+/// declarative pipeline whose `floe.toml` changed; one created through the API has its version
+/// already), and the newest version's start at the committed offsets of its statements, once
+/// (the versions before it end there). Called when its runners start, after
+/// [`prepare_positions`], so the offsets are where the runners read from.
+pub async fn record_version_start(
+    catalog: &FloeCatalog,
+    pipeline: &PipelineConfig,
+    statements: &[Transform],
+) -> Result<()> {
+    let body = serde_json::to_string(pipeline).map_err(|e| Error::Internal(format!("pipeline as JSON: {e}")))?;
+    catalog
+        .ensure_pipeline_version(
+            &pipeline.name,
+            floe_catalog::VersionBody {
+                sql: &pipeline.sql,
+                body: &body,
+            },
+        )
+        .await?;
+    let offsets = committed_offsets(catalog, &pipeline.name, statements).await?;
+    catalog.start_pipeline_version(&pipeline.name, &offsets).await?;
+    Ok(())
+}

@@ -161,11 +161,10 @@ async fn run_once<N: RunnerNode>(
             let first_offset = first.offset;
             let through = last.end();
             newest_appended_ms = newest_appended_ms.max(last.appended_at_ms);
-            // Records may carry schema metadata (an idempotency key): drop it, keep the columns.
             let input = records
-                .into_iter()
-                .map(|r| arrow::record_batch::RecordBatch::try_new(t.input_schema(), r.batch.columns().to_vec()))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
+                .iter()
+                .map(|r| as_input(&r.batch, &t.input_schema()))
+                .collect::<Result<Vec<_>>>()?;
             let isolated =
                 dead_letter::run_isolating(t, input, first_offset, max_bad, on_error == OnError::Fail).await?;
             for out in &isolated.output {
@@ -265,6 +264,23 @@ async fn commit<N: RunnerNode>(app: &N, t: &Transform, sinks: &mut Sinks, newest
     app.publish_position(t, stats.to);
     tracing::debug!(pipeline = %t.pipeline, sink = %t.sink, rows = stats.rows, files = stats.files, from = stats.from, to = stats.to, elapsed = ?stats.elapsed, "committed");
     Ok(())
+}
+
+/// A log record as the statement's input. Records may carry schema metadata (an idempotency
+/// key): dropped, the columns kept. A record written before the stream's schema evolved is
+/// matched by name: a field added since reads as null, a widened one is cast
+/// (docs/control-plane.md, "Schema evolution").
+fn as_input(
+    batch: &arrow::record_batch::RecordBatch,
+    input: &arrow::datatypes::SchemaRef,
+) -> Result<arrow::record_batch::RecordBatch> {
+    if batch.schema().fields() == input.fields() {
+        return Ok(arrow::record_batch::RecordBatch::try_new(
+            input.clone(),
+            batch.columns().to_vec(),
+        )?);
+    }
+    crate::sink::schema::conform_to_table(batch, input)
 }
 
 #[cfg(test)]

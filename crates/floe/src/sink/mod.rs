@@ -23,6 +23,7 @@
 //! [`partition`] turns `partition_by` into Iceberg partition specs; [`split`] groups a batch's
 //! rows by partition.
 
+pub mod evolve;
 pub mod fanout;
 pub mod files;
 pub mod iceberg;
@@ -107,6 +108,18 @@ pub struct CommitStats {
     pub to: u64,
     /// Time from close to catalog commit.
     pub elapsed: Duration,
+}
+
+/// Checks that sink `cfg` can take rows of schema `output` before a statement writing it is added
+/// or changed (an iceberg sink's table, see [`iceberg::check_table`]; with `evolving`, the
+/// statement's stream gained fields and the table may evolve, see [`evolve::check`]); changes
+/// nothing.
+pub async fn check(catalog: &FloeCatalog, cfg: &SinkConfig, output: &ArrowSchema, evolving: bool) -> Result<()> {
+    match (cfg.ty, evolving) {
+        (SinkType::Iceberg, false) => iceberg::check_table(catalog, cfg, output).await,
+        (SinkType::Iceberg, true) => evolve::check(catalog, cfg, output).await,
+        (SinkType::Files, _) => Ok(()),
+    }
 }
 
 /// Opens sink `cfg` for `pipeline`, whose rows have schema `output`, by its type; a commit that
