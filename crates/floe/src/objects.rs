@@ -129,11 +129,10 @@ pub fn schema_file_fields(schema: &Value) -> Result<Value> {
         .enumerate()
         .map(|(i, f)| schema_field(f, &format!("schema.fields[{i}]")))
         .collect::<Result<_>>()?;
-    // The result must be floe's FieldConfig.
-    let checked: Vec<FieldConfig> =
-        serde_json::from_value(Value::Array(out.clone())).map_err(|e| bad(format!("schema: {e}")))?;
-    drop(checked);
-    Ok(Value::Array(out))
+    let out = Value::Array(out);
+    // The result must be floe's FieldConfig (an unknown type is named as the schema's).
+    serde_json::from_value::<Vec<FieldConfig>>(out.clone()).map_err(|e| bad(format!("schema: {e}")))?;
+    Ok(out)
 }
 
 fn schema_field(f: &Value, at: &str) -> Result<Value> {

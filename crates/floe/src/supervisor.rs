@@ -126,24 +126,7 @@ impl Supervisor {
     /// Removes a declared stream, refused while a pipeline reads it (or its dead letters). Its
     /// requests answer 404 from the start of the call; its log stays on disk.
     pub async fn remove_stream(&self, name: &str) -> Result<()> {
-        self.change(|topology, c| {
-            let Some(i) = c.streams.iter().position(|s| s.name == name) else {
-                return Err(Error::NotFound {
-                    what: "stream",
-                    name: name.to_string(),
-                });
-            };
-            let readers = readers_of(topology, name);
-            if !readers.is_empty() {
-                return Err(Error::Config(format!(
-                    "stream {name:?} is read by pipeline(s) {}; remove them first",
-                    readers.join(", ")
-                )));
-            }
-            c.streams.remove(i);
-            Ok(())
-        })
-        .await
+        self.remove_stream_and_readers(name, &[]).await
     }
 
     /// Adds a sink (for pipelines added after it).

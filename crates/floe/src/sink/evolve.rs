@@ -110,7 +110,7 @@ fn reassign_ids(ty: &Type, next: &mut i32) -> Type {
 }
 
 /// The sink's table as [`IcebergSink::open`](super::iceberg::IcebergSink::open) finds it.
-fn ident_of(cfg: &SinkConfig) -> Result<Option<TableIdent>> {
+pub(super) fn ident_of(cfg: &SinkConfig) -> Result<Option<TableIdent>> {
     let Some(table) = cfg.table.as_deref() else {
         return Ok(None);
     };
@@ -169,7 +169,8 @@ pub async fn evolve(catalog: &FloeCatalog, cfg: &SinkConfig, output: &ArrowSchem
     Ok(true)
 }
 
-fn wanted_schema(cfg: &SinkConfig, output: &ArrowSchema) -> Result<IcebergSchema> {
+/// The pipeline's `output` as the Iceberg schema a new table of the sink would get.
+pub(super) fn wanted_schema(cfg: &SinkConfig, output: &ArrowSchema) -> Result<IcebergSchema> {
     arrow_schema_to_schema_auto_assign_ids(output).map_err(|e| {
         Error::Config(format!(
             "sink {:?}: the pipeline's output cannot be an Iceberg schema: {e}",

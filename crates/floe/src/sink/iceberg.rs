@@ -101,18 +101,10 @@ pub struct IcebergSink {
 /// existing table's schema against the pipeline's `output`, or for a table still to be created,
 /// the partition spec and sort order over `output`. Reads the catalog, changes nothing.
 pub async fn check_table(catalog: &FloeCatalog, cfg: &SinkConfig, output: &ArrowSchema) -> Result<()> {
-    let Some(table_name) = cfg.table.as_deref() else {
+    let Some(ident) = super::evolve::ident_of(cfg)? else {
         return Ok(()); // Config::validate names the missing key
     };
-    let parts: Vec<&str> = table_name.split('.').collect();
-    let (ns, name) = parts.split_at(parts.len() - 1);
-    let ident = TableIdent::new(NamespaceIdent::from_strs(ns)?, name[0].to_string());
-    let wanted = arrow_schema_to_schema_auto_assign_ids(output).map_err(|e| {
-        Error::Config(format!(
-            "sink {:?}: the pipeline's output cannot be an Iceberg schema: {e}",
-            cfg.name
-        ))
-    })?;
+    let wanted = super::evolve::wanted_schema(cfg, output)?;
     if catalog.table_exists(&ident).await? {
         let table = catalog.load_table(&ident).await?;
         check_schema(&cfg.name, table.metadata().current_schema(), &wanted)?;
