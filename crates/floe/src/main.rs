@@ -93,6 +93,13 @@ enum Command {
         #[command(subcommand)]
         command: SinksCommand,
     },
+    /// Create a stream, a sink and a pipeline on a running server by answering questions
+    /// (enter accepts each default); nothing is created until you confirm.
+    Setup {
+        /// `--url`, `--token`.
+        #[command(flatten)]
+        connect: floe::cli::ConnectArgs,
+    },
     /// Tokens of a running server: create (shown once), list, revoke (docs/security.md).
     Tokens {
         #[command(subcommand)]
@@ -280,6 +287,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Sinks { command } => return Ok(floe::cli::control::sinks(command).await),
         Command::Pipelines { command } => return Ok(floe::cli::control::pipelines(command).await),
         Command::Tokens { command } => return Ok(floe::cli::control::tokens(command).await),
+        Command::Setup { connect } => return Ok(floe::cli::setup::run(&connect).await),
         Command::Catalog { config } => {
             let config = Config::load(config.as_deref())?;
             print_catalog(&config);

@@ -1,6 +1,7 @@
 //! The commands of the `floe` command line that talk to a running server, through
-//! [`floe_client`]: `floe send`, `floe get`, and in [`control`] `floe streams|sinks|pipelines …`
-//! (docs/cli.md). `main.rs` parses the command line and calls these.
+//! [`floe_client`]: `floe send`, `floe get`, in [`control`] `floe streams|sinks|pipelines …`,
+//! and in [`setup`] the walk-through `floe setup` (docs/cli.md). `main.rs` parses the command
+//! line and calls these.
 //!
 //! Exit codes, the same for every one of them (docs/cli.md, "Exit codes"):
 //! 0 done; 1 refused by the server (a `4xx`: its code and message go to stderr), or for `floe
@@ -9,6 +10,7 @@
 //! not be reached, failed (`5xx`) or answered something that is not floe's.
 
 pub mod control;
+pub mod setup;
 
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
