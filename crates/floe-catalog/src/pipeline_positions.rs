@@ -1,6 +1,6 @@
 //! Position operations a pipeline needs at start, outside any table commit: recording where a
-//! new (pipeline, sink) starts, and handing an old pipeline's positions to the pipeline that
-//! replaces it (a rename).
+//! new (pipeline, sink) starts, handing an old pipeline's positions to the pipeline that
+//! replaces it (a rename), and forgetting the positions of a deleted stream's readers.
 //!
 //! Both are plain rows of `floe_sink_positions`; the first data commit then moves the row with
 //! the usual compare-and-swap (`position = from`), so a start position recorded here is exactly
@@ -112,6 +112,36 @@ impl FloeCatalog {
         }
         tx.commit().await.map_err(sql_err("commit take-over"))?;
         Ok(moved)
+    }
+
+    /// Deletes the positions of `pipeline`'s `sinks` (and of their derived `<sink>.<suffix>`
+    /// rows), for a stream deleted with the pipelines that read it: a stream created again under
+    /// its name has a new log, where those offsets mean nothing. A position with a files commit
+    /// that landed but is not yet published (`floe_file_commits`) is kept, so its files are
+    /// still published when the pair runs again. Returns the sinks whose positions were deleted.
+    pub async fn forget_positions(&self, pipeline: &str, sinks: &[String]) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await.map_err(sql_err("begin"))?;
+        let mut forgotten = Vec::new();
+        for sink in sinks {
+            let pattern = format!("{}.%", like_escape(sink));
+            let rows = sqlx::query(
+                "DELETE FROM floe_sink_positions AS p
+                 WHERE p.catalog_name = $1 AND p.pipeline = $2 AND (p.sink = $3 OR p.sink LIKE $4 ESCAPE '\\')
+                   AND NOT EXISTS (SELECT 1 FROM floe_file_commits f
+                                   WHERE f.catalog_name = p.catalog_name AND f.pipeline = p.pipeline AND f.sink = p.sink)
+                 RETURNING sink",
+            )
+            .bind(&self.name)
+            .bind(pipeline)
+            .bind(sink)
+            .bind(&pattern)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(sql_err("forget positions"))?;
+            forgotten.extend(rows.iter().map(|r| r.get::<String, _>(0)));
+        }
+        tx.commit().await.map_err(sql_err("commit forget positions"))?;
+        Ok(forgotten)
     }
 
     /// Whether pipeline `pipeline` has any recorded position.

@@ -115,7 +115,14 @@ impl ControlPlane {
             }
         };
         let applied = match object {
-            ObjectConfig::Stream(s) => self.supervisor.add_stream(s).await,
+            // A log left on disk under this name is not this stream's (see `retire_log`).
+            ObjectConfig::Stream(s) => match crate::stream::retire_log(&app.config, &s.name) {
+                Ok(_) => self.supervisor.add_stream(s).await,
+                Err(e) => Err(Error::Internal(format!(
+                    "cannot move the log left by an earlier stream {:?} aside: {e}",
+                    s.name
+                ))),
+            },
             ObjectConfig::Sink(s) => self.supervisor.add_sink(*s).await,
             ObjectConfig::Pipeline(p) => self.supervisor.add_pipeline(p).await,
         };
@@ -236,10 +243,26 @@ impl ControlPlane {
                         ),
                     });
                 }
+                // The statements whose positions are offsets in this stream's logs: its readers'
+                // and its own dead-letter pipeline's.
+                let dead_letters = crate::ingest::dead_letter::stream_name(name);
+                let positions: Vec<(String, String)> = topology
+                    .statements
+                    .iter()
+                    .filter(|t| t.stream == name || t.stream == dead_letters)
+                    .map(|t| (t.pipeline.clone(), t.sink.clone()))
+                    .collect();
                 self.supervisor.remove_stream_and_readers(name, &readers).await?;
                 for p in &readers {
                     app.catalog.delete_object(ObjectKind::Pipeline, p).await?;
                     stored.remove(&(ObjectKind::Pipeline, p.clone()));
+                }
+                // After the readers committed what they had read. One left behind only makes a
+                // pipeline of the same name and sink refused later (`position_conflict`).
+                for (pipeline, sink) in &positions {
+                    if let Err(e) = app.catalog.forget_positions(pipeline, std::slice::from_ref(sink)).await {
+                        tracing::warn!(stream = %name, %pipeline, %sink, error = %e, "could not delete the position of a deleted stream's reader");
+                    }
                 }
             }
             ObjectKind::Sink => {
@@ -268,6 +291,13 @@ impl ControlPlane {
         }
         app.catalog.delete_object(kind, name).await?;
         stored.remove(&(kind, name.to_string()));
+        // Gone from the declaration and the store: its log goes aside (a create of the same
+        // name does it too, should this fail or not run).
+        if kind == ObjectKind::Stream
+            && let Err(e) = crate::stream::retire_log(&app.config, name)
+        {
+            tracing::warn!(stream = %name, error = %e, "could not move the log of the deleted stream aside");
+        }
         Ok(json!({"deleted": {"kind": kind.as_str(), "name": name}}))
     }
 

@@ -3,6 +3,7 @@
 //! its stream up when it needs it and holds the [`StreamState`] (an `Arc`) while it uses it.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
@@ -101,6 +102,38 @@ impl StreamRegistry {
     pub fn remove(&self, name: &str) -> Option<Arc<StreamState>> {
         self.streams.write().expect("streams lock").remove(name)
     }
+}
+
+/// The folder, below the data dir, that the logs of deleted streams are moved to.
+pub const DELETED_STREAMS_DIR: &str = "deleted-streams";
+
+/// Moves the log folders of stream `name` and of its dead-letter stream, when they exist, to
+/// `<data_dir>/deleted-streams/<folder>.<unix millis>`; returns where each went.
+///
+/// A stream deleted through the API, or created through it where a log is left on disk (by a
+/// delete that crashed before this ran, or by a stream taken out of `floe.toml`), gets a log of
+/// its own: offsets from 0, no idempotency keys of the old one, and no records written under
+/// another schema, which a pipeline of the new stream could not read. The old rows stay on disk
+/// there until removed by hand. `name` is a checked stream name (letters, digits, `_`, `-`), so
+/// the paths stay inside the data dir.
+pub fn retire_log(config: &Config, name: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut moved = Vec::new();
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    for stream in [name.to_string(), dead_letter::stream_name(name)] {
+        let dir = config.stream_dir(&stream);
+        if !dir.try_exists()? {
+            continue;
+        }
+        let retired = config.data_dir().join(DELETED_STREAMS_DIR);
+        std::fs::create_dir_all(&retired)?;
+        let to = retired.join(format!("{stream}.{millis}"));
+        std::fs::rename(&dir, &to)?;
+        tracing::info!(stream = %stream, to = %to.display(), "moved the log of a deleted stream aside");
+        moved.push(to);
+    }
+    Ok(moved)
 }
 
 /// Opens `streams` (logs recovered, idempotency keys rebuilt). A stream's dead-letter log is

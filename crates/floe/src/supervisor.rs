@@ -124,7 +124,8 @@ impl Supervisor {
     }
 
     /// Removes a declared stream, refused while a pipeline reads it (or its dead letters). Its
-    /// requests answer 404 from the start of the call; its log stays on disk.
+    /// requests answer 404 from the start of the call; its log stays on disk (the control plane
+    /// moves it aside: `stream::retire_log`).
     pub async fn remove_stream(&self, name: &str) -> Result<()> {
         self.remove_stream_and_readers(name, &[]).await
     }

@@ -695,3 +695,100 @@ async fn creates_beyond_max_api_objects_are_refused_naming_the_limit() -> TestRe
     node.stop().await;
     Ok(())
 }
+
+/// The pipeline's view, once its state is `want` (or the last view after 30 s).
+async fn pipeline_state(base: &str, name: &str, want: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = call(reqwest::Method::GET, format!("{base}/v1/pipelines/{name}"), None).await;
+        if v["status"]["state"] == want || tokio::time::Instant::now() >= deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_deleted_and_created_again_with_other_fields_starts_a_log_of_its_own() -> TestResult {
+    use reqwest::Method as M;
+    let dir = tempfile::tempdir()?;
+    let config = Config::from_toml(CONFIG, &dir.path().join("floe.toml"), dir.path())?;
+    let node = Node::start(config.clone()).await;
+    let b = node.base.clone();
+    let create = async |path: &str, body: Value| {
+        let (s, v) = call(M::POST, format!("{b}/v1/{path}"), Some(body)).await;
+        assert_eq!(s, 201, "{v}");
+    };
+
+    // v1: `id` is text; one row of it is dead-lettered (the stream keeps a dead-letter log).
+    create(
+        "streams",
+        json!({"name": "s", "on_invalid": "dead_letter", "fields": [{"name": "id", "type": "string", "required": true}]}),
+    )
+    .await;
+    create(
+        "sinks",
+        json!({"name": "t", "type": "iceberg", "table": "cp.recreated", "rolling": {"interval_seconds": 1}}),
+    )
+    .await;
+    let sql = "INSERT INTO t SELECT CAST(id AS BIGINT) AS id, 'v1' AS shape FROM s";
+    create("pipelines", json!({"name": "p", "sql": sql, "start": "earliest"})).await;
+    let body = json!([{"id": "1"}, {"id": "2"}, {"id": 3}]);
+    let (s, v) = call(M::POST, format!("{b}/v1/streams/s/events"), Some(body)).await;
+    assert_eq!(
+        (s, v["accepted"].as_u64(), v["dead_lettered"].as_u64()),
+        (200, Some(2), Some(1)),
+        "{v}"
+    );
+    assert_eq!(wait_rows(&node.app, "cp.recreated", 2).await.len(), 2);
+
+    let (s, v) = call(M::DELETE, format!("{b}/v1/streams/s?force=true"), None).await;
+    assert_eq!(s, 200, "{v}");
+    // Both logs are kept aside, none is left where the stream was.
+    let retired: Vec<String> = std::fs::read_dir(config.data_dir().join("deleted-streams"))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(retired.len(), 2, "{retired:?}");
+    assert!(retired.iter().any(|r| r.starts_with("s.")) && retired.iter().any(|r| r.starts_with("s_dead_letter.")));
+    assert!(!config.stream_dir("s").exists());
+
+    // v2: `id` is a required number. The new stream's log starts at 0 and holds none of v1's
+    // text rows, so the pipeline of the same name, created again from the earliest offset, runs.
+    create(
+        "streams",
+        json!({"name": "s", "on_invalid": "dead_letter", "fields": [{"name": "id", "type": "int64", "required": true}]}),
+    )
+    .await;
+    let (s, v) = call(
+        M::POST,
+        format!("{b}/v1/streams/s/events"),
+        Some(json!([{"id": 10}, {"id": 11}])),
+    )
+    .await;
+    assert_eq!((s, v["first_offset"].as_u64()), (200, Some(0)), "{v}");
+    let sql = "INSERT INTO t SELECT id, 'v2' AS shape FROM s";
+    create("pipelines", json!({"name": "p", "sql": sql, "start": "earliest"})).await;
+    let got = wait_rows(&node.app, "cp.recreated", 4).await;
+    assert_eq!(
+        got,
+        [
+            (1, "v1".to_string()),
+            (2, "v1".into()),
+            (10, "v2".into()),
+            (11, "v2".into())
+        ]
+    );
+    let v = pipeline_state(&b, "p", "running").await;
+    assert_eq!(v["status"]["state"], "running", "{v}");
+    assert_eq!(v["status"]["statements"][0]["committed_offset"], 2, "{v}");
+
+    // A log left where a stream was (a stream taken out of floe.toml, a delete that stopped
+    // before moving it) is moved aside by the create too.
+    let leftover = config.stream_dir("other");
+    std::fs::create_dir_all(&leftover)?;
+    std::fs::write(leftover.join("stray"), b"not this stream's")?;
+    create("streams", json!({"name": "other"})).await;
+    assert!(!leftover.join("stray").exists());
+    node.stop().await;
+    Ok(())
+}

@@ -168,3 +168,32 @@ async fn a_rename_takes_unpublished_commits_along() -> TestResult {
     assert_eq!(cat.pending_file_commits("new", "s").await?.len(), 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_positions_keeps_the_ones_with_unpublished_commits() -> TestResult {
+    let env = Env::new().await;
+    let cat = &env.catalog;
+    // (p, s) and its derived (p, s.dead_letter) were published; (p, u) has a landed commit
+    // whose files are not published yet; (q, s) is another pipeline's.
+    for (pipeline, sink) in [("p", "s"), ("p", "s.dead_letter"), ("p", "u"), ("q", "s"), ("p", "s_x")] {
+        cat.record_start_position(pipeline, sink, TARGET, "", 4).await?;
+    }
+    let attempt = Uuid::now_v7();
+    cat.begin_attempt("p", "u", attempt, "x").await?;
+    let c = FilesCommit {
+        sink: "u",
+        ..commit(4, 6, Some(attempt))
+    };
+    cat.commit_files(&c, 0, |_| files(attempt, 0, 1)).await?;
+
+    let mut forgotten = cat.forget_positions("p", &["s".to_string(), "u".to_string()]).await?;
+    forgotten.sort();
+    assert_eq!(forgotten, ["s", "s.dead_letter"]);
+    assert!(cat.sink_position("p", "s").await?.is_none());
+    assert!(cat.sink_position("p", "s.dead_letter").await?.is_none());
+    // `_` in a sink name is not a wildcard: `s_x` is not derived from `s`.
+    assert!(cat.sink_position("p", "s_x").await?.is_some());
+    assert_eq!(cat.sink_position("p", "u").await?.map(|p| p.position), Some(6));
+    assert!(cat.sink_position("q", "s").await?.is_some());
+    Ok(())
+}

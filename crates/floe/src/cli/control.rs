@@ -101,7 +101,7 @@ pub enum StreamsCommand {
         #[command(flatten)]
         args: ControlArgs,
     },
-    /// Delete a stream (its log stays on disk).
+    /// Delete a stream (its log is moved to <data_dir>/deleted-streams/).
     Delete {
         /// The stream's name.
         name: String,

@@ -107,30 +107,36 @@ pub async fn prepare_positions(
             continue;
         };
         if p.position > end {
-            return Err(Error::Internal(format!(
-                "pipeline {:?} sink {:?} committed stream {:?} through offset {}, but the stream's log ends at \
+            return Err(Error::Conflict {
+                code: "position_conflict",
+                message: format!(
+                    "pipeline {:?} sink {:?} committed stream {:?} through offset {}, but the stream's log ends at \
                  offset {end}: the log went backwards (its folder was replaced, or a damaged tail was cut). \
                  Resuming would skip the next {} acknowledged rows; floe refuses to start. Restore the log, \
                  or remove the position (see docs/design.md, \"Pipeline identity\")",
-                t.pipeline,
-                t.sink,
-                t.stream,
-                p.position,
-                p.position - end
-            )));
+                    t.pipeline,
+                    t.sink,
+                    t.stream,
+                    p.position,
+                    p.position - end
+                ),
+            });
         }
         if p.position < start {
-            return Err(Error::Internal(format!(
-                "pipeline {:?} sink {:?} committed stream {:?} through offset {}, but the stream's log starts at \
+            return Err(Error::Conflict {
+                code: "position_conflict",
+                message: format!(
+                    "pipeline {:?} sink {:?} committed stream {:?} through offset {}, but the stream's log starts at \
                  offset {start}: the {} rows in between were truncated while the pipeline was not running \
                  and cannot reach its table. floe refuses to start rather than skip them silently; remove \
                  the position to start afresh (see docs/design.md, \"Pipeline identity\")",
-                t.pipeline,
-                t.sink,
-                t.stream,
-                p.position,
-                start - p.position
-            )));
+                    t.pipeline,
+                    t.sink,
+                    t.stream,
+                    p.position,
+                    start - p.position
+                ),
+            });
         }
     }
     // Then each log's identity: a folder holding another log (even a longer one) is refused once
@@ -155,16 +161,19 @@ pub async fn prepare_positions(
                     .map(|p| format!("pipeline {:?} sink {:?} at offset {}", p.pipeline, p.sink, p.position))
                     .collect();
                 if !committed.is_empty() {
-                    return Err(Error::Internal(format!(
-                        "stream {:?}: its folder holds another log (id {current}, offsets {}..{}) than the one its \
+                    return Err(Error::Conflict {
+                        code: "position_conflict",
+                        message: format!(
+                            "stream {:?}: its folder holds another log (id {current}, offsets {}..{}) than the one its \
                          pipelines committed positions in (id {recorded}: {}); floe refuses to start rather than \
                          resume those positions in a different log. Restore the stream's folder, or remove the \
                          positions (see docs/design.md, \"Pipeline identity\")",
-                        t.stream,
-                        log.start_offset(),
-                        log.end_offset(),
-                        committed.join(", ")
-                    )));
+                            t.stream,
+                            log.start_offset(),
+                            log.end_offset(),
+                            committed.join(", ")
+                        ),
+                    });
                 }
                 catalog.set_stream_log_id(&t.stream, current).await?;
             }
