@@ -178,3 +178,165 @@ pub(super) fn wanted_schema(cfg: &SinkConfig, output: &ArrowSchema) -> Result<Ic
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use iceberg::spec::{FormatVersion, PartitionSpec, SortOrder, TableMetadataBuilder};
+
+    use super::*;
+
+    fn field(id: i32, name: &str, ty: Type, required: bool) -> NestedFieldRef {
+        if required {
+            NestedField::required(id, name, ty).into()
+        } else {
+            NestedField::optional(id, name, ty).into()
+        }
+    }
+
+    fn string() -> Type {
+        Type::Primitive(PrimitiveType::String)
+    }
+
+    /// A table of `id int required, tags list<string>`.
+    fn table() -> TableMetadata {
+        let schema = IcebergSchema::builder()
+            .with_fields([
+                field(1, "id", Type::Primitive(PrimitiveType::Int), true),
+                field(
+                    2,
+                    "tags",
+                    Type::List(ListType::new(field(3, "element", string(), false))),
+                    false,
+                ),
+            ])
+            .build()
+            .unwrap();
+        TableMetadataBuilder::new(
+            schema,
+            PartitionSpec::unpartition_spec().into_unbound(),
+            SortOrder::unsorted_order(),
+            "file:///w/t".into(),
+            FormatVersion::V2,
+            HashMap::new(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+        .metadata
+    }
+
+    /// Every field id of `ty`'s nested fields, depth first.
+    fn ids(fields: &[NestedFieldRef], out: &mut Vec<(String, i32)>) {
+        for f in fields {
+            out.push((f.name.clone(), f.id));
+            match f.field_type.as_ref() {
+                Type::Struct(s) => ids(s.fields(), out),
+                Type::List(l) => ids(std::slice::from_ref(&l.element_field), out),
+                Type::Map(m) => ids(&[m.key_field.clone(), m.value_field.clone()], out),
+                Type::Primitive(_) => {}
+            }
+        }
+    }
+
+    #[test]
+    fn nested_new_columns_get_fresh_ids_above_the_last_and_old_ones_keep_theirs() {
+        let table = table();
+        let before: Vec<(String, i32)> = {
+            let mut v = Vec::new();
+            ids(table.current_schema().as_struct().fields(), &mut v);
+            v
+        };
+        let last = table.last_column_id();
+        // The output: `id` widened to long and made optional, `tags` as it was, and a new
+        // `meta struct<source string, scores list<double>>`; its ids (here 100…) are the
+        // output's own and must not be kept.
+        let wanted = IcebergSchema::builder()
+            .with_fields([
+                field(100, "id", Type::Primitive(PrimitiveType::Long), false),
+                field(
+                    101,
+                    "tags",
+                    Type::List(ListType::new(field(102, "element", string(), false))),
+                    false,
+                ),
+                field(
+                    103,
+                    "meta",
+                    Type::Struct(StructType::new(vec![
+                        field(104, "source", string(), false),
+                        field(
+                            105,
+                            "scores",
+                            Type::List(ListType::new(field(
+                                106,
+                                "element",
+                                Type::Primitive(PrimitiveType::Double),
+                                false,
+                            ))),
+                            false,
+                        ),
+                    ])),
+                    false,
+                ),
+            ])
+            .build()
+            .unwrap();
+        let schema = evolved("s", &table, &wanted).unwrap().expect("a new schema");
+        let mut after = Vec::new();
+        ids(schema.as_struct().fields(), &mut after);
+        // The old columns keep their ids; the new ones count up from the last assigned id,
+        // the struct first, then its members, then a list's element.
+        assert_eq!(after[..before.len()], before[..]);
+        let new: Vec<(String, i32)> = after[before.len()..].to_vec();
+        let want: Vec<(String, i32)> = [("meta", 1), ("source", 2), ("scores", 3), ("element", 4)]
+            .iter()
+            .map(|(n, k)| (n.to_string(), last + k))
+            .collect();
+        assert_eq!(new, want);
+        let id = schema.field_by_name("id").unwrap();
+        assert_eq!(
+            (id.field_type.as_ref(), id.required),
+            (&Type::Primitive(PrimitiveType::Long), false)
+        );
+        assert!(!schema.field_by_name("meta").unwrap().required);
+        assert!(schema.schema_id() > table.current_schema().schema_id());
+        // The evolved schema already takes the output: nothing more to do.
+        let next = TableMetadataBuilder::new_from_metadata(table, None)
+            .add_current_schema(schema)
+            .unwrap()
+            .build()
+            .unwrap()
+            .metadata;
+        assert!(matches!(evolved("s", &next, &wanted), Ok(None)));
+    }
+
+    #[test]
+    fn a_new_required_column_or_a_narrowed_type_is_refused() {
+        let table = table();
+        for (name, ty, required) in [
+            ("new_required", string(), true),
+            ("id", Type::Primitive(PrimitiveType::String), true),
+        ] {
+            let wanted = IcebergSchema::builder()
+                .with_fields([
+                    field(1, "id", Type::Primitive(PrimitiveType::Int), true),
+                    field(
+                        2,
+                        "tags",
+                        Type::List(ListType::new(field(3, "element", string(), false))),
+                        false,
+                    ),
+                ])
+                .build()
+                .unwrap();
+            let mut fields = wanted.as_struct().fields().to_vec();
+            fields.retain(|f| f.name != name);
+            fields.push(field(9, name, ty, required));
+            let wanted = IcebergSchema::builder().with_fields(fields).build().unwrap();
+            let err = evolved("s", &table, &wanted).expect_err(name).to_string();
+            assert!(err.contains(name), "{name}: {err}");
+        }
+    }
+}
