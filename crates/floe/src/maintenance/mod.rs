@@ -161,8 +161,9 @@ impl Progress for Bar {
 
 /// The Parquet writer settings for files maintenance writes into `table`: the codec and level
 /// of its `write.parquet.compression-codec` / `-level` properties (floe's default, zstd(3),
-/// when absent or unknown to floe), its `write.parquet.row-group-size-bytes`, and page
-/// statistics and page row limit as floe's sinks write them (so lookups prune the same).
+/// when absent or unknown to floe), its `write.parquet.row-group-size-bytes`, the bloom filters
+/// its properties turn on ([`bloom_columns`]), and page statistics and page row limit as floe's
+/// sinks write them (so lookups prune the same).
 pub fn table_writer_properties(table: &Table) -> Result<WriterProperties> {
     let props = table.metadata().properties();
     let compression = match props
@@ -188,13 +189,52 @@ pub fn table_writer_properties(table: &Table) -> Result<WriterProperties> {
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|b| *b > 0)
         .unwrap_or(crate::config::DEFAULT_ROW_GROUP_BYTES as usize);
-    Ok(WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(codec(compression)?)
         .set_max_row_group_bytes(Some(row_group_bytes))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_offset_index_disabled(false)
-        .set_data_page_row_count_limit(DATA_PAGE_ROW_LIMIT)
-        .build())
+        .set_data_page_row_count_limit(DATA_PAGE_ROW_LIMIT);
+    for (column, fpp) in bloom_columns(table) {
+        let path = parquet::schema::types::ColumnPath::from(column);
+        builder = builder
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path, fpp);
+    }
+    Ok(builder.build())
+}
+
+/// The columns whose bloom filter the table's properties turn on
+/// (`write.parquet.bloom-filter-enabled.column.<name> = true`, as the sink records its
+/// `bloom_filter_columns`, and as other engines write it), with their false-positive probability
+/// (`write.parquet.bloom-filter-fpp.column.<name>`, floe's 0.01 unless a number in (0, 1)).
+/// Only top-level primitive columns of the current schema are taken; another engine's property
+/// naming anything else is ignored, so the properties cannot make a writer fail.
+fn bloom_columns(table: &Table) -> Vec<(String, f64)> {
+    use crate::sink::parquet::{BLOOM_ENABLED_PROPERTY, BLOOM_FILTER_FPP, BLOOM_FPP_PROPERTY};
+    let props = table.metadata().properties();
+    let schema = table.metadata().current_schema();
+    let mut out: Vec<(String, f64)> = props
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(BLOOM_ENABLED_PROPERTY)?, v)))
+        .filter(|(_, v)| v.eq_ignore_ascii_case("true"))
+        .filter(|(c, _)| {
+            schema
+                .as_struct()
+                .field_by_name(c)
+                .is_some_and(|f| f.field_type.is_primitive())
+        })
+        .map(|(c, _)| {
+            let fpp = props
+                .get(&format!("{BLOOM_FPP_PROPERTY}{c}"))
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|p| *p > 0.0 && *p < 1.0)
+                .unwrap_or(BLOOM_FILTER_FPP);
+            (c.to_string(), fpp)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 /// Records that a maintenance step of `ident` is about to write files named after `attempt`.

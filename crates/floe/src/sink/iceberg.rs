@@ -163,6 +163,7 @@ impl IcebergSink {
         };
         let sort = sort_keys(&cfg.sort_by)?;
         let table = ensure_sort_order(&catalog, &cfg.name, table, &sort).await?;
+        let table = ensure_bloom_properties(&catalog, cfg, table).await?;
         for (attempt, location) in catalog.pending_attempts(pipeline, &cfg.name).await? {
             let removed = remove_attempt_files(catalog.storage().as_ref(), &location, attempt).await?;
             tracing::info!(pipeline, sink = %cfg.name, %attempt, removed, "removed the files of a commit attempt that never landed");
@@ -330,8 +331,13 @@ impl IcebergSink {
             let committed = match with_commit_retries(&self.table, self.commit_retries) {
                 Ok(base) => {
                     let tx = Transaction::new(&base);
+                    // No duplicate-file check: it loads every manifest of the table on each
+                    // commit, and cannot find anything here. Each file's name carries this
+                    // attempt's UUID, an attempt commits once, and the position's
+                    // compare-and-swap refuses a second commit of the same range.
                     let action = tx
                         .fast_append()
+                        .with_check_duplicate(false)
                         .set_commit_uuid(self.attempt)
                         .add_data_files(files)
                         .set_snapshot_properties(summary);
@@ -553,6 +559,41 @@ async fn ensure_sort_order(catalog: &FloeCatalog, sink: &str, table: Table, keys
             }
         },
         Err(e) => Err(e.into()),
+    }
+}
+
+/// `table` with the bloom filter properties of the sink's `bloom_filter_columns` (a table made
+/// before the sink had them, or by another writer), so maintenance rewrites its files with the
+/// same bloom filters. Properties set otherwise are left as they are.
+async fn ensure_bloom_properties(catalog: &FloeCatalog, cfg: &SinkConfig, table: Table) -> Result<Table> {
+    let have = table.metadata().properties();
+    let missing: Vec<(String, String)> = super::parquet::bloom_properties(cfg)
+        .into_iter()
+        .filter(|(k, v)| have.get(k) != Some(v))
+        .collect();
+    if missing.is_empty() {
+        return Ok(table);
+    }
+    let tx = Transaction::new(&table);
+    let mut action = tx.update_table_properties();
+    for (k, v) in &missing {
+        action = action.set(k.clone(), v.clone());
+    }
+    let committed = match action.apply(tx) {
+        Ok(tx) => tx.commit(catalog).await,
+        Err(e) => Err(e),
+    };
+    match committed {
+        Ok(t) => {
+            tracing::info!(sink = %cfg.name, table = %t.identifier(), columns = ?cfg.bloom_filter_columns, "recorded the sink's bloom filter columns in the table's properties");
+            Ok(t)
+        }
+        // Another writer changed the table in between: the files are right either way, and the
+        // next open tries again.
+        Err(e) => {
+            tracing::warn!(sink = %cfg.name, error = %e, "could not record the bloom filter columns in the table's properties");
+            Ok(catalog.load_table(table.identifier()).await?)
+        }
     }
 }
 

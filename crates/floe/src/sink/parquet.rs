@@ -66,6 +66,26 @@ pub fn target_file_size(cfg: &SinkConfig) -> usize {
     (cfg.target_file_size_mb as usize).saturating_mul(1024 * 1024)
 }
 
+/// Iceberg's table property that turns on the Parquet bloom filter of the column named after it
+/// (`write.parquet.bloom-filter-enabled.column.id = true`): how the sink's
+/// `bloom_filter_columns` reach the other writers of its table, floe's maintenance among them.
+pub const BLOOM_ENABLED_PROPERTY: &str = "write.parquet.bloom-filter-enabled.column.";
+/// Iceberg's table property with the false-positive probability of a column's bloom filter.
+pub const BLOOM_FPP_PROPERTY: &str = "write.parquet.bloom-filter-fpp.column.";
+
+/// The table properties of the sink's `bloom_filter_columns`.
+pub fn bloom_properties(cfg: &SinkConfig) -> Vec<(String, String)> {
+    cfg.bloom_filter_columns
+        .iter()
+        .flat_map(|c| {
+            [
+                (format!("{BLOOM_ENABLED_PROPERTY}{c}"), "true".to_string()),
+                (format!("{BLOOM_FPP_PROPERTY}{c}"), BLOOM_FILTER_FPP.to_string()),
+            ]
+        })
+        .collect()
+}
+
 /// The Iceberg table properties that record a sink's writer settings, for other writers.
 pub fn table_properties(cfg: &SinkConfig) -> Vec<(String, String)> {
     let mut props = vec![
@@ -86,6 +106,7 @@ pub fn table_properties(cfg: &SinkConfig) -> Vec<(String, String)> {
     if let RowGroupSize::Bytes(b) = cfg.row_group_size {
         props.push(("write.parquet.row-group-size-bytes".to_string(), b.to_string()));
     }
+    props.extend(bloom_properties(cfg));
     props
 }
 

@@ -419,3 +419,58 @@ async fn manifest_rewrites_between_sink_commits_keep_every_file_and_row() -> Tes
     assert_eq!(data_manifests(&env).await, 2);
     Ok(())
 }
+
+/// Whether every row group of the Parquet file at `location` has a bloom filter on `column`.
+fn has_bloom(location: &str, column: &str) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let file = std::fs::File::open(location.trim_start_matches("file://"))?;
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)?;
+    let meta = parquet::file::reader::FileReader::metadata(&reader);
+    let leaf = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == column)
+        .ok_or("no such column")?;
+    Ok(meta
+        .row_groups()
+        .iter()
+        .all(|rg| rg.column(leaf).bloom_filter_offset().is_some()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_files_keep_the_bloom_filters_the_sink_writes() -> TestResult {
+    let env = Env::new().await;
+    // The table is made by a sink without bloom filters; the sink opened later with
+    // `bloom_filter_columns = ["id"]` records them in the table's properties.
+    let mut sink = env.open_sink(&["bucket"]).await;
+    write_range(&mut sink, 0..20).await?;
+    sink.commit().await?;
+    drop(sink);
+    let mut cfg = crate::common::sink_config(&["bucket"]);
+    cfg.bloom_filter_columns = vec!["id".to_string()];
+    let mut sink =
+        floe::sink::iceberg::IcebergSink::open(env.catalog.clone(), &cfg, "pipe", &crate::common::output_schema())
+            .await?;
+    let props = env.table().await.metadata().properties().clone();
+    assert_eq!(
+        props
+            .get("write.parquet.bloom-filter-enabled.column.id")
+            .map(String::as_str),
+        Some("true")
+    );
+    for k in 1..8u64 {
+        write_range(&mut sink, k * 20..(k + 1) * 20).await?;
+        sink.commit().await?;
+    }
+    let report = compact(&env.catalog, &table_ident(), &options(), &Quiet).await?;
+    assert_eq!(report.files_after, 4, "{report:?}");
+    let table = env.table().await;
+    assert_eq!(scan_ids(&table).await?, (0..160).collect::<Vec<_>>());
+    for f in referenced_data_files(&table).await? {
+        assert!(f.contains("floe-compact-"), "{f}");
+        assert!(has_bloom(&f, "id")?, "{f} has a bloom filter on id");
+        assert!(!has_bloom(&f, "bucket")?, "{f} has none on bucket");
+    }
+    Ok(())
+}
