@@ -100,6 +100,95 @@ fn split_rows(body: &[u8], framing: Framing) -> Result<Vec<&str>, DecodeError> {
     Ok(rows)
 }
 
+/// The elements of a JSON array body found by a structural scan alone, without parsing them:
+/// strings are skipped by their quotes and escapes, objects and arrays by their depth, and
+/// between the elements only `,` and whitespace are taken. `None` when the body is not an array
+/// or the scan finds anything else (the exact path then decides, and names the error).
+///
+/// The elements are not checked here: each is parsed whole when its row is decoded, and a row
+/// must be exactly one JSON value. So when the scan succeeds and every row decodes, the body was
+/// a valid JSON array with exactly these elements — what `Vec<&RawValue>` would have given,
+/// without a first full parse of the body. Any row error sends the body down the exact path
+/// (which reproduces the errors as before, malformed bodies as `Malformed`).
+fn scan_array(text: &str) -> Option<Vec<&str>> {
+    let b = text.as_bytes();
+    let ws = |mut i: usize| {
+        while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+            i += 1;
+        }
+        i
+    };
+    let mut i = ws(0);
+    if b.get(i) != Some(&b'[') {
+        return None;
+    }
+    i = ws(i + 1);
+    // A row is at least `{}`; a body of N bytes holds at most N/3 of them.
+    let mut rows = Vec::with_capacity((b.len() / 128).max(1));
+    if b.get(i) == Some(&b']') {
+        return (ws(i + 1) == b.len()).then_some(rows);
+    }
+    loop {
+        let end = scan_value(b, i)?;
+        rows.push(&text[i..end]);
+        i = ws(end);
+        match b.get(i) {
+            Some(b',') => i = ws(i + 1),
+            Some(b']') => return (ws(i + 1) == b.len()).then_some(rows),
+            _ => return None,
+        }
+    }
+}
+
+/// The end of the JSON value starting at `b[i]` (not validated: see [`scan_array`]).
+fn scan_value(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => scan_string(b, i + 1),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => {
+                        j = scan_string(b, j + 1)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            None
+        }
+        // A number, true, false, null: up to the next delimiter.
+        _ => {
+            let mut j = i;
+            while j < b.len() && !matches!(b[j], b',' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                j += 1;
+            }
+            (j > i).then_some(j)
+        }
+    }
+}
+
+/// The index after the closing quote of a string whose content starts at `b[i]`.
+fn scan_string(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let at = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        if b[at] == b'"' {
+            return Some(at + 1);
+        }
+        // A backslash escapes the next byte (`\"`, `\\`, `\u…`: the rest is ordinary text).
+        i = at + 2;
+    }
+}
+
 /// Integers with an absolute value below this are epoch **milliseconds**; from it on, epoch
 /// **microseconds**. 10^14 ms is the year 5138; 10^14 µs is 1973-03-03: so millisecond values
 /// of any real date, and microsecond values from March 1973 on, are told apart unambiguously.
@@ -110,7 +199,7 @@ pub const TIMESTAMP_MICROS_FROM: i64 = 100_000_000_000_000;
 pub struct RowDecoder {
     fields: Arc<[Spec]>,
     schema: SchemaRef,
-    index: HashMap<String, usize>,
+    index: FieldIndex,
     unknown: UnknownFields,
     max_row_bytes: usize,
     max_errors: usize,
@@ -156,7 +245,7 @@ impl RowDecoder {
         raw_rows: bool,
     ) -> Self {
         let specs: Vec<Spec> = fields.iter().map(Spec::new).collect();
-        let index = specs.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+        let index = FieldIndex::new(specs.iter().map(|s| s.name.as_str()));
         RowDecoder {
             fields: specs.into(),
             schema: arrow_schema(fields),
@@ -173,8 +262,31 @@ impl RowDecoder {
         self.schema.clone()
     }
 
+    /// The batch of a JSON array body whose rows are all valid, through [`scan_array`]; `None`
+    /// for anything else (another framing, a row error, a body the scan does not take).
+    fn decode_fast(&self, body: &[u8], framing: Framing) -> Option<RecordBatch> {
+        if framing != Framing::Auto {
+            return None;
+        }
+        let rows = scan_array(std::str::from_utf8(body).ok()?)?;
+        if rows.is_empty() {
+            return None;
+        }
+        let mut failed = false;
+        let batch = self.decode_rows(&rows, |_, _| failed = true).ok()?;
+        (!failed).then_some(batch)
+    }
+
     /// Decodes a whole body into one batch, or says exactly what is wrong.
     pub fn decode(&self, body: &[u8], framing: Framing) -> Result<RecordBatch, DecodeError> {
+        match self.decode_fast(body, framing) {
+            Some(batch) => Ok(batch),
+            None => self.decode_exact(body, framing),
+        }
+    }
+
+    /// [`decode`](Self::decode) without the fast path: the body split by a full parse first.
+    fn decode_exact(&self, body: &[u8], framing: Framing) -> Result<RecordBatch, DecodeError> {
         let rows = split_rows(body, framing)?;
         let mut errors = Vec::new();
         let mut total_errors = 0usize;
@@ -199,6 +311,18 @@ impl RowDecoder {
     /// rows, is an error. Invalid rows cost a second pass over the valid ones (a failed row may
     /// have filled some columns before its error).
     pub fn decode_lenient(&self, body: &[u8], framing: Framing) -> Result<Lenient, DecodeError> {
+        match self.decode_fast(body, framing) {
+            Some(batch) => Ok(Lenient {
+                rows: batch.num_rows(),
+                batch: Some(batch),
+                invalid: Vec::new(),
+            }),
+            None => self.decode_lenient_exact(body, framing),
+        }
+    }
+
+    /// [`decode_lenient`](Self::decode_lenient) without the fast path.
+    fn decode_lenient_exact(&self, body: &[u8], framing: Framing) -> Result<Lenient, DecodeError> {
         let rows = split_rows(body, framing)?;
         let mut invalid: Vec<(RowError, String)> = Vec::new();
         let batch = self.decode_rows(&rows, |e, raw| invalid.push((e, raw.to_string())));
@@ -572,7 +696,36 @@ enum Key {
     Unknown(String),
 }
 
-struct KeySeed<'a>(&'a HashMap<String, usize>);
+/// A row's top-level field names → their column. A short list is searched in order (a few
+/// length-and-bytes compares beat hashing the key); a long one through a map.
+#[derive(Debug)]
+enum FieldIndex {
+    Few(Vec<Box<str>>),
+    Many(HashMap<String, usize>),
+}
+
+/// Up to this many fields are searched in order.
+const FEW_FIELDS: usize = 24;
+
+impl FieldIndex {
+    fn new<'a>(names: impl Iterator<Item = &'a str>) -> Self {
+        let names: Vec<&str> = names.collect();
+        if names.len() <= FEW_FIELDS {
+            FieldIndex::Few(names.into_iter().map(Box::from).collect())
+        } else {
+            FieldIndex::Many(names.into_iter().enumerate().map(|(i, n)| (n.to_string(), i)).collect())
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<usize> {
+        match self {
+            FieldIndex::Few(names) => names.iter().position(|n| n.len() == key.len() && **n == *key),
+            FieldIndex::Many(map) => map.get(key).copied(),
+        }
+    }
+}
+
+struct KeySeed<'a>(&'a FieldIndex);
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
     type Value = Key;
@@ -588,7 +741,7 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
         Ok(match self.0.get(v) {
-            Some(&i) => Key::Known(i),
+            Some(i) => Key::Known(i),
             None => Key::Unknown(v.to_string()),
         })
     }
@@ -826,6 +979,142 @@ mod tests {
             .try_into()
             .unwrap();
         RowDecoder::new(&fields, UnknownFields::Reject, 1 << 20, 10, false)
+    }
+
+    /// What a decode gave, comparable: the batch, or the error's text.
+    fn outcome(r: Result<RecordBatch, DecodeError>) -> Result<RecordBatch, String> {
+        r.map_err(|e| match e {
+            DecodeError::Rows { count, total, rows } => format!("{count} {total} {rows:?}"),
+            other => other.to_string(),
+        })
+    }
+
+    /// A lenient decode's outcome, comparable: the row count, the batch and the invalid rows.
+    type LenientOutcome = Result<(usize, Option<RecordBatch>, Vec<(RowError, String)>), String>;
+
+    fn lenient_outcome(r: Result<Lenient, DecodeError>) -> LenientOutcome {
+        r.map(|l| (l.rows, l.batch, l.invalid)).map_err(|e| e.to_string())
+    }
+
+    /// The fast path answers exactly what the exact path answers, for `body`.
+    fn same_as_exact(body: &[u8]) {
+        let d = decoder();
+        assert_eq!(
+            outcome(d.decode(body, Framing::Auto)),
+            outcome(d.decode_exact(body, Framing::Auto)),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        assert_eq!(
+            lenient_outcome(d.decode_lenient(body, Framing::Auto)),
+            lenient_outcome(d.decode_lenient_exact(body, Framing::Auto)),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+
+    #[test]
+    fn the_array_scan_finds_the_elements_a_full_parse_finds() {
+        for body in [
+            r#"[]"#,
+            r#" [ {"id":"a"} , {"id":"b,]}{\"\\"} ] "#,
+            "[\n{\"id\":\"x\",\"data\":[1,{\"a\":\"]\"}],\"tags\":[]}\r\n]",
+            r#"[{"id":"\u00e9\"]"}]"#,
+            r#"[1, "s", null, true, [2], {"id": "a"}]"#,
+        ] {
+            let exact: Vec<&str> = serde_json::from_str::<Vec<&RawValue>>(body)
+                .unwrap()
+                .into_iter()
+                .map(RawValue::get)
+                .collect();
+            assert_eq!(scan_array(body), Some(exact), "{body}");
+        }
+        // Not arrays, or broken between the elements: the scan gives up (the exact path decides).
+        for body in [
+            r#"{"id":"a"}"#,
+            r#"[{"id":"a"} {"id":"b"}]"#,
+            r#"[{"id":"a"},]"#,
+            r#"[{"id":"a"}"#,
+            r#"[{"id":"a"}] x"#,
+            r#"[{"id":"a}]"#,
+            r#"[,{"id":"a"}]"#,
+            "",
+        ] {
+            assert_eq!(scan_array(body), None, "{body}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_answers_what_the_exact_path_answers() {
+        for body in [
+            &br#"[{"id":"a","n":1},{"id":"b","data":{"k":"]"}}]"#[..],
+            br#"[{"id":"a","n":"x"},{"id":"b"}]"#,
+            br#"[{"id":"a"} {"id":"b"}]"#,
+            br#"[{"id":"a", "n": 1,}]"#,
+            br#"[{"id":"a"}, 5]"#,
+            br#"[{"id":"a", "id": "b"}]"#,
+            br#"[{"id":"a", "nope": 1}]"#,
+            br#"[{"id":"a"]"#,
+            br#"[{"id":"a","data":{"x":1]}}]"#,
+            br#"[{"id":"a","data":{"x":1}}}]"#,
+            br#"[]"#,
+            br#"  "#,
+        ] {
+            same_as_exact(body);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 512,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// JSON-shaped text (brackets, quotes, escapes, commas): whatever the body, both paths
+        /// give the same batch or the same error.
+        #[test]
+        fn any_json_shaped_body_decodes_the_same_on_both_paths(
+            body in r#"\[?(\{("(id|n|data|tags|x)"|"[a-z\\\]\[{},"]{0,6}"):("[a-z\]\[{}]{0,4}"|[0-9]{1,3}|null|\[[0-9,\]\[]{0,6}\]|\{[":a-z0-9,{}]{0,8}\}),?[ ]?\}[, ]{0,2}){0,4}\]?[ ]?"#
+        ) {
+            same_as_exact(body.as_bytes());
+        }
+
+        /// A valid array of rows with one byte replaced anywhere: both paths agree.
+        #[test]
+        fn a_valid_body_with_one_byte_changed_decodes_the_same_on_both_paths(
+            at in 0usize..200,
+            byte in proptest::sample::select(&b"[]{},:\"\\ 0a"[..]),
+        ) {
+            let mut body = br#"[{"id":"a","n":5,"data":{"x":[1,"]"]},"tags":["p"]},{"id":"b\"c","geo":{"lat":1.5}}]"#.to_vec();
+            let at = at % body.len();
+            body[at] = byte;
+            same_as_exact(&body);
+        }
+    }
+
+    #[test]
+    fn rows_of_few_and_of_many_fields_find_their_columns() {
+        for n in [2, FEW_FIELDS, FEW_FIELDS + 1, 100] {
+            let fields: Vec<FieldConfig> = (0..n)
+                .map(|i| FieldConfig {
+                    name: format!("f{i}"),
+                    ty: FieldType::Int64,
+                    required: false,
+                    items: None,
+                    fields: None,
+                })
+                .collect();
+            let d = RowDecoder::new(&fields, UnknownFields::Reject, 1 << 20, 10, false);
+            let last = n - 1;
+            let body = format!(r#"[{{"f{last}": 7, "f0": 3}}, {{}}]"#);
+            let b = d.decode(body.as_bytes(), Framing::Auto).unwrap();
+            let col = |i: usize| b.column(i).as_primitive::<Int64Type>().clone();
+            assert_eq!((col(last).value(0), col(0).value(0)), (7, 3), "{n} fields");
+            assert!(col(last).is_null(1));
+            let err = d.decode(br#"[{"f1x": 1}]"#, Framing::Auto).unwrap_err();
+            assert!(err.to_string().contains("invalid"), "{n} fields: {err}");
+        }
     }
 
     #[test]
