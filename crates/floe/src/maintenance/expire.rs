@@ -87,8 +87,10 @@ pub async fn expire(
         ..Default::default()
     };
     let cutoff = chrono::Utc::now().timestamp_millis() - options.older_than_ms;
+    // A property iceberg cannot read would fail the transaction (see `commit_base`).
+    let (base, _) = crate::sink::iceberg::commit_base(&table, None)?;
     let action = || {
-        Transaction::new(&table)
+        Transaction::new(&base)
             .expire_snapshots()
             .expire_older_than_ms(cutoff)
             .retain_last(options.retain_last.max(1))
@@ -103,7 +105,7 @@ pub async fn expire(
     );
     // The same transaction against a catalog view that commits nothing: what would go.
     let preview: Table = action()
-        .apply(Transaction::new(&table))?
+        .apply(Transaction::new(&base))?
         .commit(&floe_catalog::Preview(catalog))
         .await?;
     let kept: BTreeSet<i64> = preview.metadata().snapshots().map(|s| s.snapshot_id()).collect();
@@ -119,7 +121,7 @@ pub async fn expire(
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
-    let committed: Table = action().apply(Transaction::new(&table))?.commit(catalog).await?;
+    let committed: Table = action().apply(Transaction::new(&base))?.commit(catalog).await?;
     let (after_location, after): (String, TableMetadata) = (
         committed.metadata_location().unwrap_or_default().to_string(),
         committed.metadata().clone(),

@@ -161,6 +161,10 @@ impl IcebergSink {
                 Err(e) => return Err(e.into()),
             }
         };
+        let (_, unreadable) = commit_base(&table, None)?;
+        if !unreadable.is_empty() {
+            tracing::warn!(sink = %cfg.name, table = %ident, properties = ?unreadable, "the table has properties iceberg cannot read; floe's commits use iceberg's defaults for them");
+        }
         let sort = sort_keys(&cfg.sort_by)?;
         let table = ensure_sort_order(&catalog, &cfg.name, table, &sort).await?;
         let table = ensure_bloom_properties(&catalog, cfg, table).await?;
@@ -203,7 +207,7 @@ impl IcebergSink {
     /// (`limits.commit_retries`; [`DEFAULT_COMMIT_RETRIES`](crate::config::DEFAULT_COMMIT_RETRIES)
     /// until set). It replaces the table's own `commit.retry.num-retries`; the waits between
     /// attempts follow the table's other `commit.retry.*` properties (iceberg's defaults: 100 ms
-    /// doubling up to 60 s, 30 min in all).
+    /// doubling up to 60 s, 30 min in all), capped at those defaults ([`commit_base`]).
     pub fn with_commit_retries(mut self, retries: u32) -> Self {
         self.commit_retries = retries;
         self
@@ -328,8 +332,8 @@ impl IcebergSink {
                 .await
         } else {
             let summary = position_summary(&self.pipeline, &self.name, from, to, self.attempt);
-            let committed = match with_commit_retries(&self.table, self.commit_retries) {
-                Ok(base) => {
+            let committed = match commit_base(&self.table, Some(self.commit_retries)) {
+                Ok((base, _)) => {
                     let tx = Transaction::new(&base);
                     // No duplicate-file check: it loads every manifest of the table on each
                     // commit, and cannot find anything here. Each file's name carries this
@@ -533,7 +537,7 @@ async fn ensure_sort_order(catalog: &FloeCatalog, sink: &str, table: Table, keys
             iceberg::spec::NullOrder::Last
         }
     };
-    let tx = Transaction::new(&table);
+    let tx = Transaction::new(&commit_base(&table, None)?.0);
     let mut action = tx.replace_sort_order();
     for k in keys {
         action = if k.descending {
@@ -574,7 +578,7 @@ async fn ensure_bloom_properties(catalog: &FloeCatalog, cfg: &SinkConfig, table:
     if missing.is_empty() {
         return Ok(table);
     }
-    let tx = Transaction::new(&table);
+    let tx = Transaction::new(&commit_base(&table, None)?.0);
     let mut action = tx.update_table_properties();
     for (k, v) in &missing {
         action = action.set(k.clone(), v.clone());
@@ -597,19 +601,71 @@ async fn ensure_bloom_properties(catalog: &FloeCatalog, cfg: &SinkConfig, table:
     }
 }
 
-/// `table` with `commit.retry.num-retries = retries`, in memory only: iceberg's `Transaction`
-/// reads its retry budget from the base table's properties. The property is never written to the
-/// table (a fast-append's updates carry the snapshot only), and the first attempt reloads the
-/// table from the catalog anyway, so the base is used for nothing else.
-fn with_commit_retries(table: &Table, retries: u32) -> iceberg::Result<Table> {
-    let key = TableProperties::PROPERTY_COMMIT_NUM_RETRIES;
-    if table.metadata().properties().get(key) == Some(&retries.to_string()) {
-        return Ok(table.clone());
+/// The most a table's `commit.retry.min-wait-ms` (first wait before a commit is retried),
+/// `max-wait-ms` (longest wait) and `total-timeout-ms` may ask of floe: any client can set
+/// them, and a sink waiting an hour between attempts is a stopped pipeline.
+const COMMIT_FIRST_WAIT_CAP_MS: u64 = 1_000;
+const COMMIT_WAIT_CAP_MS: u64 = 60_000;
+const COMMIT_TOTAL_CAP_MS: u64 = 30 * 60_000;
+
+/// `table` made fit for iceberg's `Transaction`, in memory only. The transaction parses the
+/// base table's properties before it commits and fails on any it cannot read (a
+/// `write.target-file-size-bytes` of `"big"`, a `gc.enabled` of `"yes"`, …): properties any
+/// engine can set through the REST catalog, which must not stop a pipeline. So the copy
+///
+/// - sets `commit.retry.num-retries = retries` when given (floe's `limits.commit_retries`),
+/// - caps the `commit.retry.*` waits (1 s first, 60 s at most, 30 min in all),
+/// - and leaves out each property iceberg cannot parse (iceberg's default applies instead).
+///
+/// None of this is written to the table: a fast append's or a sort order's updates carry
+/// their own change only, and the catalog applies them to the metadata it holds. Returns the
+/// table itself when nothing needs changing, and the properties left out (for a warning).
+pub fn commit_base(table: &Table, retries: Option<u32>) -> iceberg::Result<(Table, Vec<String>)> {
+    let props = table.metadata().properties();
+    let mut set: HashMap<String, String> = HashMap::new();
+    if let Some(r) = retries {
+        set.insert(TableProperties::PROPERTY_COMMIT_NUM_RETRIES.to_string(), r.to_string());
     }
-    let metadata = TableMetadataBuilder::new_from_metadata(table.metadata().clone(), None)
-        .set_properties(HashMap::from([(key.to_string(), retries.to_string())]))?
-        .build()?
-        .metadata;
+    for (key, cap) in [
+        (
+            TableProperties::PROPERTY_COMMIT_MIN_RETRY_WAIT_MS,
+            COMMIT_FIRST_WAIT_CAP_MS,
+        ),
+        (TableProperties::PROPERTY_COMMIT_MAX_RETRY_WAIT_MS, COMMIT_WAIT_CAP_MS),
+        (
+            TableProperties::PROPERTY_COMMIT_TOTAL_RETRY_TIME_MS,
+            COMMIT_TOTAL_CAP_MS,
+        ),
+    ] {
+        if let Some(v) = props.get(key)
+            && v.trim().parse::<u64>().is_ok_and(|ms| ms > cap)
+        {
+            set.insert(key.to_string(), cap.to_string());
+        }
+    }
+    set.retain(|k, v| props.get(k) != Some(v));
+    let mut unreadable: Vec<String> = Vec::new();
+    if TableProperties::try_from(props).is_err() {
+        // Each property on its own, through iceberg's own parser.
+        unreadable = props
+            .iter()
+            .filter(|(k, _)| !set.contains_key(*k))
+            .filter(|(k, v)| TableProperties::try_from(&HashMap::from([((*k).clone(), (*v).clone())])).is_err())
+            .map(|(k, _)| k.clone())
+            .collect();
+        unreadable.sort();
+    }
+    if set.is_empty() && unreadable.is_empty() {
+        return Ok((table.clone(), unreadable));
+    }
+    let mut metadata = TableMetadataBuilder::new_from_metadata(table.metadata().clone(), None);
+    if !unreadable.is_empty() {
+        metadata = metadata.remove_properties(&unreadable)?;
+    }
+    if !set.is_empty() {
+        metadata = metadata.set_properties(set)?;
+    }
+    let metadata = metadata.build()?.metadata;
     let mut builder = Table::builder()
         .identifier(table.identifier().clone())
         .file_io(table.file_io().clone())
@@ -618,7 +674,7 @@ fn with_commit_retries(table: &Table, retries: u32) -> iceberg::Result<Table> {
     if let Some(location) = table.metadata_location() {
         builder = builder.metadata_location(location);
     }
-    builder.build()
+    Ok((builder.build()?, unreadable))
 }
 
 /// Makes the folders of `files` durable (each once): new files' directory entries must survive

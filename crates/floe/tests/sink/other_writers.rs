@@ -210,3 +210,65 @@ async fn an_incompatible_outside_change_fails_the_sink_visibly() -> TestResult {
     assert!(err.contains("\"must\" is required"), "{err}");
     Ok(())
 }
+
+/// An outside engine sets table properties iceberg-rust cannot parse (`"big"` for a size,
+/// Java's `"TRUE"` for a boolean) and retry waits of an hour: iceberg's `Transaction` refuses
+/// to commit on such a table, but the sink keeps committing — past a rival commit that makes
+/// it retry, and after a reopen — and the properties stay as the other engine set them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn properties_iceberg_cannot_read_do_not_stop_the_sink() -> TestResult {
+    use iceberg::transaction::{ApplyTransactionAction, Transaction};
+
+    let env = Env::new().await;
+    let mut sink = env.open_sink(&["bucket"]).await;
+    write_range(&mut sink, 0..10).await?;
+    sink.commit().await?;
+
+    let hostile = [
+        ("write.target-file-size-bytes", "big"),
+        ("gc.enabled", "TRUE"),
+        ("history.expire.min-snapshots-to-keep", "-1"),
+        ("commit.retry.min-wait-ms", "3600000"),
+        ("commit.retry.max-wait-ms", "3600000"),
+    ];
+    let other = env.other_instance().await;
+    let table = other.load_table(&crate::common::table_ident()).await?;
+    let tx = Transaction::new(&table);
+    let mut action = tx.update_table_properties();
+    for (k, v) in hostile {
+        action = action.set(k.to_string(), v.to_string());
+    }
+    let tx = action.apply(tx)?;
+    tx.commit(&other).await?;
+    let table = env.table().await;
+    assert!(
+        table.metadata().table_properties().is_err(),
+        "iceberg cannot read the table's properties now"
+    );
+
+    // A rival pipeline's commit lands first, so the sink's commit is retried (after at most 1 s).
+    let cfg = crate::common::sink_config(&["bucket"]);
+    let mut rival =
+        floe::sink::iceberg::IcebergSink::open(other, &cfg, "rival", &crate::common::output_schema()).await?;
+    write_range(&mut sink, 10..20).await?;
+    rival.write(&rows(1000..1005), 5).await?;
+    rival.commit().await?;
+    // A guard against the hour the table asks for, not a measurement.
+    tokio::time::timeout(std::time::Duration::from_secs(300), sink.commit())
+        .await
+        .map_err(|_| "the sink's retry waited as long as the table's properties ask")??;
+    drop(sink);
+    let mut sink = env.open_sink(&["bucket"]).await;
+    assert_eq!(sink.committed(), 20);
+    write_range(&mut sink, 20..30).await?;
+    sink.commit().await?;
+
+    let table = env.table().await;
+    let mut expected: Vec<u64> = (0..30).collect();
+    expected.extend(1000..1005);
+    assert_eq!(scan_ids(&table).await?, expected);
+    for (k, v) in hostile {
+        assert_eq!(table.metadata().properties().get(k).map(String::as_str), Some(v), "{k}");
+    }
+    Ok(())
+}
