@@ -898,6 +898,8 @@ impl SinkConfig {
 
 /// Default of `target_file_size_mb`.
 pub const DEFAULT_TARGET_FILE_SIZE_MB: u64 = 128;
+/// Largest `target_file_size_mb` (16 GiB), the bound compaction packs to as well.
+pub const MAX_TARGET_FILE_SIZE_MB: u64 = 16 * 1024;
 
 fn default_target_file_size_mb() -> u64 {
     DEFAULT_TARGET_FILE_SIZE_MB
@@ -1656,8 +1658,11 @@ impl Config {
                     return invalid(format!("sinks[{i}].partition_by[{j}]"), message);
                 }
             }
-            if s.target_file_size_mb == 0 {
-                return invalid(format!("sinks[{i}].target_file_size_mb"), "must be at least 1".into());
+            if !(1..=MAX_TARGET_FILE_SIZE_MB).contains(&s.target_file_size_mb) {
+                return invalid(
+                    format!("sinks[{i}].target_file_size_mb"),
+                    format!("must be 1 to {MAX_TARGET_FILE_SIZE_MB} (16 GiB)"),
+                );
             }
             s.maintenance.validate(&format!("sinks[{i}].maintenance"))?;
             let mut sorted = HashSet::new();
@@ -2046,6 +2051,7 @@ mod tests {
             ("sort_by = [\"ts sideways\"]", "sinks[0].sort_by[0]"),
             ("sort_by = [\"ns\", \"ns DESC\"]", "sinks[0].sort_by[1]"),
             ("target_file_size_mb = 0", "sinks[0].target_file_size_mb"),
+            ("target_file_size_mb = 16385", "sinks[0].target_file_size_mb"),
         ] {
             let err = sink_with(bad).unwrap_err().to_string();
             assert!(err.contains(key), "{bad}: {err}");

@@ -147,7 +147,7 @@ enum TableCommand {
     Compact {
         #[command(flatten)]
         args: TableArgs,
-        /// Target file size in MiB (default: the table's write.target-file-size-bytes, else 128).
+        /// Target file size in MiB, 1 to 16384 (default: the table's write.target-file-size-bytes, else 128).
         #[arg(long)]
         target_file_size_mb: Option<u64>,
         /// Files below this size in MiB are compacted (default: three quarters of the target).
@@ -327,17 +327,11 @@ async fn table(command: TableCommand) -> anyhow::Result<std::process::ExitCode> 
         } => {
             let table = iceberg::Catalog::load_table(&catalog, &ident).await?;
             let target = match target_file_size_mb {
-                Some(mb) => mb.saturating_mul(1024 * 1024),
-                None => table
-                    .metadata()
-                    .properties()
-                    .get("write.target-file-size-bytes")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(floe::config::DEFAULT_TARGET_FILE_SIZE_MB * 1024 * 1024),
+                Some(mb) => compact::check_target_file_bytes(mb.saturating_mul(1024 * 1024))
+                    .map_err(|e| anyhow::anyhow!("--target-file-size-mb {mb}: {e}"))?,
+                None => compact::table_target_file_bytes(table.metadata().properties())
+                    .map_err(|e| anyhow::anyhow!("{e}; give --target-file-size-mb"))?,
             };
-            if target == 0 {
-                bail!("--target-file-size-mb must be at least 1");
-            }
             let mut options = compact::CompactOptions::with_target(target);
             if let Some(mb) = small_file_size_mb {
                 options.small_file_bytes = mb.saturating_mul(1024 * 1024);

@@ -6,7 +6,8 @@
 //! ```text
 //! current snapshot ─► live data files of the default spec, smaller than small_file_bytes
 //!   ─► grouped by partition ─► first-fit bins of ≤ target_file_bytes (≥ min_input_files each)
-//!   ─► read (Iceberg Arrow reader, the table's current schema) ─► sort (table sort order)
+//!   ─► read in commit order (Iceberg Arrow reader, the table's current schema; small files
+//!      read ahead in parallel) ─► sort (table sort order)
 //!   ─► Parquet writer (`floe-compact-<rewrite id>-…`) ─► commit_rewrite (replace)
 //! ```
 //!
@@ -27,7 +28,8 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use floe_catalog::rewrite::{PROP_MAINTENANCE, Rewrite, commit_rewrite, read_manifest, read_manifest_list};
 use floe_catalog::{FloeCatalog, commit_state_unknown};
-use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::scan::FileScanTask;
 use iceberg::spec::{
@@ -55,6 +57,41 @@ pub const SORTED_BIN_BYTES: u64 = 64 * 1024 * 1024;
 pub const COMMIT_BYTES: u64 = 1024 * 1024 * 1024;
 /// Retries of a compaction commit that lost the compare-and-swap to an append.
 pub const COMMIT_RETRIES: u32 = 10;
+/// The smallest target file size compaction packs to: below it a table would be rewritten into
+/// ever more files.
+pub const MIN_TARGET_FILE_BYTES: u64 = 1024 * 1024;
+/// The largest: above it a "small" file could be any file, and every round would rewrite whole
+/// partitions again.
+pub const MAX_TARGET_FILE_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+/// The table property that names the size data files are written to (Iceberg's own).
+pub const TARGET_FILE_SIZE_PROPERTY: &str = "write.target-file-size-bytes";
+
+/// Checks a target file size against [`MIN_TARGET_FILE_BYTES`]..=[`MAX_TARGET_FILE_BYTES`].
+pub fn check_target_file_bytes(bytes: u64) -> std::result::Result<u64, String> {
+    if (MIN_TARGET_FILE_BYTES..=MAX_TARGET_FILE_BYTES).contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "a target file size of {bytes} bytes is outside {MIN_TARGET_FILE_BYTES}..={MAX_TARGET_FILE_BYTES} (1 MiB to 16 GiB)"
+        ))
+    }
+}
+
+/// The size a table's data files are packed to: its `write.target-file-size-bytes` when set,
+/// else floe's default (128 MiB). Any engine can set the property, so a value that is not a
+/// whole number of bytes in [`MIN_TARGET_FILE_BYTES`]..=[`MAX_TARGET_FILE_BYTES`] is refused,
+/// naming the property.
+pub fn table_target_file_bytes(props: &HashMap<String, String>) -> std::result::Result<u64, String> {
+    match props.get(TARGET_FILE_SIZE_PROPERTY) {
+        None => Ok(crate::config::DEFAULT_TARGET_FILE_SIZE_MB * 1024 * 1024),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| format!("{v:?} is not a number of bytes"))
+            .and_then(check_target_file_bytes)
+            .map_err(|e| format!("table property {TARGET_FILE_SIZE_PROPERTY}: {e}")),
+    }
+}
 
 /// What compaction does.
 #[derive(Debug, Clone)]
@@ -124,6 +161,8 @@ pub struct CompactReport {
 struct Live {
     manifest: String,
     file: DataFile,
+    /// The data sequence number: the order the file's rows were committed in.
+    sequence: i64,
 }
 
 /// Compacts table `ident` (see the module docs).
@@ -134,6 +173,14 @@ pub async fn compact(
     progress: &dyn Progress,
 ) -> Result<CompactReport> {
     let started = Instant::now();
+    // The bounds of `check_target_file_bytes` are applied where a target comes in (the CLI,
+    // table properties, the config); here only a size a writer can roll at.
+    if options.target_file_bytes == 0 {
+        return Err(Error::BadRequest {
+            code: "invalid_target",
+            message: "the target file size must be at least 1 byte".into(),
+        });
+    }
     if !options.dry_run {
         clean_attempts(catalog, ident).await?;
     }
@@ -155,6 +202,11 @@ pub async fn compact(
     let base = table.metadata().current_snapshot_id().expect("planned on a snapshot");
     let props = table_writer_properties(&table)?;
     let sort = sort_keys(&table);
+    let out = Output {
+        props: &props,
+        sort: sort.as_deref(),
+        target_file_bytes: options.target_file_bytes,
+    };
     let mut pending: Vec<Vec<Live>> = Vec::new();
     let mut pending_bytes = 0;
     // After a commit, the next group is planned again on the table it left: that commit
@@ -199,8 +251,7 @@ pub async fn compact(
             &table_now,
             base_now,
             &group,
-            &props,
-            sort.as_deref(),
+            &out,
             progress,
             pace,
             options.small_file_bytes,
@@ -321,6 +372,7 @@ async fn plan(
             by_partition.entry(file.partition().clone()).or_default().push(Live {
                 manifest: m.manifest_path.clone(),
                 file: file.clone(),
+                sequence: entry.sequence_number().unwrap_or(m.sequence_number),
             });
         }
     }
@@ -353,9 +405,15 @@ async fn plan(
                 None => open.push((size, vec![live])),
             }
         }
+        // Each bin is then read in commit order (`read_in_order`), so the new file's rows keep
+        // the order they arrived in: values that grow with time (ids, timestamps) stay
+        // clustered, and page statistics still prune a point lookup to a few pages.
         bins.extend(
             open.into_iter()
-                .map(|(_, b)| b)
+                .map(|(_, mut b)| {
+                    b.sort_by(|x, y| (x.sequence, x.file.file_path()).cmp(&(y.sequence, y.file.file_path())));
+                    b
+                })
                 .filter(|b| b.len() >= options.min_input_files.max(2)),
         );
     }
@@ -382,8 +440,7 @@ async fn rewrite_group(
     table: &Table,
     base: i64,
     group: &[Vec<Live>],
-    props: &WriterProperties,
-    sort: Option<&[SortKey]>,
+    out: &Output<'_>,
     progress: &dyn Progress,
     pace: Option<(Instant, u64, u64)>,
     small_file_bytes: u64,
@@ -395,7 +452,7 @@ async fn rewrite_group(
     let work = async {
         let mut read = 0u64;
         for (n, bin) in group.iter().enumerate() {
-            added.extend(rewrite_bin(table, id, n, bin, props, sort).await?);
+            added.extend(rewrite_bin(table, id, n, bin, out).await?);
             let bytes = bin.iter().map(|l| l.file.file_size_in_bytes()).sum::<u64>();
             progress.advance(bytes);
             read += bytes;
@@ -461,26 +518,20 @@ async fn rewrite_group(
 
 /// Reads the files of one bin (in the table's current schema) and writes them anew, named
 /// `floe-compact-<id>-<n>-…` (`n`: the bin's number in its group).
-async fn rewrite_bin(
-    table: &Table,
-    id: uuid::Uuid,
-    n: usize,
-    bin: &[Live],
-    props: &WriterProperties,
-    sort: Option<&[SortKey]>,
-) -> Result<Vec<DataFile>> {
+async fn rewrite_bin(table: &Table, id: uuid::Uuid, n: usize, bin: &[Live], out: &Output<'_>) -> Result<Vec<DataFile>> {
     let files: Vec<&DataFile> = bin.iter().map(|l| &l.file).collect();
     let spec = table.metadata().default_partition_spec_id();
-    rewrite_files(
-        table,
-        &format!("floe-compact-{id}-{n}"),
-        &files,
-        spec,
-        props,
-        sort,
-        None,
-    )
-    .await
+    rewrite_files(table, &format!("floe-compact-{id}-{n}"), &files, spec, out, None).await
+}
+
+/// How a rewrite writes its files.
+pub(super) struct Output<'a> {
+    /// The Parquet writer's settings ([`table_writer_properties`]).
+    pub props: &'a WriterProperties,
+    /// Sort each file's rows by these keys (the table's sort order), when given.
+    pub sort: Option<&'a [SortKey]>,
+    /// Roll to a new file at this size.
+    pub target_file_bytes: u64,
 }
 
 /// A row filter applied while rewriting: answers the rows to keep of a batch.
@@ -522,17 +573,49 @@ pub(super) fn read_files(
         .stream())
 }
 
+/// Input files at most this large are read ahead: each decoded whole in a task of its own, up
+/// to [`READ_AHEAD`] at a time, while the writer encodes the rows read before. A compaction's
+/// inputs are mostly files this small; one decodes to some tens of MiB of Arrow at most (JSON
+/// events compress ~18:1 into zstd Parquet).
+pub const READ_AHEAD_FILE_BYTES: u64 = 1024 * 1024;
+/// How many input files are read ahead at most.
+pub const READ_AHEAD: usize = 4;
+
+/// Reads `files` (as [`read_files`]) one after the other, in the order given: small files
+/// ahead of time in parallel ([`READ_AHEAD_FILE_BYTES`]), larger ones streamed when their turn
+/// comes.
+fn read_in_order(table: &Table, files: &[&DataFile], spec_id: i32) -> BoxStream<'static, Result<RecordBatch>> {
+    let table = table.clone();
+    let files: Vec<DataFile> = files.iter().map(|f| (*f).clone()).collect();
+    futures::stream::iter(files)
+        .map(move |file| {
+            let table = table.clone();
+            async move {
+                let stream = read_files(&table, &[&file], spec_id)?;
+                if file.file_size_in_bytes() > READ_AHEAD_FILE_BYTES {
+                    return Ok(stream.map_err(Error::from).boxed());
+                }
+                let batches = tokio::spawn(stream.try_collect::<Vec<RecordBatch>>())
+                    .await
+                    .map_err(|e| Error::Internal(format!("a compaction read task failed: {e}")))??;
+                Ok::<_, Error>(futures::stream::iter(batches.into_iter().map(Ok)).boxed())
+            }
+        })
+        .buffered(READ_AHEAD)
+        .try_flatten()
+        .boxed()
+}
+
 /// Reads `files` (one partition of spec `spec_id`, which must be the table's default spec),
-/// keeps the rows `keep` answers (all when `None`), sorts them by `sort` when given, and
-/// writes them as new data files named `<name>-<k>.parquet` (none when no row is kept);
-/// `name` carries the attempt's id and is unique per call.
+/// keeps the rows `keep` answers (all when `None`), and writes them as `out` says, as new
+/// data files named `<name>-<k>.parquet` (none when no row is kept); `name` carries the
+/// attempt's id and is unique per call.
 pub(super) async fn rewrite_files(
     table: &Table,
     name: &str,
     files: &[&DataFile],
     spec_id: i32,
-    props: &WriterProperties,
-    sort: Option<&[SortKey]>,
+    out: &Output<'_>,
     keep: Option<KeepRows<'_>>,
 ) -> Result<Vec<DataFile>> {
     let Some(first) = files.first() else {
@@ -540,16 +623,12 @@ pub(super) async fn rewrite_files(
     };
     let metadata = table.metadata();
     let schema = metadata.current_schema().clone();
-    let mut stream = read_files(table, files, spec_id)?;
+    let mut stream = read_in_order(table, files, spec_id);
     let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
     let location = DefaultLocationGenerator::new(metadata)?;
     let names = DefaultFileNameGenerator::new(name.to_string(), None, DataFileFormat::Parquet);
-    let parquet = ParquetWriterBuilder::new(props.clone(), schema.clone());
-    let target = metadata
-        .properties()
-        .get("write.target-file-size-bytes")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(crate::config::DEFAULT_TARGET_FILE_SIZE_MB as usize * 1024 * 1024);
+    let parquet = ParquetWriterBuilder::new(out.props.clone(), schema.clone());
+    let target = usize::try_from(out.target_file_bytes.max(1)).unwrap_or(usize::MAX);
     let rolling = RollingFileWriterBuilder::new(parquet, target, table.file_io().clone(), location, names);
     let spec = metadata.default_partition_spec();
     let key = (!spec.is_unpartitioned())
@@ -564,7 +643,7 @@ pub(super) async fn rewrite_files(
         Ok((b.num_rows() > 0).then_some(b))
     };
     let mut rows = 0usize;
-    match sort {
+    match out.sort {
         None => {
             while let Some(batch) = stream.try_next().await? {
                 if let Some(b) = conform(batch)? {

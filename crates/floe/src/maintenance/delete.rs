@@ -41,7 +41,7 @@ use iceberg::spec::{DataContentType, DataFile, Datum, ManifestContentType, Opera
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
 
-use super::compact::{read_files, rewrite_files, sort_keys};
+use super::compact::{Output, read_files, rewrite_files, sort_keys, table_target_file_bytes};
 use super::{Progress, begin_attempt, clean_attempts, end_attempt, renew_while, table_writer_properties};
 use crate::error::{Error, Result};
 
@@ -337,6 +337,14 @@ async fn attempt(
     let work = async {
         let props = table_writer_properties(table)?;
         let sort = sort_keys(table);
+        // Each file is rewritten alone and only loses rows, so the target is no more than a cap;
+        // a property out of bounds falls back to floe's default.
+        let out = Output {
+            props: &props,
+            sort: sort.as_deref(),
+            target_file_bytes: table_target_file_bytes(metadata.properties())
+                .unwrap_or(crate::config::DEFAULT_TARGET_FILE_SIZE_MB * 1024 * 1024),
+        };
         let keep = |batch: RecordBatch| -> Result<RecordBatch> {
             let gone = selected(predicate.as_ref(), &batch)?;
             let kept = arrow::compute::not(&gone)?;
@@ -345,7 +353,7 @@ async fn attempt(
         for (n, (_, file)) in rewrite.iter().enumerate() {
             let spec = metadata.default_partition_spec_id();
             let name = format!("floe-delete-{id}-{n}");
-            added.extend(rewrite_files(table, &name, &[file], spec, &props, sort.as_deref(), Some(&keep)).await?);
+            added.extend(rewrite_files(table, &name, &[file], spec, &out, Some(&keep)).await?);
         }
         crate::sink::iceberg::sync_folders(catalog.storage().as_ref(), &added).await?;
         let mut removed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

@@ -207,8 +207,8 @@ pub struct TablePolicy {
     pub ident: TableIdent,
     /// `namespace.table`, as the metrics name it.
     pub name: String,
-    /// Its policy and the size files are packed to (`write.target-file-size-bytes`, else
-    /// floe's default), or why its properties were refused.
+    /// Its policy and the size files are packed to
+    /// ([`super::compact::table_target_file_bytes`]), or why its properties were refused.
     pub policy: std::result::Result<(Maintenance, u64), String>,
 }
 
@@ -250,14 +250,7 @@ pub async fn table_policies(
             let props = table.metadata().properties();
             let policy = match Maintenance::from_table_properties(props) {
                 Ok(None) => continue,
-                Ok(Some(policy)) => {
-                    let target = props
-                        .get("write.target-file-size-bytes")
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .filter(|b| *b > 0)
-                        .unwrap_or(crate::config::DEFAULT_TARGET_FILE_SIZE_MB * 1024 * 1024);
-                    Ok((policy, target))
-                }
+                Ok(Some(policy)) => super::compact::table_target_file_bytes(props).map(|target| (policy, target)),
                 Err(e) => Err(e.to_string()),
             };
             out.push(TablePolicy { ident, name, policy });

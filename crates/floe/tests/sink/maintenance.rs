@@ -474,3 +474,91 @@ async fn compacted_files_keep_the_bloom_filters_the_sink_writes() -> TestResult 
     }
     Ok(())
 }
+
+/// The `id` column of the Parquet file at `location`, in file order.
+fn ids_in_file(location: &str) -> Result<Vec<i64>, Box<dyn std::error::Error + Send + Sync>> {
+    let file = std::fs::File::open(location.trim_start_matches("file://"))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let mut ids = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        let col = batch
+            .column_by_name("id")
+            .ok_or("no id column")?
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .ok_or("id is not int64")?;
+        ids.extend(col.values().iter().copied());
+    }
+    Ok(ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_files_keep_the_rows_in_commit_order() -> TestResult {
+    let env = Env::new().await;
+    // 30 commits of increasing ids: each bin has more files than are read ahead at once.
+    let mut sink = env.open_sink(&["bucket"]).await;
+    for k in 0..30u64 {
+        write_range(&mut sink, k * 20..(k + 1) * 20).await?;
+        sink.commit().await?;
+    }
+    let report = compact(&env.catalog, &table_ident(), &options(), &Quiet).await?;
+    assert_eq!((report.files_before, report.files_after), (120, 4), "{report:?}");
+    let table = env.table().await;
+    let mut all = Vec::new();
+    for f in referenced_data_files(&table).await? {
+        let ids = ids_in_file(&f)?;
+        assert_eq!(ids.len(), 150, "{f}");
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "{f} is not in commit order: {ids:?}"
+        );
+        all.extend(ids);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..600).collect::<Vec<i64>>());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_file_size_out_of_bounds_is_refused_before_anything_is_written() -> TestResult {
+    use floe::maintenance::compact::{TARGET_FILE_SIZE_PROPERTY, check_target_file_bytes, table_target_file_bytes};
+    use iceberg::transaction::{ApplyTransactionAction, Transaction};
+    let env = Env::new().await;
+    let _sink = ten_commits(&env).await;
+    let files = parquet_on_disk(&env);
+    // Another engine sets Iceberg's target property to a size that would split every file.
+    for hostile in ["1", "0", "-5", "many", "99999999999999999999"] {
+        // (Through floe's copy of the table: iceberg refuses to commit on the one before.)
+        let (table, _) = floe::sink::iceberg::commit_base(&env.table().await, None)?;
+        let tx = Transaction::new(&table);
+        let tx = tx
+            .update_table_properties()
+            .set(TARGET_FILE_SIZE_PROPERTY.to_string(), hostile.to_string())
+            .set("floe.maintenance.enabled".to_string(), "true".to_string())
+            .apply(tx)?;
+        tx.commit(&env.catalog).await?;
+        let props = env.table().await.metadata().properties().clone();
+        let err = table_target_file_bytes(&props).expect_err(hostile);
+        assert!(err.contains(TARGET_FILE_SIZE_PROPERTY), "{hostile}: {err}");
+        // The background runner's view of the table: its policy is refused with that error.
+        let found = floe::maintenance::policy::table_policies(&env.catalog, &Default::default()).await?;
+        let [policy] = found.as_slice() else {
+            panic!("{hostile}: one table opted in, found {found:?}");
+        };
+        assert_eq!(policy.policy.as_ref().map(|_| ()).expect_err(hostile), &err);
+    }
+    // The bounds a target given at the command line is held to.
+    for bytes in [0, 1, 1024 * 1024 - 1, 16 * 1024 * 1024 * 1024 + 1] {
+        assert!(check_target_file_bytes(bytes).is_err(), "{bytes}");
+    }
+    assert!(check_target_file_bytes(128 * 1024 * 1024).is_ok());
+    // And compaction itself refuses a target no writer can roll at, as the caller's error.
+    let err = compact(&env.catalog, &table_ident(), &CompactOptions::with_target(0), &Quiet)
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, floe::error::Error::BadRequest { .. }), "{err}");
+    assert_eq!(parquet_on_disk(&env), files, "nothing was written");
+    assert_eq!(referenced_data_files(&env.table().await).await?.len(), 40);
+    Ok(())
+}
