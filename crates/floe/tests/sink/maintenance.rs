@@ -304,8 +304,6 @@ async fn delete_where_removes_exactly_the_matching_rows() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_bins_per_partition_of_a_sorted_table_keep_rows_and_order() -> TestResult {
-    use arrow::array::{Array, Int64Array};
-
     let env = Env::new().await;
     let mut cfg = crate::common::sink_config(&["bucket"]);
     cfg.sort_by = vec!["id DESC".to_string()];
@@ -334,21 +332,7 @@ async fn many_bins_per_partition_of_a_sorted_table_keep_rows_and_order() -> Test
         if !f.contains("floe-compact-") {
             continue;
         }
-        let file = std::fs::File::open(f.trim_start_matches("file://"))?;
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
-        let mut ids = Vec::new();
-        for batch in reader {
-            let batch = batch?;
-            let col = batch.column_by_name("id").expect("id");
-            ids.extend(
-                col.as_any()
-                    .downcast_ref::<Int64Array>()
-                    .expect("long")
-                    .values()
-                    .iter()
-                    .copied(),
-            );
-        }
+        let ids = ids_in_file(&f)?;
         assert!(
             ids.windows(2).all(|w| w[0] >= w[1]),
             "{f} is sorted by id DESC: {ids:?}"
