@@ -1,11 +1,13 @@
 """The peer: the same events floe-load sends, appended to an Iceberg table by a plain PyIceberg
 script — `pyarrow.json.read_json` on each 1,000-event request body, then `table.append` (one
-commit per batch), on a SqlCatalog (SQLite) in a temporary folder, table partitioned by `ns`
-like scripts/bench.sh's floe table.
+commit per batch), on a SqlCatalog (SQLite) in a temporary folder.
 
-    python pyiceberg_append.py [seconds] [batch]
+    python pyiceberg_append.py [seconds] [batch] [partition]
 
-Prints `BENCH pyiceberg_…` lines. The one difference from floe's table: `data` (a JSON object)
+`partition` is `ns` (identity on `ns`, the default) or `none` (unpartitioned: the peer's best
+case, which scripts/bench.sh runs at 1,000, 10,000 and 50,000 events per append). The bodies
+are built once before the clock starts, at most ~80 MB of them. Prints `BENCH pyiceberg_…`
+lines. The one difference from floe's table: `data` (a JSON object)
 is stored as the struct pyarrow parses it into, not as JSON text (less work for the peer).
 """
 
@@ -36,7 +38,11 @@ def event(n: int) -> str:
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 20.0
     batch = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
-    bodies = ["\n".join(event(i * batch + j) for j in range(batch)).encode() for i in range(64)]
+    partition = sys.argv[3] if len(sys.argv) > 3 else "ns"
+    if partition not in ("ns", "none"):
+        sys.exit(f"partition must be ns or none, not {partition!r}")
+    count = max(2, min(64, 80_000_000 // (batch * 170)))
+    bodies = ["\n".join(event(i * batch + j) for j in range(batch)).encode() for i in range(count)]
     schema = pa.schema([
         ("ns", pa.string()), ("type", pa.string()), ("id", pa.string()),
         ("ts", pa.timestamp("us", tz="UTC")),
@@ -49,8 +55,9 @@ def main() -> None:
         catalog.create_namespace("analytics")
         first = pj.read_json(io.BytesIO(bodies[0]), parse_options=parse)
         table = catalog.create_table("analytics.events", schema=first.schema)
-        with table.update_spec() as spec:
-            spec.add_field("ns", IdentityTransform(), "ns")
+        if partition == "ns":
+            with table.update_spec() as spec:
+                spec.add_field("ns", IdentityTransform(), "ns")
         table = catalog.load_table("analytics.events")
         rows = nbytes = 0
         start = time.perf_counter()
@@ -65,7 +72,7 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         stored = catalog.load_table("analytics.events").scan().to_arrow().num_rows
         assert stored == rows, f"{stored} rows in the table, {rows} appended"
-        print(f"pyiceberg: {i} appends of {batch} events, {rows} rows in {elapsed:.1f} s")
+        print(f"pyiceberg: {i} appends of {batch} events, {rows} rows in {elapsed:.1f} s, partition {partition}")
         print(f"BENCH pyiceberg_rows_per_s={rows / elapsed:.2f} unit=rows/s")
         print(f"BENCH pyiceberg_mb_per_s={nbytes / elapsed / 1e6:.2f} unit=MB/s")
 
