@@ -64,6 +64,12 @@ struct Writer {
     splitter: Option<super::split::PartitionSplitter>,
 }
 
+/// A partitioned table's rows are split by partition once this many have come (or at the
+/// commit), not batch by batch: a micro-batch arrives as about one batch per log record (a
+/// request's rows, often ~1,000), which 50 partitions would cut into writes of ~20 rows each,
+/// and a Parquet writer pays a fixed cost per write and column.
+pub const SPLIT_ROWS: usize = 32 * 1024;
+
 /// One (pipeline, sink) writer with its committed position.
 pub struct IcebergSink {
     pipeline: String,
@@ -89,6 +95,13 @@ pub struct IcebergSink {
     sorting: Vec<RecordBatch>,
     /// Arrow bytes of `sorting`.
     sorting_bytes: usize,
+    /// Without `sort_by`, on a partitioned table: rows gathered before they are split by
+    /// partition ([`SPLIT_ROWS`]).
+    splitting: Vec<RecordBatch>,
+    /// Rows in `splitting`.
+    splitting_rows: usize,
+    /// Split once this many rows are gathered ([`SPLIT_ROWS`] until set).
+    split_rows: usize,
     /// `rolling.memory_mb` in bytes.
     budget: usize,
     /// `limits.commit_retries`: retries of a commit that lost the compare-and-swap.
@@ -196,6 +209,9 @@ impl IcebergSink {
             sort,
             sorting: Vec::new(),
             sorting_bytes: 0,
+            splitting: Vec::new(),
+            splitting_rows: 0,
+            split_rows: SPLIT_ROWS,
             budget: (cfg.rolling.memory_mb as usize).saturating_mul(1024 * 1024),
             commit_retries: crate::config::DEFAULT_COMMIT_RETRIES,
             broken: false,
@@ -210,6 +226,14 @@ impl IcebergSink {
     /// doubling up to 60 s, 30 min in all), capped at those defaults ([`commit_base`]).
     pub fn with_commit_retries(mut self, retries: u32) -> Self {
         self.commit_retries = retries;
+        self
+    }
+
+    /// Sets how many rows a partitioned table's sink gathers before it splits them by partition
+    /// ([`SPLIT_ROWS`] until set; 1 splits every batch as it comes). Fewer rows held, more
+    /// and smaller writes per partition.
+    pub fn with_split_rows(mut self, rows: usize) -> Self {
+        self.split_rows = rows.max(1);
         self
     }
 
@@ -248,7 +272,30 @@ impl IcebergSink {
             }
             return Ok(());
         }
+        if !self.table.metadata().default_partition_spec().is_unpartitioned() {
+            self.splitting_rows += batch.num_rows();
+            self.splitting.push(batch);
+            if self.splitting_rows >= self.split_rows {
+                self.write_split().await?;
+            }
+            return Ok(());
+        }
         self.write_files(batch).await
+    }
+
+    /// Hands the rows gathered in `splitting` to the writers, as one batch.
+    async fn write_split(&mut self) -> Result<()> {
+        let pending = std::mem::take(&mut self.splitting);
+        self.splitting_rows = 0;
+        match pending.len() {
+            0 => Ok(()),
+            1 => self.write_files(pending.into_iter().next().expect("one")).await,
+            _ => {
+                let batch = arrow::compute::concat_batches(&pending[0].schema(), &pending)?;
+                drop(pending);
+                self.write_files(batch).await
+            }
+        }
     }
 
     /// Sorts the rows waiting in `sorting` and hands them to the writers.
@@ -293,6 +340,7 @@ impl IcebergSink {
         let from = self.rolling.committed();
         let to = self.rolling.through();
         let started = Instant::now();
+        self.write_split().await?;
         self.write_sorted().await?;
         let writer = self.writer.get_mut().expect("writer lock").take();
         let mut closed_for_memory = 0;

@@ -2,6 +2,7 @@
 //! loses the catalog's compare-and-swap to another writer is tried again before it fails,
 //! `rolling.inactivity_seconds` makes a sink whose input went still commit before its interval,
 //! and `rolling.memory_mb` closes open data files early without changing what a commit holds.
+//! A partitioned sink gathers small batches before it splits them by partition.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -167,12 +168,15 @@ async fn a_sink_whose_input_went_still_rolls_after_inactivity_seconds() -> TestR
 }
 
 /// A sink on `partition_by` whose open data files may hold `memory_mb` MB.
+/// A sink with `rolling.memory_mb = memory_mb` that splits every batch by partition as it comes
+/// (not gathered first), so its writers see the budget at once.
 async fn budget_sink(env: &Env, partition_by: &[&str], memory_mb: u64) -> IcebergSink {
     let mut cfg = sink_config(partition_by);
     cfg.rolling.memory_mb = memory_mb;
     IcebergSink::open(env.catalog.clone(), &cfg, PIPELINE, &output_schema())
         .await
         .expect("open sink")
+        .with_split_rows(1)
 }
 
 /// The Parquet files under the table's directory.
@@ -181,6 +185,28 @@ fn parquet_on_disk(env: &Env) -> std::collections::BTreeSet<String> {
         .into_iter()
         .filter(|f| f.ends_with(".parquet"))
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_sink_gathers_small_batches_before_it_splits_them() -> TestResult {
+    // 100 batches of 500 rows into 4 partitions: the rows are split once SPLIT_ROWS have come
+    // (mid-way), and the commit splits the rest; every row lands once, one file per partition.
+    let env = Env::new().await;
+    let mut sink = env.open_sink(&["bucket"]).await;
+    const { assert!(floe::sink::iceberg::SPLIT_ROWS < 50_000) };
+    for i in 0..100u64 {
+        sink.write(&rows(i * 500..(i + 1) * 500), (i + 1) * 500).await?;
+    }
+    let stats = sink.commit().await?;
+    assert_eq!((stats.rows, stats.files), (50_000, 4));
+    // And a commit with fewer rows than SPLIT_ROWS, all still gathered when it starts.
+    write_range(&mut sink, 50_000..50_100).await?;
+    let stats = sink.commit().await?;
+    assert_eq!((stats.rows, stats.files), (100, 4));
+    let table = env.table().await;
+    assert_eq!(table.metadata().snapshots().count(), 2);
+    assert_eq!(scan_ids(&table).await?, (0..50_100).collect::<Vec<_>>());
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,8 @@ use floe::sink::Sink;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_of_an_attempt_that_never_committed_are_removed_at_open() -> TestResult {
     let env = Env::new().await;
-    let mut sink = env.open_sink(&["bucket"]).await;
+    // Rows split as they come, so the writes below reach Parquet files before any commit.
+    let mut sink = env.open_sink(&["bucket"]).await.with_split_rows(1);
     write_range(&mut sink, 0..10).await?;
     sink.commit().await?;
 
