@@ -62,7 +62,7 @@ pub const COMMIT_RETRIES: u32 = 10;
 pub const MIN_TARGET_FILE_BYTES: u64 = 1024 * 1024;
 /// The largest: above it a "small" file could be any file, and every round would rewrite whole
 /// partitions again.
-pub const MAX_TARGET_FILE_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+pub const MAX_TARGET_FILE_BYTES: u64 = crate::config::MAX_TARGET_FILE_SIZE_MB * 1024 * 1024;
 /// The table property that names the size data files are written to (Iceberg's own).
 pub const TARGET_FILE_SIZE_PROPERTY: &str = "write.target-file-size-bytes";
 

@@ -90,17 +90,16 @@ pub struct IcebergSink {
     rolling: RollState,
     /// `sort_by`, parsed; empty: rows are written as they come.
     sort: Vec<SortKey>,
-    /// With `sort_by`: the pending rows (in the table's layout), sorted and written at commit,
-    /// or as a run of files of their own once they reach the memory budget.
-    sorting: Vec<RecordBatch>,
-    /// Arrow bytes of `sorting`.
-    sorting_bytes: usize,
-    /// Without `sort_by`, on a partitioned table: rows gathered before they are split by
-    /// partition ([`SPLIT_ROWS`]).
-    splitting: Vec<RecordBatch>,
-    /// Rows in `splitting`.
-    splitting_rows: usize,
-    /// Split once this many rows are gathered ([`SPLIT_ROWS`] until set).
+    /// Rows (in the table's layout) gathered before they go to the writers, written at commit
+    /// or earlier: with `sort_by`, sorted, once they reach the memory budget (as a run of files
+    /// of their own); otherwise, on a partitioned table, once `split_rows` have come.
+    pending: Vec<RecordBatch>,
+    /// Arrow bytes of `pending`.
+    pending_bytes: usize,
+    /// Rows in `pending`.
+    pending_rows: usize,
+    /// Unsorted rows of a partitioned table are split once this many are gathered
+    /// ([`SPLIT_ROWS`] until set).
     split_rows: usize,
     /// `rolling.memory_mb` in bytes.
     budget: usize,
@@ -207,10 +206,9 @@ impl IcebergSink {
             attempt: uuid::Uuid::now_v7(),
             rolling: RollState::new(&cfg.rolling, committed),
             sort,
-            sorting: Vec::new(),
-            sorting_bytes: 0,
-            splitting: Vec::new(),
-            splitting_rows: 0,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            pending_rows: 0,
             split_rows: SPLIT_ROWS,
             budget: (cfg.rolling.memory_mb as usize).saturating_mul(1024 * 1024),
             commit_retries: crate::config::DEFAULT_COMMIT_RETRIES,
@@ -260,53 +258,41 @@ impl IcebergSink {
         let batch = conform_to_table(batch, &self.table_arrow)?;
         self.rolling
             .wrote(batch.num_rows() as u64, batch.get_array_memory_size());
-        if !self.sort.is_empty() {
-            self.sorting_bytes += batch.get_array_memory_size();
-            self.sorting.push(batch);
-            if self.sorting_bytes >= self.budget {
-                // Sorted and written now, in files of their own: every file stays sorted.
-                self.write_sorted().await?;
-                if let Some(w) = self.writer.get_mut().expect("writer lock").as_mut() {
-                    w.fanout.close_open().await?;
-                }
-            }
-            return Ok(());
+        let sorted = !self.sort.is_empty();
+        if !sorted && self.table.metadata().default_partition_spec().is_unpartitioned() {
+            return self.write_files(batch).await;
         }
-        if !self.table.metadata().default_partition_spec().is_unpartitioned() {
-            self.splitting_rows += batch.num_rows();
-            self.splitting.push(batch);
-            if self.splitting_rows >= self.split_rows {
-                self.write_split().await?;
+        self.pending_bytes += batch.get_array_memory_size();
+        self.pending_rows += batch.num_rows();
+        self.pending.push(batch);
+        if sorted && self.pending_bytes >= self.budget {
+            // Sorted and written now, in files of their own: every file stays sorted.
+            self.write_pending().await?;
+            if let Some(w) = self.writer.get_mut().expect("writer lock").as_mut() {
+                w.fanout.close_open().await?;
             }
-            return Ok(());
-        }
-        self.write_files(batch).await
-    }
-
-    /// Hands the rows gathered in `splitting` to the writers, as one batch.
-    async fn write_split(&mut self) -> Result<()> {
-        let pending = std::mem::take(&mut self.splitting);
-        self.splitting_rows = 0;
-        match pending.len() {
-            0 => Ok(()),
-            1 => self.write_files(pending.into_iter().next().expect("one")).await,
-            _ => {
-                let batch = arrow::compute::concat_batches(&pending[0].schema(), &pending)?;
-                drop(pending);
-                self.write_files(batch).await
-            }
-        }
-    }
-
-    /// Sorts the rows waiting in `sorting` and hands them to the writers.
-    async fn write_sorted(&mut self) -> Result<()> {
-        let pending = std::mem::take(&mut self.sorting);
-        self.sorting_bytes = 0;
-        if let Some(sorted) = sort_batches(&pending, &self.sort)? {
-            drop(pending);
-            self.write_files(sorted).await?;
+        } else if !sorted && self.pending_rows >= self.split_rows {
+            self.write_pending().await?;
         }
         Ok(())
+    }
+
+    /// Hands the rows gathered in `pending` to the writers as one batch, sorted by `sort_by`
+    /// when the sink has it.
+    async fn write_pending(&mut self) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        (self.pending_bytes, self.pending_rows) = (0, 0);
+        let batch = match (self.sort.is_empty(), pending.as_slice()) {
+            (false, _) => sort_batches(&pending, &self.sort)?,
+            (true, []) => None,
+            (true, [one]) => Some(one.clone()),
+            (true, all) => Some(arrow::compute::concat_batches(&all[0].schema(), all)?),
+        };
+        drop(pending);
+        match batch {
+            Some(b) => self.write_files(b).await,
+            None => Ok(()),
+        }
     }
 
     /// Hands `batch` (in the table's layout) to the Parquet writers, starting the attempt (its
@@ -340,8 +326,7 @@ impl IcebergSink {
         let from = self.rolling.committed();
         let to = self.rolling.through();
         let started = Instant::now();
-        self.write_split().await?;
-        self.write_sorted().await?;
+        self.write_pending().await?;
         let writer = self.writer.get_mut().expect("writer lock").take();
         let mut closed_for_memory = 0;
         let files: Vec<DataFile> = match writer {
